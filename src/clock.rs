@@ -1,0 +1,74 @@
+//! Time as ldbridge stores and shows it: Unix milliseconds (`i64`) inside,
+//! RFC 3339 UTC with millisecond precision outside.
+//!
+//! Owns parsing of the timestamps that Segment libraries send (any RFC 3339
+//! offset form, 0–9 fractional digits) and formatting for the CLI and for
+//! outbound payloads. It does not own durations (see `config`).
+
+use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcOffset};
+
+/// The current wall-clock time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Parses an RFC 3339 / ISO-8601 timestamp (`Z`, `+00:00` or another
+/// offset; 0–9 fractional digits) into Unix milliseconds, truncating
+/// sub-millisecond digits. Returns `None` for anything else.
+pub fn parse_ms(text: &str) -> Option<i64> {
+    let parsed = OffsetDateTime::parse(text.trim(), &Rfc3339).ok()?;
+    Some((parsed.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+/// Formats Unix milliseconds as `2024-05-14T09:31:27.412Z` (UTC, always
+/// three fractional digits, as Segment emits). Out-of-range values clamp to
+/// the Unix epoch rather than panic.
+pub fn format_ms(ms: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_offset_form_libraries_send() {
+        assert_eq!(parse_ms("2022-03-30T17:24:58Z"), Some(1_648_661_098_000));
+        assert_eq!(
+            parse_ms("2024-05-14T09:31:27.412+00:00"),
+            Some(1_715_679_087_412)
+        );
+        assert_eq!(
+            parse_ms("2024-05-14T09:31:27.412345678Z"),
+            Some(1_715_679_087_412)
+        );
+        assert_eq!(
+            parse_ms("2024-05-14T11:31:27.412+02:00"),
+            Some(1_715_679_087_412)
+        );
+        assert_eq!(parse_ms("yesterday"), None);
+        assert_eq!(parse_ms(""), None);
+    }
+
+    #[test]
+    fn formats_utc_with_milliseconds() {
+        assert_eq!(format_ms(1_715_679_087_412), "2024-05-14T09:31:27.412Z");
+        assert_eq!(format_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            parse_ms(&format_ms(1_715_679_300_500)),
+            Some(1_715_679_300_500)
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! Pure batch planning: which mapped events travel together.
+//!
+//! A batch holds events of one source (one destination credential), in
+//! arrival order, at most `max_events` of them and at most `max_bytes` of
+//! JSON array once serialised. An event larger than `max_bytes` on its own
+//! still gets a batch of one: the destination decides (413 → failed with
+//! the reason), so nothing is silently dropped here.
+
+/// Groups items into batches. `items` are `(source, serialised bytes)` in
+/// arrival order; the result holds item indexes, each batch in order,
+/// batches ordered by their first item. Empty input → no batches.
+pub fn plan(items: &[(&str, usize)], max_events: usize, max_bytes: usize) -> Vec<Vec<usize>> {
+    let max_events = max_events.max(1);
+    // (source, indexes, array bytes so far) of the batch still open per source.
+    let mut open: Vec<(&str, Vec<usize>, usize)> = Vec::new();
+    let mut closed: Vec<Vec<usize>> = Vec::new();
+    for (index, (source, bytes)) in items.iter().enumerate() {
+        let slot = match open.iter().position(|(name, _, _)| name == source) {
+            Some(slot) => slot,
+            None => {
+                open.push((source, Vec::new(), 2));
+                open.len() - 1
+            }
+        };
+        let (_, members, size) = &mut open[slot];
+        // A comma separates every element after the first.
+        let added = bytes + usize::from(!members.is_empty());
+        if !members.is_empty() && (members.len() >= max_events || *size + added > max_bytes) {
+            closed.push(std::mem::take(members));
+            *size = 2;
+        }
+        *size += bytes + usize::from(!members.is_empty());
+        members.push(index);
+    }
+    closed.extend(
+        open.into_iter()
+            .map(|(_, members, _)| members)
+            .filter(|m| !m.is_empty()),
+    );
+    closed.sort_by_key(|batch| batch[0]);
+    closed
+}
+
+/// Serialises already-serialised JSON values as one JSON array.
+pub fn json_array<'a>(elements: impl IntoIterator<Item = &'a str>) -> String {
+    let mut body = String::from("[");
+    for (n, element) in elements.into_iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(element);
+    }
+    body.push(']');
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_items_no_batches() {
+        assert!(plan(&[], 10, 1000).is_empty());
+    }
+
+    #[test]
+    fn batches_never_mix_sources_and_keep_order() {
+        let items = [("a", 10), ("b", 10), ("a", 10), ("b", 10)];
+        assert_eq!(plan(&items, 10, 1000), vec![vec![0, 2], vec![1, 3]]);
+    }
+
+    #[test]
+    fn max_events_cuts_batches() {
+        let items = [("a", 1); 5];
+        assert_eq!(plan(&items, 2, 1000), vec![vec![0, 1], vec![2, 3], vec![4]]);
+    }
+
+    #[test]
+    fn max_bytes_counts_brackets_and_commas() {
+        // [x,y] with 4-byte elements = 2 + 4 + 1 + 4 = 11 bytes.
+        let items = [("a", 4), ("a", 4), ("a", 4)];
+        assert_eq!(plan(&items, 10, 11), vec![vec![0, 1], vec![2]]);
+        assert_eq!(plan(&items, 10, 10), vec![vec![0], vec![1], vec![2]]);
+        let sizes: Vec<usize> = vec![json_array(["abcd", "abcd"]).len()];
+        assert_eq!(sizes, vec![11]);
+    }
+
+    #[test]
+    fn an_oversized_event_travels_alone() {
+        let items = [("a", 5), ("a", 50), ("a", 5)];
+        assert_eq!(plan(&items, 10, 20), vec![vec![0], vec![1], vec![2]]);
+    }
+
+    #[test]
+    fn json_array_joins_elements() {
+        assert_eq!(json_array([]), "[]");
+        assert_eq!(json_array(["1", "{\"a\":2}"]), "[1,{\"a\":2}]");
+    }
+}

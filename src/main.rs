@@ -1,0 +1,31 @@
+//! The `ldbridge` binary: parse the command line, set up logging, run, and
+//! turn the outcome into an exit code (the policy is `cli::Failure`).
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ldbridge::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ldbridge::logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ldbridge: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("ldbridge: {failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Payload mapping between Segment messages and LaunchDarkly events: pure
+//! functions from one stored message to what a route sends for it.
+//!
+//! Owns the per-direction mapping rules (`spec/mapping.md`) and the
+//! [`Mapped`] outcome they share. Does not own batching, size limits,
+//! envelopes, headers or delivery (see `dispatch` and `deliver`), and does no
+//! I/O: the current time is passed in.
+
+pub mod segment_to_ld;
+
+/// What a route does with one stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mapped {
+    /// Send this JSON object to the destination.
+    Send(serde_json::Value),
+    /// The route cannot carry this event; the reason is shown to operators by `ldbridge explain`.
+    Skip(String),
+}

@@ -1,0 +1,230 @@
+//! A stand-in for Segment's and LaunchDarkly's ingestion APIs, on loopback.
+//!
+//! Records every request it gets (gzip bodies decompressed) and answers as
+//! told: a queue of scripted replies first, then an optional responder that
+//! looks at the request, then a default (202). Used by `ldbridge demo`, the
+//! integration tests and the benchmarks; it is not a model of either
+//! service's validation.
+
+use std::{
+    collections::VecDeque,
+    io::Read,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, HeaderMap, Request, Response, StatusCode};
+use serde_json::Value;
+use tokio::{net::TcpListener, sync::watch};
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    /// The body, decompressed when it came gzip-encoded.
+    pub body: Bytes,
+}
+
+impl Recorded {
+    /// The body as JSON (`Value::Null` if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// A reply to give.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Wait this long before answering (a slow or hanging receiver).
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Reply {
+        self.body = body.to_owned();
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Responder = Box<dyn Fn(&Recorded) -> Option<Reply> + Send + Sync>;
+
+struct State {
+    requests: Mutex<Vec<Recorded>>,
+    script: Mutex<VecDeque<Reply>>,
+    responder: Mutex<Option<Responder>>,
+    default: Mutex<Reply>,
+    arrived: tokio::sync::Notify,
+}
+
+/// A running stand-in receiver. Stops when dropped.
+pub struct Receiver {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: watch::Sender<bool>,
+}
+
+impl Receiver {
+    /// Starts on `127.0.0.1:0`, answering 202 until told otherwise.
+    pub async fn start() -> std::io::Result<Receiver> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            requests: Mutex::new(Vec::new()),
+            script: Mutex::new(VecDeque::new()),
+            responder: Mutex::new(None),
+            default: Mutex::new(Reply::status(202)),
+            arrived: tokio::sync::Notify::new(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let handler_state = Arc::clone(&state);
+        tokio::spawn(crate::server::serve(
+            listener,
+            move |request| answer(Arc::clone(&handler_state), request),
+            stopped,
+            Duration::from_millis(100),
+        ));
+        Ok(Receiver { addr, state, stop })
+    }
+
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues replies for the next requests, in order.
+    pub fn push(&self, reply: Reply) {
+        lock(&self.state.script).push_back(reply);
+    }
+
+    /// Decides replies by looking at each request (after the queue is used
+    /// up); `None` falls through to the default.
+    pub fn respond_with(
+        &self,
+        responder: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static,
+    ) {
+        *lock(&self.state.responder) = Some(Box::new(responder));
+    }
+
+    /// The reply when nothing else applies.
+    pub fn set_default(&self, reply: Reply) {
+        *lock(&self.state.default) = reply;
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        lock(&self.state.requests).clone()
+    }
+
+    /// Waits until `done` holds for the requests received, or `timeout`
+    /// passes. Returns the requests either way.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Recorded]) -> bool,
+    ) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.state.arrived.notified();
+            let requests = self.requests();
+            if done(&requests) || tokio::time::Instant::now() >= deadline {
+                return requests;
+            }
+            let _ = tokio::time::timeout_at(deadline, arrived).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let raw = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let gzip = parts
+        .headers
+        .get("content-encoding")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let body = if gzip {
+        let mut out = Vec::new();
+        match flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out) {
+            Ok(_) => Bytes::from(out),
+            Err(_) => raw,
+        }
+    } else {
+        raw
+    };
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        headers: parts.headers,
+        body,
+    };
+    let scripted = lock(&state.script).pop_front();
+    let reply = scripted
+        .or_else(|| {
+            lock(&state.responder)
+                .as_ref()
+                .and_then(|respond| respond(&recorded))
+        })
+        .unwrap_or_else(|| lock(&state.default).clone());
+    lock(&state.requests).push(recorded);
+    state.arrived.notify_waiters();
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in reply.headers {
+        if let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            hyper::header::HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}

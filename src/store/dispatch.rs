@@ -1,0 +1,440 @@
+//! Queries of the dispatcher: finding due work, forming batches, claiming
+//! them for sending, and recording each attempt's outcome.
+//!
+//! Every multi-step state change runs in one transaction, so a crash leaves
+//! either the old state or the new one. Batches found `sending` at start-up
+//! (the process died mid-request) are made due again by [`recover_sending`].
+
+use sqlx::{Row, SqliteConnection};
+use uuid::Uuid;
+
+use super::{Route, Store, StoreError};
+
+/// A stored event waiting to be batched on a route.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub event_id: i64,
+    pub source: String,
+    pub body: String,
+}
+
+/// A batch to create: events of one source, in order.
+#[derive(Debug, Clone)]
+pub struct BatchPlan {
+    pub source: String,
+    pub event_ids: Vec<i64>,
+}
+
+/// A batch claimed for sending.
+#[derive(Debug, Clone)]
+pub struct ClaimedBatch {
+    pub id: i64,
+    pub route: Route,
+    pub source: String,
+    pub payload_id: String,
+    pub created_at: i64,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub trigger: String,
+}
+
+/// The stored event of a batch, in batch order.
+#[derive(Debug, Clone)]
+pub struct BatchEvent {
+    pub event_id: i64,
+    pub body: String,
+}
+
+/// One HTTP attempt, as recorded in `attempts`.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// The new state of a batch after an attempt.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    Delivered,
+    Retrying {
+        next_attempt_at: i64,
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
+    /// Replace the batch by one batch per part (each a list of event ids).
+    Split {
+        reason: String,
+        parts: Vec<Vec<i64>>,
+    },
+}
+
+impl Resolution {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Resolution::Delivered => "delivered",
+            Resolution::Retrying { .. } => "retrying",
+            Resolution::Failed { .. } => "failed",
+            Resolution::Split { .. } => "split",
+        }
+    }
+}
+
+/// Makes batches left `sending` by a crash due now. Returns how many.
+pub async fn recover_sending(store: &Store, now: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE batches SET status = 'retrying', next_attempt_at = ?1, updated_at = ?1 \
+         WHERE status = 'sending'",
+    )
+    .bind(now)
+    .execute(store.pool())
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Whether `route` has anything to do at `now`: events to batch or batches
+/// due. Reads only, so an idle tick writes nothing.
+pub async fn has_work(store: &Store, route: Route, now: i64) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE route = ?1 AND status = 'pending') \
+             OR EXISTS (SELECT 1 FROM batches WHERE route = ?1 \
+                        AND status IN ('pending', 'retrying') AND next_attempt_at <= ?2)",
+    )
+    .bind(route.as_str())
+    .bind(now)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(row.get::<bool, _>(0))
+}
+
+/// Up to `limit` events waiting on `route`, oldest first. Empty when none.
+pub async fn pending_events(
+    store: &Store,
+    route: Route,
+    limit: usize,
+) -> Result<Vec<PendingEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.event_id, e.source, e.body FROM deliveries d JOIN events e ON e.id = d.event_id \
+         WHERE d.route = ?1 AND d.status = 'pending' ORDER BY d.event_id LIMIT ?2",
+    )
+    .bind(route.as_str())
+    .bind(limit as i64)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| PendingEvent {
+            event_id: row.get(0),
+            source: row.get(1),
+            body: row.get(2),
+        })
+        .collect())
+}
+
+/// In one transaction: marks `skipped` events with their reason and creates
+/// one batch per plan, already `sending` (its first attempt follows at
+/// once). Returns the created batches in plan order.
+pub async fn create_batches(
+    store: &Store,
+    route: Route,
+    plans: &[BatchPlan],
+    skipped: &[(i64, String)],
+    now: i64,
+) -> Result<Vec<ClaimedBatch>, StoreError> {
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    // Skip reasons repeat (every page call has the same one): one statement each.
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+    for (event_id, reason) in skipped {
+        by_reason
+            .entry(reason.as_str())
+            .or_default()
+            .push(*event_id);
+    }
+    for (reason, event_ids) in by_reason {
+        sqlx::query(
+            "UPDATE deliveries SET status = 'skipped', reason = ?3 \
+             WHERE route = ?2 AND status = 'pending' AND event_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(id_list(&event_ids))
+        .bind(route.as_str())
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut created = Vec::with_capacity(plans.len());
+    for plan in plans {
+        let batch = insert_batch(
+            &mut tx,
+            route,
+            &plan.source,
+            plan.event_ids.len(),
+            "sending",
+            None,
+            now,
+        )
+        .await?;
+        assign_events(&mut tx, route, batch.id, &plan.event_ids, "pending").await?;
+        created.push(batch);
+    }
+    tx.commit().await?;
+    Ok(created)
+}
+
+async fn insert_batch(
+    conn: &mut SqliteConnection,
+    route: Route,
+    source: &str,
+    event_count: usize,
+    status: &str,
+    parent_id: Option<i64>,
+    now: i64,
+) -> Result<ClaimedBatch, sqlx::Error> {
+    let payload_id = Uuid::new_v4().to_string();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO batches (route, source, status, payload_id, event_count, created_at, updated_at, \
+                              next_attempt_at, parent_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7) RETURNING id",
+    )
+    .bind(route.as_str())
+    .bind(source)
+    .bind(status)
+    .bind(&payload_id)
+    .bind(event_count as i64)
+    .bind(now)
+    .bind(parent_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(ClaimedBatch {
+        id,
+        route,
+        source: source.to_owned(),
+        payload_id,
+        created_at: now,
+        attempts: 0,
+        trigger: "scheduled".to_owned(),
+    })
+}
+
+/// Points the deliveries of `event_ids` on `route` at `batch_id` (status
+/// `batched`), but only those currently in `from_status` state.
+async fn assign_events(
+    conn: &mut SqliteConnection,
+    route: Route,
+    batch_id: i64,
+    event_ids: &[i64],
+    from_status: &str,
+) -> Result<(), sqlx::Error> {
+    // One statement per batch: the ids travel as a JSON array.
+    sqlx::query(
+        "UPDATE deliveries SET status = 'batched', batch_id = ?3, reason = NULL \
+         WHERE route = ?2 AND status = ?4 AND event_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(id_list(event_ids))
+    .bind(route.as_str())
+    .bind(batch_id)
+    .bind(from_status)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// `[1,2,3]`: a list of ids as one bindable JSON value.
+fn id_list(ids: &[i64]) -> String {
+    let mut text = String::with_capacity(ids.len() * 8 + 2);
+    text.push('[');
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(&id.to_string());
+    }
+    text.push(']');
+    text
+}
+
+/// Claims up to `limit` batches of `route` due at `now` (oldest due first)
+/// by marking them `sending`. Empty when none is due.
+pub async fn claim_due(
+    store: &Store,
+    route: Route,
+    now: i64,
+    limit: usize,
+) -> Result<Vec<ClaimedBatch>, StoreError> {
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let rows = sqlx::query(
+        "UPDATE batches SET status = 'sending', updated_at = ?2 \
+         WHERE id IN (SELECT id FROM batches WHERE route = ?1 AND status IN ('pending', 'retrying') \
+                      AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
+         RETURNING id, source, payload_id, created_at, attempts, next_trigger",
+    )
+    .bind(route.as_str())
+    .bind(now)
+    .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut batches: Vec<ClaimedBatch> = rows
+        .into_iter()
+        .map(|row| ClaimedBatch {
+            id: row.get(0),
+            route,
+            source: row.get(1),
+            payload_id: row.get(2),
+            created_at: row.get(3),
+            attempts: row.get(4),
+            trigger: row.get(5),
+        })
+        .collect();
+    batches.sort_by_key(|batch| batch.id);
+    Ok(batches)
+}
+
+/// The events of a batch in event order. Empty if the batch has none.
+pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<BatchEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT e.id, e.body FROM deliveries d JOIN events e ON e.id = d.event_id \
+         WHERE d.batch_id = ?1 ORDER BY e.id",
+    )
+    .bind(batch_id)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| BatchEvent {
+            event_id: row.get(0),
+            body: row.get(1),
+        })
+        .collect())
+}
+
+/// Records one attempt of `batch` and applies `resolution` to the batch and
+/// its deliveries, in one transaction. Returns the ids of new batches (the
+/// halves of a split; empty otherwise).
+pub async fn record_attempt(
+    store: &Store,
+    batch: &ClaimedBatch,
+    attempt: &AttemptRecord,
+    resolution: &Resolution,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "INSERT INTO attempts (batch_id, attempt, triggered_by, started_at, duration_ms, http_status, \
+                               error, response, outcome) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .bind(batch.id)
+    .bind(batch.attempts + 1)
+    .bind(&batch.trigger)
+    .bind(attempt.started_at)
+    .bind(attempt.duration_ms)
+    .bind(attempt.http_status.map(i64::from))
+    .bind(&attempt.error)
+    .bind(&attempt.response)
+    .bind(resolution.outcome())
+    .execute(&mut *tx)
+    .await?;
+    let mut children = Vec::new();
+    match resolution {
+        Resolution::Delivered => {
+            set_batch(&mut tx, batch.id, "delivered", None, None, now).await?;
+            set_deliveries(&mut tx, batch.id, "delivered", None).await?;
+        }
+        Resolution::Retrying {
+            next_attempt_at,
+            reason,
+        } => {
+            set_batch(
+                &mut tx,
+                batch.id,
+                "retrying",
+                Some(*next_attempt_at),
+                Some(reason),
+                now,
+            )
+            .await?;
+        }
+        Resolution::Failed { reason } => {
+            set_batch(&mut tx, batch.id, "failed", None, Some(reason), now).await?;
+            set_deliveries(&mut tx, batch.id, "failed", Some(reason)).await?;
+        }
+        Resolution::Split { reason, parts } => {
+            set_batch(&mut tx, batch.id, "split", None, Some(reason), now).await?;
+            for part in parts {
+                let child = insert_batch(
+                    &mut tx,
+                    batch.route,
+                    &batch.source,
+                    part.len(),
+                    "pending",
+                    Some(batch.id),
+                    now,
+                )
+                .await?;
+                move_events(&mut tx, batch.id, child.id, part).await?;
+                children.push(child.id);
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(children)
+}
+
+async fn set_batch(
+    conn: &mut SqliteConnection,
+    batch_id: i64,
+    status: &str,
+    next_attempt_at: Option<i64>,
+    error: Option<&String>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE batches SET status = ?2, next_attempt_at = ?3, last_error = ?4, updated_at = ?5, \
+                attempts = attempts + 1, next_trigger = 'scheduled' WHERE id = ?1",
+    )
+    .bind(batch_id)
+    .bind(status)
+    .bind(next_attempt_at)
+    .bind(error)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn set_deliveries(
+    conn: &mut SqliteConnection,
+    batch_id: i64,
+    status: &str,
+    reason: Option<&String>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET status = ?2, reason = ?3 WHERE batch_id = ?1")
+        .bind(batch_id)
+        .bind(status)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn move_events(
+    conn: &mut SqliteConnection,
+    from: i64,
+    to: i64,
+    event_ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET batch_id = ?3 \
+         WHERE batch_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))",
+    )
+    .bind(from)
+    .bind(id_list(event_ids))
+    .bind(to)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The only module that speaks SQL.
+//!
+//! Owns the SQLite file: opening it with the durability pragmas (WAL,
+//! `synchronous=FULL` by default), applying `migrations/`, the group-commit
+//! writer that ingest goes through ([`writer`]), and one function per query
+//! for the dispatcher ([`dispatch`]) and the operator surface ([`log`]).
+//! It makes no HTTP calls and decides no policy: callers pass in what to
+//! write, including times.
+
+pub mod dispatch;
+pub mod log;
+pub mod writer;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::Connection;
+
+/// Routes an event can take (architecture.md §1). The string form is what is
+/// stored and shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Route {
+    SegmentToLaunchDarkly,
+    LaunchDarklyToSegment,
+    LaunchDarklyRelay,
+    SegmentRelay,
+}
+
+impl Route {
+    pub const ALL: [Route; 4] = [
+        Route::SegmentToLaunchDarkly,
+        Route::LaunchDarklyToSegment,
+        Route::LaunchDarklyRelay,
+        Route::SegmentRelay,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::SegmentToLaunchDarkly => "segment-to-launchdarkly",
+            Route::LaunchDarklyToSegment => "launchdarkly-to-segment",
+            Route::LaunchDarklyRelay => "launchdarkly-relay",
+            Route::SegmentRelay => "segment-relay",
+        }
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Route {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Route::ALL
+            .into_iter()
+            .find(|route| route.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = Route::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "unknown route `{text}` (expected one of {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Which wire protocol an event arrived by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Segment,
+    LaunchDarkly,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Segment => "segment",
+            Protocol::LaunchDarkly => "launchdarkly",
+        }
+    }
+}
+
+/// How the database file is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `true` (the default) makes every commit survive power loss;
+    /// `false` (`synchronous=NORMAL`) only survives a process crash.
+    pub synchronous_full: bool,
+    /// How long a statement waits for another writer (CLI, dispatcher).
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            synchronous_full: true,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors from the store. Callers branch only on "it failed"; the cause
+/// chain goes to the logs, never to HTTP clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+fn connect_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if options.synchronous_full {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        })
+        .busy_timeout(options.busy_timeout)
+        .foreign_keys(true)
+        // Multi-row inserts come in a handful of shapes per table; keep them all.
+        .statement_cache_capacity(256)
+        .pragma("temp_store", "memory")
+}
+
+/// An open database: a pool for reads and short writes (dispatcher, CLI,
+/// admin) plus the path, so the ingest writer can open its own connection.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    options: SqliteConnectOptions,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path` and applies every
+    /// pending migration. Fails if the file cannot be opened or migrated.
+    pub async fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        let connect = connect_options(path, options);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store {
+            pool,
+            options: connect,
+        })
+    }
+
+    /// A dedicated connection, used by the single ingest writer so that its
+    /// group commits never queue behind the pool.
+    pub(crate) async fn dedicated_connection(&self) -> Result<SqliteConnection, StoreError> {
+        Ok(SqliteConnection::connect_with(&self.options).await?)
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,302 @@
+//! The single ingest writer: group commit.
+//!
+//! Ingest handlers never write themselves. They hand an [`IngestBatch`] to
+//! [`Writer::submit`], which queues it on a bounded channel and waits for the
+//! commit. One task drains whatever is queued into one transaction, commits
+//! (one fsync for many requests) and answers each request only then. A full
+//! queue is refused at once ([`WriteError::Busy`]) rather than growing memory.
+//! A failed commit fails every request in it; nothing is acknowledged.
+
+use std::sync::{Arc, OnceLock};
+
+use sqlx::{sqlite::SqliteConnection, AssertSqlSafe, Connection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Protocol, Route, Store, StoreError};
+
+/// Upper bound of events drained into one transaction; keeps each commit's
+/// latency (and the write lock hold time) small under heavy load.
+const MAX_EVENTS_PER_COMMIT: usize = 20_000;
+/// Rows per multi-row INSERT statement (the largest of the power-of-two shapes).
+const MAX_ROWS_PER_STATEMENT: usize = 64;
+
+/// One event to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Segment `messageId`, or LaunchDarkly `"<payload id>:<index>"`.
+    pub dedupe_key: String,
+    /// Segment message type or LaunchDarkly event kind.
+    pub kind: String,
+    /// The event JSON as it will be stored.
+    pub body: String,
+}
+
+/// The events of one inbound request: all from one source, all taking the
+/// same routes.
+#[derive(Debug, Clone)]
+pub struct IngestBatch {
+    pub source: String,
+    pub protocol: Protocol,
+    pub received_at: i64,
+    /// Protocol extras shared by every event of the request (JSON), if any.
+    pub meta: Option<String>,
+    /// One `pending` delivery per route is created for every new event.
+    pub routes: Vec<Route>,
+    pub events: Vec<NewEvent>,
+}
+
+/// What a commit did with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Events newly stored.
+    pub stored: usize,
+    /// Events already stored earlier (same source and dedupe key), acknowledged
+    /// but not stored again.
+    pub duplicates: usize,
+}
+
+/// Why a request was not committed. Both mean: answer 503 with Retry-After.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the ingest queue is full")]
+    Busy,
+    #[error("the ingest writer has stopped")]
+    Closed,
+    #[error("commit failed: {0}")]
+    Commit(String),
+}
+
+struct Job {
+    batch: IngestBatch,
+    reply: oneshot::Sender<Result<Committed, WriteError>>,
+}
+
+/// Handle to the writer task. Cloning is cheap; the task ends once every
+/// handle is dropped and the queue is drained.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    queue: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("source", &self.batch.source)
+            .finish()
+    }
+}
+
+/// Commit statistics, reported by the writer after each transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitStats {
+    pub requests: usize,
+    pub events: usize,
+    pub duration: std::time::Duration,
+    pub ok: bool,
+}
+
+impl Writer {
+    /// Starts the writer on its own connection. `queue_len` bounds the number
+    /// of requests waiting for a commit. `on_commit` is called after every
+    /// transaction (metrics, liveness).
+    pub async fn start(
+        store: &Store,
+        queue_len: usize,
+        on_commit: impl Fn(CommitStats) + Send + 'static,
+    ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
+        let conn = store.dedicated_connection().await?;
+        let (queue, jobs) = mpsc::channel(queue_len.max(1));
+        let task = tokio::spawn(run(conn, jobs, on_commit));
+        Ok((Writer { queue }, task))
+    }
+
+    /// Queues `batch` and waits until it is committed. Returns how many
+    /// events were new; fails without waiting when the queue is full.
+    pub async fn submit(&self, batch: IngestBatch) -> Result<Committed, WriteError> {
+        if batch.events.is_empty() {
+            return Ok(Committed {
+                stored: 0,
+                duplicates: 0,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .try_send(Job { batch, reply })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => WriteError::Busy,
+                mpsc::error::TrySendError::Closed(_) => WriteError::Closed,
+            })?;
+        answer.await.map_err(|_| WriteError::Closed)?
+    }
+}
+
+async fn run(
+    mut conn: SqliteConnection,
+    mut jobs: mpsc::Receiver<Job>,
+    on_commit: impl Fn(CommitStats),
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut events = first.batch.events.len();
+        let mut group = vec![first];
+        while events < MAX_EVENTS_PER_COMMIT {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    events += job.batch.events.len();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = commit(&mut conn, &group).await;
+        on_commit(CommitStats {
+            requests: group.len(),
+            events,
+            duration: started.elapsed(),
+            ok: result.is_ok(),
+        });
+        match result {
+            Ok(counts) => {
+                for (job, committed) in group.into_iter().zip(counts) {
+                    let _ = job.reply.send(Ok(committed));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, requests = group.len(), "Ingest commit failed; requests refused.");
+                let message = error.to_string();
+                for job in group {
+                    let _ = job.reply.send(Err(WriteError::Commit(message.clone())));
+                }
+            }
+        }
+    }
+    let _ = conn.close().await;
+}
+
+async fn commit(conn: &mut SqliteConnection, group: &[Job]) -> Result<Vec<Committed>, sqlx::Error> {
+    // IMMEDIATE takes the write lock up front, so waiting for another writer
+    // goes through busy_timeout instead of failing mid-transaction.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut counts = Vec::with_capacity(group.len());
+    for job in group {
+        let ids = insert_events(&mut tx, &job.batch).await?;
+        insert_deliveries(&mut tx, &ids, &job.batch.routes).await?;
+        counts.push(Committed {
+            stored: ids.len(),
+            duplicates: job.batch.events.len() - ids.len(),
+        });
+    }
+    tx.commit().await?;
+    Ok(counts)
+}
+
+/// Splits `n` rows into statement shapes: 64-row chunks, then the binary
+/// digits of the remainder, so only seven SQL strings per table ever exist.
+fn chunk_sizes(mut n: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    while n >= MAX_ROWS_PER_STATEMENT {
+        sizes.push(MAX_ROWS_PER_STATEMENT);
+        n -= MAX_ROWS_PER_STATEMENT;
+    }
+    let mut bit = MAX_ROWS_PER_STATEMENT / 2;
+    while bit > 0 {
+        if n & bit != 0 {
+            sizes.push(bit);
+        }
+        bit /= 2;
+    }
+    sizes
+}
+
+/// The multi-row statement for `rows` rows, built once per shape.
+fn cached_sql(
+    cache: &'static [OnceLock<Arc<str>>; 7],
+    rows: usize,
+    build: fn(usize) -> String,
+) -> Arc<str> {
+    let slot = rows.trailing_zeros() as usize;
+    cache[slot].get_or_init(|| build(rows).into()).clone()
+}
+
+fn events_sql(rows: usize) -> String {
+    let values = vec!["(?,?,?,?,?,?,?)"; rows].join(",");
+    format!(
+        "INSERT INTO events (source, protocol, dedupe_key, kind, received_at, meta, body) \
+         VALUES {values} ON CONFLICT (dedupe_key, source) DO NOTHING RETURNING id"
+    )
+}
+
+fn deliveries_sql(rows: usize) -> String {
+    let values = vec!["(?,?,'pending')"; rows].join(",");
+    format!("INSERT INTO deliveries (event_id, route, status) VALUES {values}")
+}
+
+static EVENTS_SQL: [OnceLock<Arc<str>>; 7] = [const { OnceLock::new() }; 7];
+static DELIVERIES_SQL: [OnceLock<Arc<str>>; 7] = [const { OnceLock::new() }; 7];
+
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    batch: &IngestBatch,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut ids = Vec::with_capacity(batch.events.len());
+    let mut rest = &batch.events[..];
+    for rows in chunk_sizes(batch.events.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let sql = cached_sql(&EVENTS_SQL, rows, events_sql);
+        let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+        for event in chunk {
+            query = query
+                .bind(batch.source.clone())
+                .bind(batch.protocol.as_str())
+                .bind(event.dedupe_key.clone())
+                .bind(event.kind.clone())
+                .bind(batch.received_at)
+                .bind(batch.meta.clone())
+                .bind(event.body.clone());
+        }
+        ids.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(ids)
+}
+
+async fn insert_deliveries(
+    conn: &mut SqliteConnection,
+    ids: &[i64],
+    routes: &[Route],
+) -> Result<(), sqlx::Error> {
+    let pairs: Vec<(i64, Route)> = ids
+        .iter()
+        .flat_map(|id| routes.iter().map(move |route| (*id, *route)))
+        .collect();
+    let mut rest = &pairs[..];
+    for rows in chunk_sizes(pairs.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        rest = tail;
+        let sql = cached_sql(&DELIVERIES_SQL, rows, deliveries_sql);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (id, route) in chunk {
+            query = query.bind(*id).bind(route.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_sizes;
+
+    #[test]
+    fn chunk_sizes_cover_every_row_with_few_shapes() {
+        assert_eq!(chunk_sizes(0), Vec::<usize>::new());
+        assert_eq!(chunk_sizes(1), vec![1]);
+        assert_eq!(chunk_sizes(100), vec![64, 32, 4]);
+        assert_eq!(chunk_sizes(128), vec![64, 64]);
+        for n in 0..300 {
+            let sizes = chunk_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= 64));
+        }
+    }
+}
