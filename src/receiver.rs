@@ -28,6 +28,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     /// The body, decompressed when it came gzip-encoded.
     pub body: Bytes,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -85,6 +87,11 @@ struct State {
     responder: Mutex<Option<Responder>>,
     default: Mutex<Reply>,
     arrived: tokio::sync::Notify,
+    /// When false, requests are counted but not kept (benchmarks).
+    recording: std::sync::atomic::AtomicBool,
+    count: std::sync::atomic::AtomicUsize,
+    /// JSON array elements received, when the body is a JSON array.
+    elements: std::sync::atomic::AtomicUsize,
 }
 
 /// A running stand-in receiver. Stops when dropped.
@@ -105,6 +112,9 @@ impl Receiver {
             responder: Mutex::new(None),
             default: Mutex::new(Reply::status(202)),
             arrived: tokio::sync::Notify::new(),
+            recording: std::sync::atomic::AtomicBool::new(true),
+            count: std::sync::atomic::AtomicUsize::new(0),
+            elements: std::sync::atomic::AtomicUsize::new(0),
         });
         let (stop, stopped) = watch::channel(false);
         let handler_state = Arc::clone(&state);
@@ -139,6 +149,21 @@ impl Receiver {
     /// The reply when nothing else applies.
     pub fn set_default(&self, reply: Reply) {
         *lock(&self.state.default) = reply;
+    }
+
+    /// Stops keeping requests (they are still counted): for long runs.
+    pub fn stop_recording(&self) {
+        self.state.recording.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Requests received so far, recorded or not.
+    pub fn request_count(&self) -> usize {
+        self.state.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// JSON array elements received so far (events, for LaunchDarkly bodies).
+    pub fn element_count(&self) -> usize {
+        self.state.elements.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every request received so far, in arrival order.
@@ -178,6 +203,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let at = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let raw = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -201,6 +227,7 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<
         path: parts.uri.path().to_owned(),
         headers: parts.headers,
         body,
+        at,
     };
     let scripted = lock(&state.script).pop_front();
     let reply = scripted
@@ -210,7 +237,13 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<
                 .and_then(|respond| respond(&recorded))
         })
         .unwrap_or_else(|| lock(&state.default).clone());
-    lock(&state.requests).push(recorded);
+    if let Ok(serde_json::Value::Array(elements)) = serde_json::from_slice::<serde_json::Value>(&recorded.body) {
+        state.elements.fetch_add(elements.len(), std::sync::atomic::Ordering::SeqCst);
+    }
+    state.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if state.recording.load(std::sync::atomic::Ordering::SeqCst) {
+        lock(&state.requests).push(recorded);
+    }
     state.arrived.notify_waiters();
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

@@ -1,0 +1,251 @@
+//! Delivery to LaunchDarkly: retries keep the payload id, Retry-After is
+//! honoured, failures are final and recorded, bad events are isolated.
+
+use std::time::Duration;
+
+use ldbridge::{receiver::Reply, store::log as queries};
+use serde_json::{json, Value};
+
+use crate::helpers::{fixture, spawn_app, spawn_app_with, Dress, TestApp, WRITE_KEY};
+
+async fn post_tracks(app: &TestApp, names: &[&str]) {
+    let batch: Vec<Value> = names
+        .iter()
+        .map(|name| json!({"type": "track", "userId": "u1", "event": name, "messageId": format!("m-{name}")}))
+        .collect();
+    let body = json!({"batch": batch, "writeKey": WRITE_KEY}).to_string();
+    let reply = app.post("/v1/batch", body.as_bytes(), Dress::BodyKey).await;
+    assert_eq!(reply.http_status(), Some(200));
+}
+
+async fn attempts(app: &TestApp, batch_id: i64) -> Vec<queries::AttemptSummary> {
+    queries::batch_attempts(&app.app.store, batch_id)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_500_is_retried_and_delivered_with_the_same_payload_id() {
+    let app = spawn_app().await;
+    app.launchdarkly
+        .push(Reply::status(500).body("upstream trouble"));
+    assert_eq!(
+        app.post(
+            "/v1/track",
+            fixture("segment-track.in.json").as_bytes(),
+            Dress::Basic
+        )
+        .await
+        .http_status(),
+        Some(200)
+    );
+    app.dispatch_until(|counts| counts.get("delivered") == 1)
+        .await;
+    let requests = app.launchdarkly.requests();
+    assert_eq!(requests.len(), 2);
+    let ids: Vec<_> = requests
+        .iter()
+        .map(|r| r.header("x-launchdarkly-payload-id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids[0], ids[1], "a retry must carry the batch's payload id");
+    assert_eq!(
+        requests[0].body, requests[1].body,
+        "a retry sends the same events"
+    );
+    let batch = &app.batches().await[0];
+    assert_eq!((batch.status.as_str(), batch.attempts), ("delivered", 2));
+    assert_eq!(batch.payload_id, ids[0]);
+    let log = attempts(&app, batch.id).await;
+    assert_eq!(
+        log.iter().map(|a| a.http_status).collect::<Vec<_>>(),
+        vec![Some(500), Some(202)]
+    );
+    assert_eq!(
+        log.iter().map(|a| a.outcome.as_str()).collect::<Vec<_>>(),
+        vec!["retrying", "delivered"]
+    );
+    assert_eq!(log[0].response.as_deref(), Some("upstream trouble"));
+    assert!(log.iter().all(|a| a.trigger == "scheduled"));
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_waits_at_least_that_long() {
+    let app = spawn_app_with(|config| {
+        config.dispatch.retry_schedule = vec![Duration::from_millis(10), Duration::from_secs(5)];
+    })
+    .await;
+    app.launchdarkly
+        .push(Reply::status(429).header("retry-after", "1"));
+    post_tracks(&app, &["a"]).await;
+    app.dispatch_until(|counts| counts.get("delivered") == 1)
+        .await;
+    let requests = app.launchdarkly.requests();
+    assert_eq!(requests.len(), 2);
+    let waited = requests[1].at.duration_since(requests[0].at);
+    assert!(
+        waited >= Duration::from_secs(1),
+        "retried after {waited:?}, before Retry-After: 1"
+    );
+}
+
+#[tokio::test]
+async fn a_401_fails_the_batch_without_retrying() {
+    let app = spawn_app().await;
+    app.launchdarkly
+        .set_default(Reply::status(401).body("invalid key"));
+    post_tracks(&app, &["a", "b"]).await;
+    app.dispatch_until(|counts| counts.get("failed") == 2).await;
+    // Well past the 10 ms retry step: still one request.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.app
+        .dispatcher
+        .drain(ldbridge::store::Route::SegmentToLaunchDarkly)
+        .await
+        .unwrap();
+    assert_eq!(app.launchdarkly.requests().len(), 1);
+    let batch = &app.batches().await[0];
+    assert_eq!(batch.status, "failed");
+    assert!(
+        batch.last_error.as_deref().unwrap().contains("401"),
+        "{:?}",
+        batch.last_error
+    );
+}
+
+#[tokio::test]
+async fn a_400_on_a_batch_of_three_isolates_the_poison_event_and_delivers_the_others() {
+    let app = spawn_app().await;
+    app.launchdarkly.respond_with(|request| {
+        let poisoned = request
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["key"] == "poison");
+        Some(Reply::status(if poisoned { 400 } else { 202 }))
+    });
+    post_tracks(&app, &["good-1", "poison", "good-2"]).await;
+    let counts = app.dispatch_until(|counts| counts.settled()).await;
+    assert_eq!((counts.get("delivered"), counts.get("failed")), (2, 1));
+    let delivered: Vec<Value> = app
+        .launchdarkly
+        .requests()
+        .iter()
+        .map(|r| r.json().as_array().cloned().unwrap())
+        // What the receiver accepted: requests without the poison event.
+        .filter(|events| events.iter().all(|event| event["key"] != "poison"))
+        .flatten()
+        .map(|event| event["key"].clone())
+        .collect();
+    assert_eq!(delivered, vec![json!("good-1"), json!("good-2")]);
+    let batches = app.batches().await;
+    let failed: Vec<_> = batches.iter().filter(|b| b.status == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].event_count, 1);
+    assert!(batches
+        .iter()
+        .any(|b| b.status == "split" && b.event_count == 3));
+}
+
+#[tokio::test]
+async fn a_413_splits_the_batch_until_each_part_fits() {
+    let app = spawn_app().await;
+    app.launchdarkly.respond_with(|request| {
+        Some(Reply::status(
+            if request.json().as_array().unwrap().len() > 2 {
+                413
+            } else {
+                202
+            },
+        ))
+    });
+    post_tracks(&app, &["a", "b", "c", "d", "e"]).await;
+    let counts = app.dispatch_until(|counts| counts.settled()).await;
+    assert_eq!(counts.get("delivered"), 5);
+    let keys: std::collections::BTreeSet<String> = app
+        .launchdarkly
+        .requests()
+        .iter()
+        .filter(|r| r.json().as_array().unwrap().len() <= 2)
+        .flat_map(|r| r.json().as_array().cloned().unwrap())
+        .map(|event| event["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        keys.len(),
+        5,
+        "every event delivered exactly in some accepted part"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_still_failing_after_give_up_after_becomes_failed() {
+    let app =
+        spawn_app_with(|config| config.dispatch.give_up_after = Duration::from_millis(200)).await;
+    app.launchdarkly.set_default(Reply::status(503));
+    post_tracks(&app, &["a"]).await;
+    app.dispatch_until(|counts| counts.get("failed") == 1).await;
+    let batch = &app.batches().await[0];
+    assert!(batch.attempts >= 2);
+    assert!(
+        batch
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("gave up after"),
+        "{:?}",
+        batch.last_error
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_times_out_and_the_batch_is_retried() {
+    let app =
+        spawn_app_with(|config| config.dispatch.request_timeout = Duration::from_millis(300)).await;
+    app.launchdarkly
+        .push(Reply::status(202).delay(Duration::from_secs(30)));
+    post_tracks(&app, &["a"]).await;
+    app.dispatch_until(|counts| counts.get("delivered") == 1)
+        .await;
+    let log = attempts(&app, app.batches().await[0].id).await;
+    assert_eq!(log[0].http_status, None);
+    assert_eq!(log[0].error.as_deref(), Some("timed out"));
+    assert_eq!(log[1].http_status, Some(202));
+}
+
+#[tokio::test]
+async fn batches_respect_max_batch_events_and_every_event_is_sent_once() {
+    let app = spawn_app_with(|config| config.dispatch.max_batch_events = 2).await;
+    post_tracks(&app, &["a", "b", "c", "d", "e"]).await;
+    app.dispatch_until(|counts| counts.get("delivered") == 5)
+        .await;
+    let sizes: Vec<usize> = app
+        .launchdarkly
+        .requests()
+        .iter()
+        .map(|r| r.json().as_array().unwrap().len())
+        .collect();
+    assert!(sizes.iter().all(|n| *n <= 2), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), 5);
+}
+
+#[tokio::test]
+async fn an_idle_tick_writes_nothing() {
+    let app = spawn_app().await;
+    let before = std::fs::metadata(app.database.with_extension("db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let outcome = app
+        .app
+        .dispatcher
+        .run_once(
+            ldbridge::store::Route::SegmentToLaunchDarkly,
+            ldbridge::clock::now_ms(),
+        )
+        .await
+        .unwrap();
+    assert!(outcome.idle);
+    let after = std::fs::metadata(app.database.with_extension("db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(before, after);
+}

@@ -1,0 +1,225 @@
+//! `spawn_app` and friends: an in-process daemon on port 0 with a fresh
+//! database, pointed at a recording LaunchDarkly stand-in, with retry
+//! delays in milliseconds.
+
+use std::{io::Write, path::PathBuf, time::Duration};
+
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use ldbridge::{
+    config::{Config, LaunchDarklyDestination, Secret, SegmentSource},
+    daemon::{self, App},
+    deliver::{HttpClient, Outbound, Reply},
+    receiver::Receiver,
+    store::{log as queries, Route},
+};
+use serde_json::Value;
+
+pub const WRITE_KEY: &str = "Qx4pLw9TzR2mVbN7sK1yHc5dJf8aGe3U";
+pub const CLIENT_SIDE_ID: &str = "6488674dc2ea1d6673731ba2";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub app: App,
+    pub base: String,
+    pub launchdarkly: Receiver,
+    pub client: HttpClient,
+    pub database: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The test config: one Segment source feeding LaunchDarkly through the
+/// stand-in, millisecond retries, and a schedule that never fires on its
+/// own (tests drive dispatch with `drain`).
+pub fn test_config(dir: &std::path::Path, launchdarkly_url: &str) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.shutdown_timeout = Duration::from_secs(5);
+    config.store.path = dir.join("ldbridge.db");
+    config.launchdarkly.events_url = launchdarkly_url.to_owned();
+    config.dispatch.schedule = "0 0 0 1 1 * 2099".to_owned();
+    config.dispatch.retry_schedule = vec![Duration::from_millis(10)];
+    config.dispatch.request_timeout = Duration::from_secs(5);
+    config.segment_sources.push(SegmentSource {
+        name: "web".to_owned(),
+        write_key: Secret::new(WRITE_KEY),
+        webhook_secret: None,
+        to_launchdarkly: Some(LaunchDarklyDestination {
+            client_side_id: Some(CLIENT_SIDE_ID.to_owned()),
+            sdk_key: None,
+        }),
+        relay_to_segment: false,
+    });
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let launchdarkly = Receiver::start().await.unwrap();
+    let mut config = test_config(dir.path(), &launchdarkly.url());
+    adjust(&mut config);
+    config.validate().unwrap();
+    let database = config.store.path.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = daemon::start(config, listener).await.unwrap();
+    TestApp {
+        base: format!("http://{}", app.ingest_addr),
+        app,
+        launchdarkly,
+        client: HttpClient::new(Duration::from_secs(10)),
+        database,
+        _dir: dir,
+    }
+}
+
+/// How a request is dressed, the ways real libraries send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dress {
+    /// `Authorization: Basic base64(key:)`, application/json.
+    Basic,
+    /// No auth header (the key is in the body), application/json.
+    BodyKey,
+    /// Body key, `Content-Type: text/plain` (analytics.js).
+    TextPlain,
+    /// Body key, gzip-compressed (analytics-python gzip=True, mobile).
+    Gzip,
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+pub fn basic(key: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
+}
+
+impl TestApp {
+    /// Posts `body` to `path`, dressed as `dress`.
+    pub async fn post(&self, path: &str, body: &[u8], dress: Dress) -> Reply {
+        let mut headers = vec![(
+            CONTENT_TYPE,
+            HeaderValue::from_static(if dress == Dress::TextPlain {
+                "text/plain"
+            } else {
+                "application/json"
+            }),
+        )];
+        let mut bytes = Bytes::copy_from_slice(body);
+        match dress {
+            Dress::Basic => headers.push((
+                AUTHORIZATION,
+                HeaderValue::from_str(&basic(WRITE_KEY)).unwrap(),
+            )),
+            Dress::Gzip => {
+                bytes = Bytes::from(gzip(body));
+                headers.push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
+            }
+            Dress::BodyKey | Dress::TextPlain => {}
+        }
+        self.post_raw(path, bytes, headers).await
+    }
+
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<Bytes>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Reply {
+        let request = Outbound {
+            url: format!("{}{path}", self.base),
+            headers,
+            body: body.into(),
+        };
+        self.client.send(&request).await
+    }
+
+    /// Runs the Segment → LaunchDarkly dispatcher until `done` holds for the
+    /// delivery counts (route, status → count), or fails the test at WAIT.
+    pub async fn dispatch_until(&self, done: impl Fn(&Counts) -> bool) -> Counts {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            self.app
+                .dispatcher
+                .drain(Route::SegmentToLaunchDarkly)
+                .await
+                .unwrap();
+            let counts = self.counts().await;
+            if done(&counts) {
+                return counts;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not reached; deliveries: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn counts(&self) -> Counts {
+        Counts(queries::delivery_counts(&self.app.store).await.unwrap())
+    }
+
+    pub async fn events_stored(&self) -> i64 {
+        queries::event_count(&self.app.store).await.unwrap()
+    }
+
+    pub async fn batches(&self) -> Vec<queries::BatchSummary> {
+        let filter = queries::BatchFilter {
+            limit: 1000,
+            ..Default::default()
+        };
+        queries::list_batches(&self.app.store, &filter)
+            .await
+            .unwrap()
+    }
+
+    /// Every LaunchDarkly event the stand-in was sent in requests it
+    /// answered 2xx... or in all requests when `all`.
+    pub fn received_events(&self) -> Vec<Value> {
+        self.launchdarkly
+            .requests()
+            .iter()
+            .flat_map(|request| request.json().as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Delivery counts by (route, status).
+#[derive(Debug, Clone)]
+pub struct Counts(pub Vec<(String, String, i64)>);
+
+impl Counts {
+    pub fn get(&self, status: &str) -> i64 {
+        self.0
+            .iter()
+            .filter(|(_, s, _)| s == status)
+            .map(|(_, _, n)| *n)
+            .sum()
+    }
+
+    /// Nothing waiting: no delivery pending or batched.
+    pub fn settled(&self) -> bool {
+        self.get("pending") == 0 && self.get("batched") == 0
+    }
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_str(&fixture(name)).unwrap()
+}

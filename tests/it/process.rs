@@ -1,0 +1,319 @@
+//! The real binary as a process: killed with SIGKILL and restarted, stopped
+//! with SIGTERM, and its CLI's exit codes.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
+
+use ldbridge::receiver::{Receiver, Reply};
+use serde_json::{json, Value};
+
+use crate::helpers::{basic, CLIENT_SIDE_ID, WAIT, WRITE_KEY};
+
+const NEVER: &str = "0 0 0 1 1 * 2099";
+const EVERY_SECOND: &str = "*/1 * * * * *";
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ldbridge")
+}
+
+/// Writes a config file; the write key travels as `env:` like in production.
+fn write_config(dir: &Path, receiver: &Receiver, schedule: &str) -> PathBuf {
+    let path = dir.join("ldbridge.toml");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_timeout = "5s"
+
+[store]
+path = "{db}"
+
+[dispatch]
+schedule = "{schedule}"
+retry_schedule = ["10ms"]
+request_timeout = "2s"
+
+[launchdarkly]
+events_url = "{url}"
+
+[[segment_source]]
+name = "web"
+write_key = "env:IT_SEGMENT_WRITE_KEY"
+to_launchdarkly = {{ client_side_id = "{CLIENT_SIDE_ID}" }}
+"#,
+        db = dir.join("ldbridge.db").display(),
+        url = receiver.url(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `ldbridge serve` and waits for its ready line (which names
+    /// the port it bound).
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(binary())
+            .args(["--log-format", "json", "--config"])
+            .arg(config)
+            .arg("serve")
+            .env("IT_SEGMENT_WRITE_KEY", WRITE_KEY)
+            .env("LDBRIDGE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (ready, addr) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                    if entry["message"] == "ldbridge is ready." {
+                        let _ = ready.send(
+                            entry["listen"]
+                                .as_str()
+                                .unwrap()
+                                .parse::<SocketAddr>()
+                                .unwrap(),
+                        );
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = addr
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("daemon did not become ready: {:?}", logs.lock().unwrap()));
+        Daemon { child, addr, logs }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+/// Posts a batch of uniquely named track events; returns their names once
+/// acknowledged.
+async fn post_events(addr: SocketAddr, prefix: &str, count: usize) -> Vec<String> {
+    let names: Vec<String> = (0..count).map(|n| format!("{prefix}-{n}")).collect();
+    let batch: Vec<Value> = names
+        .iter()
+        .map(|name| json!({"type": "track", "userId": "u1", "event": name, "messageId": name}))
+        .collect();
+    let request = ldbridge::deliver::Outbound {
+        url: format!("http://{addr}/v1/batch"),
+        headers: vec![(
+            hyper::header::AUTHORIZATION,
+            hyper::header::HeaderValue::from_str(&basic(WRITE_KEY)).unwrap(),
+        )],
+        body: json!({ "batch": batch }).to_string().into(),
+    };
+    let reply = ldbridge::deliver::HttpClient::new(Duration::from_secs(10))
+        .send(&request)
+        .await;
+    assert_eq!(reply.http_status(), Some(200), "{:?}", reply.excerpt);
+    names
+}
+
+fn keys_received(receiver: &Receiver) -> std::collections::BTreeSet<String> {
+    receiver
+        .requests()
+        .iter()
+        .flat_map(|request| request.json().as_array().cloned().unwrap_or_default())
+        .map(|event| event["key"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledged_events_survive_sigkill_before_delivery_and_are_delivered_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let daemon = Daemon::start(&write_config(dir.path(), &receiver, NEVER));
+    let mut acknowledged = Vec::new();
+    for round in 0..5 {
+        acknowledged.extend(post_events(daemon.addr, &format!("r{round}"), 20).await);
+    }
+    daemon.kill();
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing may be sent before the restart"
+    );
+
+    let daemon = Daemon::start(&write_config(dir.path(), &receiver, EVERY_SECOND));
+    let expected: std::collections::BTreeSet<String> = acknowledged.into_iter().collect();
+    receiver
+        .wait_until(WAIT, |_| keys_received(&receiver) == expected)
+        .await;
+    assert_eq!(keys_received(&receiver), expected);
+
+    // The delivery log, through the CLI, while the daemon runs.
+    let output = Command::new(binary())
+        .args(["--config"])
+        .arg(dir.path().join("ldbridge.toml"))
+        .args(["log", "--status", "delivered", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let batches: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let events: i64 = batches
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["event_count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(events, 100);
+    for batch in batches.as_array().unwrap() {
+        assert_eq!(batch["route"], "segment-to-launchdarkly");
+        assert_eq!(batch["status"], "delivered");
+        assert!(batch["created_at"].as_str().unwrap().ends_with('Z'));
+    }
+    daemon.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_interrupted_mid_request_is_sent_again_after_restart_with_the_same_payload_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    receiver.push(Reply::status(202).delay(Duration::from_secs(60)));
+    let config = write_config(dir.path(), &receiver, EVERY_SECOND);
+    let daemon = Daemon::start(&config);
+    post_events(daemon.addr, "inflight", 3).await;
+    receiver
+        .wait_until(WAIT, |requests| !requests.is_empty())
+        .await;
+    daemon.kill(); // mid-request: the batch is `sending`
+
+    let daemon = Daemon::start(&config);
+    let requests = receiver
+        .wait_until(WAIT, |requests| requests.len() >= 2)
+        .await;
+    assert!(requests.len() >= 2, "not resent: {}", daemon.logs());
+    let first = requests[0].header("x-launchdarkly-payload-id").unwrap();
+    assert_eq!(requests[1].header("x-launchdarkly-payload-id"), Some(first));
+    assert_eq!(requests[0].body, requests[1].body);
+    daemon.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_cleanly_with_exit_status_zero_and_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let config = write_config(dir.path(), &receiver, NEVER);
+    let mut daemon = Daemon::start(&config);
+    let acknowledged = post_events(daemon.addr, "term", 10).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.pid()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = daemon.child.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}: {}", daemon.logs());
+    assert!(daemon.logs().contains("Stopped."));
+    // Everything acknowledged is in the database after exit.
+    let store = ldbridge::store::Store::open(&dir.path().join("ldbridge.db"), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ldbridge::store::log::event_count(&store).await.unwrap(),
+        acknowledged.len() as i64
+    );
+}
+
+fn check_config(text: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_names_the_bad_key_exits_2_and_never_prints_a_secret() {
+    let unknown = check_config("[server]\nlisten = \"127.0.0.1:0\"\nlisen = 1\n");
+    assert_eq!(unknown.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains("lisen") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+
+    let secret = "super-secret-write-key-123";
+    let bad_value = check_config(&format!(
+        "[[segment_source]]\nname = \"web\"\nwrite_key = \"{secret}\"\n[dispatch]\nmax_batch_events = 0\n"
+    ));
+    assert_eq!(bad_value.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad_value.stderr);
+    assert!(stderr.contains("max_batch_events"), "{stderr}");
+    assert!(!stderr.contains(secret));
+
+    let missing_env =
+        check_config("[[segment_source]]\nname = \"web\"\nwrite_key = \"env:IT_DOES_NOT_EXIST\"\n");
+    assert_eq!(missing_env.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing_env.stderr).contains("IT_DOES_NOT_EXIST"));
+
+    let good = check_config("[[segment_source]]\nname = \"web\"\nwrite_key = \"k\"\n");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+}
+
+#[test]
+fn log_without_a_database_is_a_runtime_error_and_a_bad_filter_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\npath = \"{}\"\n",
+            dir.path().join("none.db").display()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(binary())
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(run(&["log"]).status.code(), Some(1));
+    assert_eq!(run(&["log", "--status", "lost"]).status.code(), Some(2));
+    assert_eq!(
+        run(&["log", "--since", "last tuesday"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+}

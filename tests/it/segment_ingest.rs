@@ -1,0 +1,364 @@
+//! Segment traffic in: every way a library posts, and every refusal.
+
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use ldbridge::clock;
+use serde_json::{json, Value};
+
+use crate::helpers::{basic, fixture, fixture_json, gzip, spawn_app, Dress, TestApp};
+
+async fn assert_accepted(app: &TestApp, path: &str, body: &str, dress: Dress) {
+    let reply = app.post(path, body.as_bytes(), dress).await;
+    assert_eq!(
+        reply.http_status(),
+        Some(200),
+        "{path} {dress:?}: {:?}",
+        reply.excerpt
+    );
+    assert_eq!(reply.excerpt.as_deref(), Some(r#"{"success":true}"#));
+}
+
+#[tokio::test]
+async fn each_fixture_posted_as_its_library_does_arrives_mapped_as_the_fixture_says() {
+    let cases = [
+        ("/v1/track", "segment-track", Dress::Basic),
+        ("/v1/identify", "segment-identify", Dress::Basic),
+        ("/v1/alias", "segment-alias", Dress::Basic),
+        ("/v1/p", "segment-page", Dress::TextPlain),
+    ];
+    for (path, name, dress) in cases {
+        let app = spawn_app().await;
+        assert_accepted(&app, path, &fixture(&format!("{name}.in.json")), dress).await;
+        app.dispatch_until(|counts| counts.settled()).await;
+        let expected = fixture_json(&format!("{name}.to-ld.json"));
+        assert_eq!(Value::Array(app.received_events()), expected, "{name}");
+        for request in app.launchdarkly.requests() {
+            assert_eq!(
+                request.path,
+                format!("/events/bulk/{}", crate::helpers::CLIENT_SIDE_ID)
+            );
+            assert_eq!(request.header("x-launchdarkly-event-schema"), Some("4"));
+            assert_eq!(request.header("content-type"), Some("application/json"));
+            assert!(request
+                .header("user-agent")
+                .unwrap()
+                .starts_with("ldbridge/"));
+            assert!(request.header("x-launchdarkly-payload-id").is_some());
+        }
+    }
+}
+
+/// The batch fixture without its envelope `sentAt`, so no skew correction
+/// applies and the fixture's creation dates hold exactly.
+fn batch_without_sent_at() -> String {
+    let mut batch = fixture_json("segment-batch.in.json");
+    batch.as_object_mut().unwrap().remove("sentAt");
+    batch.to_string()
+}
+
+#[tokio::test]
+async fn a_batch_arrives_the_same_with_basic_auth_body_key_gzip_and_text_plain() {
+    for dress in [Dress::Basic, Dress::BodyKey, Dress::Gzip, Dress::TextPlain] {
+        for path in ["/v1/batch", "/v1/b", "/v1/import"] {
+            let app = spawn_app().await;
+            assert_accepted(&app, path, &batch_without_sent_at(), dress).await;
+            let counts = app.dispatch_until(|counts| counts.settled()).await;
+            assert_eq!(
+                Value::Array(app.received_events()),
+                fixture_json("segment-batch.to-ld.json"),
+                "{path} {dress:?}"
+            );
+            // group and page have no LaunchDarkly equivalent.
+            assert_eq!((counts.get("delivered"), counts.get("skipped")), (4, 2));
+        }
+    }
+}
+
+#[tokio::test]
+async fn chunked_bodies_and_single_messages_without_type_are_accepted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let body = json!({"userId": "u1", "event": "Chunked", "messageId": "m-chunked"}).to_string();
+    let mut request = format!(
+        "POST /v1/track HTTP/1.1\r\nHost: ldbridge\r\nAuthorization: {}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        basic(crate::helpers::WRITE_KEY)
+    );
+    for chunk in body.as_bytes().chunks(7) {
+        request.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            chunk.len(),
+            std::str::from_utf8(chunk).unwrap()
+        ));
+    }
+    request.push_str("0\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(app.app.ingest_addr)
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    app.dispatch_until(|counts| counts.settled()).await;
+    let events = app.received_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["key"], "Chunked");
+}
+
+#[tokio::test]
+async fn clock_skew_is_corrected_and_the_original_kept() {
+    let app = spawn_app().await;
+    let before = clock::now_ms();
+    // sentAt is 2 s after the event's timestamp: timestamp = receivedAt − 2 s.
+    assert_accepted(
+        &app,
+        "/v1/batch",
+        &fixture("segment-batch-skew.in.json"),
+        Dress::BodyKey,
+    )
+    .await;
+    let after = clock::now_ms();
+    app.dispatch_until(|counts| counts.settled()).await;
+    let mut events = app.received_events();
+    assert_eq!(events.len(), 1);
+    let created = events[0]["creationDate"].as_i64().unwrap();
+    assert!(
+        (before - 2000..=after - 2000).contains(&created),
+        "{created} not in [{before}, {after}] − 2 s"
+    );
+    // Apart from the corrected time, the output is the fixture's.
+    let mut expected = fixture_json("segment-batch-skew.to-ld.json");
+    expected[0]["creationDate"] = json!(created);
+    events[0]["creationDate"] = json!(created);
+    assert_eq!(Value::Array(events), expected);
+}
+
+#[tokio::test]
+async fn a_repeated_message_id_is_acknowledged_stored_once_and_delivered_once() {
+    let app = spawn_app().await;
+    let body = fixture("segment-track.in.json");
+    assert_accepted(&app, "/v1/track", &body, Dress::Basic).await;
+    assert_accepted(&app, "/v1/track", &body, Dress::Basic).await;
+    // The same message inside a batch, too.
+    let batch = json!({"batch": [serde_json::from_str::<Value>(&body).unwrap()], "writeKey": crate::helpers::WRITE_KEY});
+    assert_accepted(&app, "/v1/batch", &batch.to_string(), Dress::BodyKey).await;
+    assert_eq!(app.events_stored().await, 1);
+    app.dispatch_until(|counts| counts.settled()).await;
+    assert_eq!(app.received_events().len(), 1);
+}
+
+/// Every refusal: the status code, a JSON error naming what is wrong, and
+/// nothing stored.
+#[tokio::test]
+async fn bad_input_is_refused_with_its_status_and_nothing_is_stored() {
+    let app = spawn_app_small_limit().await;
+    let key = crate::helpers::WRITE_KEY;
+    let track = |extra: Value| {
+        let mut message = json!({"type": "track", "userId": "u1", "event": "E"});
+        for (k, v) in extra.as_object().unwrap() {
+            message[k] = v.clone();
+        }
+        message
+    };
+    let batch = |items: Vec<Value>| json!({"batch": items, "writeKey": key}).to_string();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/v1/batch", "{not json".to_owned(), 400, "not valid JSON"),
+        (
+            "/v1/batch",
+            batch(vec![
+                track(json!({})),
+                json!({"type": "track", "userId": "u"}),
+            ]),
+            400,
+            "batch[1].event",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![json!({"type": "track", "event": "E"})]),
+            400,
+            "batch[0].userId",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![json!({"userId": "u", "event": "E"})]),
+            400,
+            "batch[0].type",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![json!({"type": "shout", "userId": "u"})]),
+            400,
+            "batch[0].type",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![json!({"type": "alias", "userId": "u"})]),
+            400,
+            "batch[0].previousId",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![json!({"type": "group", "userId": "u"})]),
+            400,
+            "batch[0].groupId",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![track(json!({"timestamp": "yesterday"}))]),
+            400,
+            "batch[0].timestamp",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![track(json!({"properties": [1, 2]}))]),
+            400,
+            "batch[0].properties",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![track(json!({"userId": {"id": 1}}))]),
+            400,
+            "batch[0].userId",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![track(json!({"messageId": "m".repeat(101)}))]),
+            400,
+            "batch[0].messageId",
+        ),
+        (
+            "/v1/batch",
+            json!({"batch": "nope", "writeKey": key}).to_string(),
+            400,
+            "batch",
+        ),
+        ("/v1/batch", batch(vec![json!([1])]), 400, "batch[0]"),
+        ("/v1/track", json!([1]).to_string(), 400, "JSON object"),
+        (
+            "/v1/track",
+            json!({"type": "identify", "userId": "u", "writeKey": key}).to_string(),
+            400,
+            "type",
+        ),
+        (
+            "/v1/batch",
+            json!({"batch": [track(json!({}))], "writeKey": "wrong"}).to_string(),
+            401,
+            "unknown write key",
+        ),
+        (
+            "/v1/batch",
+            json!({"batch": [track(json!({}))]}).to_string(),
+            401,
+            "no write key",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![track(
+                json!({"properties": {"pad": "x".repeat(33_000)}}),
+            )]),
+            413,
+            "batch[0]",
+        ),
+        (
+            "/v1/track",
+            track(json!({"writeKey": key, "properties": {"pad": "x".repeat(33_000)}})).to_string(),
+            413,
+            "32768",
+        ),
+        (
+            "/v1/batch",
+            batch(vec![
+                track(
+                    json!({"properties": {"pad": "x".repeat(20_000)}})
+                );
+                4
+            ]),
+            413,
+            "max_request_bytes",
+        ),
+    ];
+    for (path, body, status, needle) in &cases {
+        let reply = app.post(path, body.as_bytes(), Dress::BodyKey).await;
+        let text = reply.excerpt.clone().unwrap_or_default();
+        assert_eq!(
+            reply.http_status(),
+            Some(*status),
+            "{path} {needle}: {text}"
+        );
+        let error: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["success"], false);
+        assert!(
+            error["error"].as_str().unwrap().contains(needle),
+            "{needle} not in {text}"
+        );
+        assert!(error["code"].is_string());
+    }
+    // A gzip bomb: 50 kB on the wire, 50 MB inflated.
+    let bomb = gzip(&vec![b' '; 50 * 1024 * 1024]);
+    let headers = vec![
+        (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+        (AUTHORIZATION, HeaderValue::from_str(&basic(key)).unwrap()),
+    ];
+    assert_eq!(
+        app.post_raw("/v1/batch", bomb, headers).await.http_status(),
+        Some(413)
+    );
+    // An unknown Basic key is refused before the body is even read.
+    let headers = vec![(
+        AUTHORIZATION,
+        HeaderValue::from_str(&basic("nope")).unwrap(),
+    )];
+    assert_eq!(
+        app.post_raw("/v1/batch", batch(vec![track(json!({}))]), headers)
+            .await
+            .http_status(),
+        Some(401)
+    );
+    // Unsupported encodings, methods and paths.
+    let headers = vec![(CONTENT_ENCODING, HeaderValue::from_static("br"))];
+    assert_eq!(
+        app.post_raw("/v1/batch", "x", headers).await.http_status(),
+        Some(415)
+    );
+    assert_eq!(
+        app.post_raw("/v2/batch", "{}", vec![]).await.http_status(),
+        Some(404)
+    );
+    assert_eq!(app.events_stored().await, 0);
+    // ...while a good request on the same app is still accepted.
+    assert_accepted(
+        &app,
+        "/v1/batch",
+        &batch(vec![track(json!({}))]),
+        Dress::BodyKey,
+    )
+    .await;
+    assert_eq!(app.events_stored().await, 1);
+}
+
+async fn spawn_app_small_limit() -> TestApp {
+    crate::helpers::spawn_app_with(|config| config.server.max_request_bytes = 64_000).await
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered_for_browser_libraries() {
+    let app = spawn_app().await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let request = hyper::Request::options(format!("{}/v1/t", app.base))
+        .header("origin", "https://www.example.com")
+        .header(
+            HeaderName::from_static("access-control-request-method"),
+            "POST",
+        )
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert!(response.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Authorization"));
+}
