@@ -42,7 +42,10 @@ use serde_json::{json, Value};
 const WRITE_KEY: &str = "bench-write-key";
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A realistic Segment track message (~560 bytes, like analytics-node's).
@@ -105,7 +108,10 @@ impl Daemon {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if let Ok(entry) = serde_json::from_str::<Value>(&line) {
                     if entry["message"] == "ldbridge is ready." {
                         let _ = tx.send(entry["listen"].as_str().unwrap_or_default().to_owned());
@@ -113,13 +119,16 @@ impl Daemon {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("daemon ready");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("daemon ready");
         Daemon { child, addr }
     }
 
     /// Peak resident memory so far (VmHWM), in MB.
     fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find(|line| line.starts_with("VmHWM:"))
@@ -129,7 +138,9 @@ impl Daemon {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -146,7 +157,10 @@ impl LoadResult {
     fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort();
-        sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+        sorted
+            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -158,17 +172,31 @@ async fn load(url: &str, bodies: Vec<(Bytes, usize)>, connections: usize) -> Loa
         .build_http();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
-    let auth = format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{WRITE_KEY}:")));
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{WRITE_KEY}:")
+        )
+    );
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (client, bodies, next, url, auth) = (client.clone(), bodies.clone(), next.clone(), url.to_owned(), auth.clone());
+        let (client, bodies, next, url, auth) = (
+            client.clone(),
+            bodies.clone(),
+            next.clone(),
+            url.to_owned(),
+            auth.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let (mut errors, mut events) = (0, 0);
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, count)) = bodies.get(index) else { break };
+                let Some((body, count)) = bodies.get(index) else {
+                    break;
+                };
                 let request = Request::post(&url)
                     .header(header::CONTENT_TYPE, "application/json")
                     .header(header::AUTHORIZATION, &auth)
@@ -180,7 +208,11 @@ async fn load(url: &str, bodies: Vec<(Bytes, usize)>, connections: usize) -> Loa
                         let ok = response.status() == 200;
                         let _ = response.into_body().collect().await;
                         latencies.push(sent.elapsed());
-                        if ok { events += count } else { errors += 1 }
+                        if ok {
+                            events += count
+                        } else {
+                            errors += 1
+                        }
                     }
                     Err(_) => errors += 1,
                 }
@@ -188,7 +220,13 @@ async fn load(url: &str, bodies: Vec<(Bytes, usize)>, connections: usize) -> Loa
             (latencies, errors, events)
         }));
     }
-    let mut result = LoadResult { requests: bodies.len(), events: 0, elapsed: Duration::ZERO, latencies: Vec::new(), errors: 0 };
+    let mut result = LoadResult {
+        requests: bodies.len(),
+        events: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::new(),
+        errors: 0,
+    };
     for task in tasks {
         let (latencies, errors, events) = task.await.unwrap();
         result.latencies.extend(latencies);
@@ -200,22 +238,38 @@ async fn load(url: &str, bodies: Vec<(Bytes, usize)>, connections: usize) -> Loa
 }
 
 async fn ceiling(dir: &Path, events: usize) -> f64 {
-    let store = Store::open(&dir.join("ceiling.db"), &StoreOptions::default()).await.unwrap();
+    let store = Store::open(&dir.join("ceiling.db"), &StoreOptions::default())
+        .await
+        .unwrap();
     let (writer, _task) = Writer::start(&store, 16, |_| {}).await.unwrap();
     let rows: Vec<NewEvent> = (0..events)
         .map(|n| {
             let body = message(n);
-            NewEvent { dedupe_key: body["messageId"].as_str().unwrap().to_owned(), kind: "track".to_owned(), body: body.to_string() }
+            NewEvent {
+                dedupe_key: body["messageId"].as_str().unwrap().to_owned(),
+                kind: "track".to_owned(),
+                body: body.to_string(),
+            }
         })
         .collect();
-    let batch = IngestBatch { source: "bench".to_owned(), protocol: Protocol::Segment, received_at: 0, meta: None, routes: vec![Route::SegmentToLaunchDarkly], events: rows };
+    let batch = IngestBatch {
+        source: "bench".to_owned(),
+        protocol: Protocol::Segment,
+        received_at: 0,
+        meta: None,
+        routes: vec![Route::SegmentToLaunchDarkly],
+        events: rows,
+    };
     let started = Instant::now();
     writer.submit(batch).await.unwrap();
     events as f64 / started.elapsed().as_secs_f64()
 }
 
 fn db_bytes(dir: &Path) -> u64 {
-    ["ldbridge.db", "ldbridge.db-wal"].iter().map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0)).sum()
+    ["ldbridge.db", "ldbridge.db-wal"]
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
+        .sum()
 }
 
 fn row(name: &str, value: String) {
@@ -228,12 +282,18 @@ async fn main() {
     let single_requests = env_usize("BENCH_SINGLE_REQUESTS", 40_000);
     let connections = env_usize("BENCH_CONNECTIONS", 32);
     let dir: PathBuf = tempfile::tempdir().unwrap().keep();
-    println!("ldbridge throughput benchmark ({} cores, {connections} connections)\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "ldbridge throughput benchmark ({} cores, {connections} connections)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("| {:<58} | {:>22} |", "measure", "figure");
     println!("|{}|{}|", "-".repeat(60), "-".repeat(24));
 
     let ceiling = ceiling(&dir, batch_requests * 100).await;
-    row("ceiling: raw insert, one transaction (events/s)", format!("{ceiling:.0}"));
+    row(
+        "ceiling: raw insert, one transaction (events/s)",
+        format!("{ceiling:.0}"),
+    );
 
     let receiver = Receiver::start().await.unwrap();
     receiver.stop_recording();
@@ -245,18 +305,41 @@ async fn main() {
             .map(|r| {
                 let items: Vec<Value> = (0..100).map(|i| message(r * 100 + i)).collect();
                 total += items.iter().map(|m| m.to_string().len()).sum::<usize>();
-                (Bytes::from(json!({"batch": items, "sentAt": "2024-05-14T09:31:28.000Z"}).to_string()), 100)
+                (
+                    Bytes::from(
+                        json!({"batch": items, "sentAt": "2024-05-14T09:31:28.000Z"}).to_string(),
+                    ),
+                    100,
+                )
             })
             .collect();
         raw_json = total;
         bodies
     };
-    let batch = load(&format!("http://{}/v1/batch", daemon.addr), batches, connections).await;
+    let batch = load(
+        &format!("http://{}/v1/batch", daemon.addr),
+        batches,
+        connections,
+    )
+    .await;
     let batch_rate = batch.events as f64 / batch.elapsed.as_secs_f64();
-    row("ingest /v1/batch x100 (events/s)", format!("{batch_rate:.0}"));
-    row("ingest /v1/batch x100 ack latency p50 / p99 (ms)", format!("{:.1} / {:.1}", batch.percentile(0.5).as_secs_f64() * 1e3, batch.percentile(0.99).as_secs_f64() * 1e3));
+    row(
+        "ingest /v1/batch x100 (events/s)",
+        format!("{batch_rate:.0}"),
+    );
+    row(
+        "ingest /v1/batch x100 ack latency p50 / p99 (ms)",
+        format!(
+            "{:.1} / {:.1}",
+            batch.percentile(0.5).as_secs_f64() * 1e3,
+            batch.percentile(0.99).as_secs_f64() * 1e3
+        ),
+    );
     row("ingest ÷ ceiling", format!("{:.2}", batch_rate / ceiling));
-    row("refused requests (batch)", format!("{} of {}", batch.errors, batch.requests));
+    row(
+        "refused requests (batch)",
+        format!("{} of {}", batch.errors, batch.requests),
+    );
 
     let singles: Vec<(Bytes, usize)> = (0..single_requests)
         .map(|n| {
@@ -265,15 +348,42 @@ async fn main() {
             (Bytes::from(m.to_string()), 1)
         })
         .collect();
-    let single = load(&format!("http://{}/v1/track", daemon.addr), singles, connections).await;
-    row("ingest /v1/track single (requests/s)", format!("{:.0}", single.events as f64 / single.elapsed.as_secs_f64()));
-    row("ingest /v1/track ack latency p50 / p99 (ms)", format!("{:.1} / {:.1}", single.percentile(0.5).as_secs_f64() * 1e3, single.percentile(0.99).as_secs_f64() * 1e3));
-    row("refused requests (single)", format!("{} of {}", single.errors, single.requests));
+    let single = load(
+        &format!("http://{}/v1/track", daemon.addr),
+        singles,
+        connections,
+    )
+    .await;
+    row(
+        "ingest /v1/track single (requests/s)",
+        format!("{:.0}", single.events as f64 / single.elapsed.as_secs_f64()),
+    );
+    row(
+        "ingest /v1/track ack latency p50 / p99 (ms)",
+        format!(
+            "{:.1} / {:.1}",
+            single.percentile(0.5).as_secs_f64() * 1e3,
+            single.percentile(0.99).as_secs_f64() * 1e3
+        ),
+    );
+    row(
+        "refused requests (single)",
+        format!("{} of {}", single.errors, single.requests),
+    );
     let stored = batch.events + single.events;
     let ingest_rss = daemon.peak_rss_mb();
-    row("daemon peak RSS after ingest (MB)", format!("{ingest_rss:.1}"));
-    row("database bytes per stored event (undelivered)", format!("{:.0}", db_bytes(&dir) as f64 / stored as f64));
-    row("raw JSON bytes per event (as sent)", format!("{:.0}", raw_json as f64 / (batch_requests * 100) as f64));
+    row(
+        "daemon peak RSS after ingest (MB)",
+        format!("{ingest_rss:.1}"),
+    );
+    row(
+        "database bytes per stored event (undelivered)",
+        format!("{:.0}", db_bytes(&dir) as f64 / stored as f64),
+    );
+    row(
+        "raw JSON bytes per event (as sent)",
+        format!("{:.0}", raw_json as f64 / (batch_requests * 100) as f64),
+    );
     daemon.stop();
 
     // Dispatch: the same database, now with a schedule, to an instant receiver.
@@ -287,9 +397,18 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let dispatch_rate = receiver.element_count() as f64 / first.elapsed().as_secs_f64();
-    row("dispatch to instant receiver (events/s)", format!("{dispatch_rate:.0}"));
-    row("events delivered / stored", format!("{} / {stored}", receiver.element_count()));
-    row("daemon peak RSS during dispatch (MB)", format!("{:.1}", daemon.peak_rss_mb()));
+    row(
+        "dispatch to instant receiver (events/s)",
+        format!("{dispatch_rate:.0}"),
+    );
+    row(
+        "events delivered / stored",
+        format!("{} / {stored}", receiver.element_count()),
+    );
+    row(
+        "daemon peak RSS during dispatch (MB)",
+        format!("{:.1}", daemon.peak_rss_mb()),
+    );
     daemon.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -153,7 +153,9 @@ impl Receiver {
 
     /// Stops keeping requests (they are still counted): for long runs.
     pub fn stop_recording(&self) {
-        self.state.recording.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.state
+            .recording
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Requests received so far, recorded or not.
@@ -163,7 +165,9 @@ impl Receiver {
 
     /// JSON array elements received so far (events, for LaunchDarkly bodies).
     pub fn element_count(&self) -> usize {
-        self.state.elements.load(std::sync::atomic::Ordering::SeqCst)
+        self.state
+            .elements
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Every request received so far, in arrival order.
@@ -237,10 +241,16 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<
                 .and_then(|respond| respond(&recorded))
         })
         .unwrap_or_else(|| lock(&state.default).clone());
-    if let Ok(serde_json::Value::Array(elements)) = serde_json::from_slice::<serde_json::Value>(&recorded.body) {
-        state.elements.fetch_add(elements.len(), std::sync::atomic::Ordering::SeqCst);
+    if let Ok(serde_json::Value::Array(elements)) =
+        serde_json::from_slice::<serde_json::Value>(&recorded.body)
+    {
+        state
+            .elements
+            .fetch_add(elements.len(), std::sync::atomic::Ordering::SeqCst);
     }
-    state.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    state
+        .count
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     if state.recording.load(std::sync::atomic::Ordering::SeqCst) {
         lock(&state.requests).push(recorded);
     }

@@ -317,3 +317,24 @@ fn log_without_a_database_is_a_runtime_error_and_a_bad_filter_is_a_usage_error()
     );
     assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
 }
+
+#[test]
+fn the_demo_runs_end_to_end_and_shows_delivered_batches_and_payloads() {
+    let output = Command::new(binary()).arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("POST /v1/batch") && stdout.contains("→ 200"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("delivered"), "{stdout}");
+    assert!(stdout.contains("\"kind\": \"custom\""), "{stdout}");
+    assert!(
+        stdout.contains("/events/bulk/6488674dc2ea1d6673731ba2"),
+        "{stdout}"
+    );
+}

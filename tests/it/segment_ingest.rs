@@ -3,6 +3,7 @@
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use ldbridge::clock;
 use serde_json::{json, Value};
+use sqlx::Connection;
 
 use crate::helpers::{basic, fixture, fixture_json, gzip, spawn_app, Dress, TestApp};
 
@@ -361,4 +362,135 @@ async fn cors_preflight_is_answered_for_browser_libraries() {
         .to_str()
         .unwrap()
         .contains("Authorization"));
+}
+
+#[tokio::test]
+async fn the_write_key_is_never_stored_in_the_database() {
+    let app = spawn_app().await;
+    assert_accepted(
+        &app,
+        "/v1/p",
+        &fixture("segment-page.in.json"),
+        Dress::TextPlain,
+    )
+    .await;
+    assert_accepted(
+        &app,
+        "/v1/batch",
+        &fixture("segment-batch.in.json"),
+        Dress::BodyKey,
+    )
+    .await;
+    app.dispatch_until(|counts| counts.settled()).await;
+    let mut bytes = std::fs::read(&app.database).unwrap();
+    bytes.extend(std::fs::read(app.database.with_extension("db-wal")).unwrap_or_default());
+    let key = crate::helpers::WRITE_KEY.as_bytes();
+    assert!(app.events_stored().await > 0);
+    assert!(
+        !bytes.windows(key.len()).any(|window| window == key),
+        "write key found in the database"
+    );
+}
+
+/// A commit that fails (here: a trigger standing in for a full disk)
+/// answers 503 with Retry-After, stores nothing, and the next request is
+/// accepted again without a restart.
+#[tokio::test]
+async fn a_failed_commit_answers_503_with_retry_after_and_acknowledges_nothing() {
+    let app = spawn_app().await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.database.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER fail_commit BEFORE INSERT ON events WHEN NEW.body LIKE '%Disk Full%' \
+         BEGIN SELECT RAISE(ABORT, 'simulated I/O failure'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let message = json!({"type": "track", "userId": "u", "event": "Disk Full", "writeKey": crate::helpers::WRITE_KEY});
+    let reply = app
+        .post("/v1/track", message.to_string().as_bytes(), Dress::BodyKey)
+        .await;
+    assert_eq!(reply.http_status(), Some(503));
+    assert_eq!(
+        reply.answer,
+        ldbridge::retry::Answer::Status {
+            code: 503,
+            retry_after: Some(std::time::Duration::from_secs(5))
+        }
+    );
+    assert!(reply.excerpt.unwrap().contains("nothing was accepted"));
+    assert_eq!(app.events_stored().await, 0);
+    let fine = json!({"type": "track", "userId": "u", "event": "Fine", "writeKey": crate::helpers::WRITE_KEY});
+    assert_accepted(&app, "/v1/track", &fine.to_string(), Dress::BodyKey).await;
+    assert_eq!(app.events_stored().await, 1);
+}
+
+/// With the write lock held elsewhere, the writer waits; once its queue is
+/// full, further requests are refused at once with 503 + Retry-After. When
+/// the lock goes away, every request that was queued is committed and
+/// acknowledged; none of the refused ones is stored.
+#[tokio::test]
+async fn a_full_writer_queue_answers_503_at_once_and_acknowledges_nothing() {
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.dispatch.writer_queue = 1;
+        config.store.busy_timeout = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let mut blocker =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", app.database.display()))
+            .await
+            .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let app = std::sync::Arc::new(app);
+    let mut posts = Vec::new();
+    for n in 0..4 {
+        let app = std::sync::Arc::clone(&app);
+        posts.push(tokio::spawn(async move {
+            let message = json!({"type": "track", "userId": "u", "event": format!("E{n}"), "messageId": format!("q{n}"),
+                                 "writeKey": crate::helpers::WRITE_KEY});
+            app.post("/v1/track", message.to_string().as_bytes(), Dress::BodyKey).await
+        }));
+    }
+    // At most one request is in the writer and one in its queue: the others
+    // come back 503 while the lock is still held.
+    let mut refused = 0;
+    while refused < 2 {
+        let index = posts.iter().position(|p| p.is_finished());
+        if let Some(index) = index {
+            let reply = posts.remove(index).await.unwrap();
+            assert_eq!(reply.http_status(), Some(503));
+            assert!(matches!(
+                reply.answer,
+                ldbridge::retry::Answer::Status {
+                    retry_after: Some(_),
+                    ..
+                }
+            ));
+            refused += 1;
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+    // The rest were queued (one or two, depending on whether the writer had
+    // taken the first before the others arrived) or also refused.
+    let mut accepted = 0;
+    for post in posts {
+        let reply = post.await.unwrap();
+        match reply.http_status() {
+            Some(200) => accepted += 1,
+            other => assert_eq!(other, Some(503), "{:?}", reply.excerpt),
+        }
+    }
+    assert!(accepted >= 1);
+    assert_eq!(
+        app.events_stored().await,
+        accepted,
+        "stored must equal acknowledged"
+    );
 }
