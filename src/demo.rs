@@ -23,8 +23,8 @@ use crate::{
 };
 
 /// The fixtures' write key and client-side id (tests/fixtures/README.md).
-const WRITE_KEY: &str = "Qx4pLw9TzR2mVbN7sK1yHc5dJf8aGe3U";
-const CLIENT_SIDE_ID: &str = "6488674dc2ea1d6673731ba2";
+pub const WRITE_KEY: &str = "Qx4pLw9TzR2mVbN7sK1yHc5dJf8aGe3U";
+pub const CLIENT_SIDE_ID: &str = "6488674dc2ea1d6673731ba2";
 
 /// How each sample is posted: path, body, and the way a library sends it.
 const SAMPLES: [(&str, &str, &str); 5] = [

@@ -18,9 +18,65 @@ pub enum Credential<'a> {
     SdkKey(&'a str),
 }
 
-/// Builds the bulk events request. `events_url` has no trailing slash;
-/// `body` is the JSON array. Fails only if a credential is not a valid
-/// header value (the message never contains it).
+/// One request to the events service. `authorization` holds a credential:
+/// it goes into a sensitive header and nowhere else.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// Path below `events_url`, starting with `/`.
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    /// `X-LaunchDarkly-Event-Schema` (analytics posts only).
+    pub schema: Option<&'a str>,
+    /// `X-LaunchDarkly-Payload-ID` (analytics posts only).
+    pub payload_id: Option<&'a str>,
+    /// `X-LaunchDarkly-Tags`, passed through by the relay.
+    pub tags: Option<&'a str>,
+}
+
+/// Builds a request to `events_url` (trailing slash or not). Fails only if
+/// a header value is invalid; the message never contains the credential.
+pub fn request(events_url: &str, spec: &Request<'_>, body: Bytes) -> Result<Outbound, String> {
+    let header = |value: &str, what: &str| {
+        HeaderValue::from_str(value).map_err(|_| format!("invalid {what} header value"))
+    };
+    let mut headers = vec![
+        (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        (USER_AGENT, HeaderValue::from_static(super::USER_AGENT)),
+    ];
+    if let Some(schema) = spec.schema {
+        headers.push((
+            HeaderName::from_static("x-launchdarkly-event-schema"),
+            header(schema, "event schema")?,
+        ));
+    }
+    if let Some(payload_id) = spec.payload_id {
+        headers.push((
+            HeaderName::from_static("x-launchdarkly-payload-id"),
+            header(payload_id, "payload id")?,
+        ));
+    }
+    if let Some(tags) = spec.tags {
+        headers.push((
+            HeaderName::from_static("x-launchdarkly-tags"),
+            header(tags, "tags")?,
+        ));
+    }
+    if let Some(key) = spec.authorization {
+        let mut value = HeaderValue::from_str(key)
+            .map_err(|_| "the configured key is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        headers.push((AUTHORIZATION, value));
+    }
+    Ok(Outbound {
+        url: format!("{}{}", events_url.trim_end_matches('/'), spec.path),
+        headers,
+        body,
+    })
+}
+
+/// The analytics POST of a mapped batch (schema 4): `/events/bulk/{id}` for
+/// a client-side id (what Segment's LaunchDarkly destination uses), or
+/// `/bulk` with the SDK key.
 pub fn bulk_request(
     events_url: &str,
     credential: Credential<'_>,
@@ -28,30 +84,18 @@ pub fn bulk_request(
     payload_id: &str,
     body: Bytes,
 ) -> Result<Outbound, String> {
-    let events_url = events_url.trim_end_matches('/');
-    let mut headers = vec![
-        (CONTENT_TYPE, HeaderValue::from_static("application/json")),
-        (USER_AGENT, HeaderValue::from_static(super::USER_AGENT)),
-        (
-            HeaderName::from_static("x-launchdarkly-event-schema"),
-            HeaderValue::from_str(schema).map_err(|_| "invalid event schema value".to_owned())?,
-        ),
-        (
-            HeaderName::from_static("x-launchdarkly-payload-id"),
-            HeaderValue::from_str(payload_id).map_err(|_| "invalid payload id".to_owned())?,
-        ),
-    ];
-    let url = match credential {
-        Credential::ClientSideId(id) => format!("{events_url}/events/bulk/{id}"),
-        Credential::SdkKey(key) => {
-            let mut value = HeaderValue::from_str(key)
-                .map_err(|_| "the configured SDK key is not a valid header value".to_owned())?;
-            value.set_sensitive(true);
-            headers.push((AUTHORIZATION, value));
-            format!("{events_url}/bulk")
-        }
+    let (path, authorization) = match credential {
+        Credential::ClientSideId(id) => (format!("/events/bulk/{id}"), None),
+        Credential::SdkKey(key) => ("/bulk".to_owned(), Some(key)),
     };
-    Ok(Outbound { url, headers, body })
+    let spec = Request {
+        path: &path,
+        authorization,
+        schema: Some(schema),
+        payload_id: Some(payload_id),
+        tags: None,
+    };
+    request(events_url, &spec, body)
 }
 
 #[cfg(test)]

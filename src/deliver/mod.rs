@@ -6,6 +6,7 @@
 //! `retry`'s job, recording is `store`'s.
 
 pub mod launchdarkly;
+pub mod segment;
 
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,7 @@
 //! Runs of one route never overlap; routes never wait for each other.
 
 pub mod batching;
+pub mod routes;
 pub mod schedule;
 
 use std::{
@@ -18,18 +19,16 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use serde_json::Value;
 use tokio::{sync::Mutex, task::JoinSet};
 
+use self::routes::Prepared;
 use crate::{
     clock,
     config::{Config, ConfigHandle},
-    deliver::{launchdarkly, HttpClient, Outbound, Reply},
-    map::{self, Mapped},
+    deliver::{HttpClient, Reply},
     retry::{self, Action},
     store::{
-        dispatch::{self as queries, AttemptRecord, ClaimedBatch, Resolution},
+        dispatch::{self as queries, AttemptRecord, ClaimedBatch, Resolution, Settled},
         Route, Store, StoreError,
     },
 };
@@ -59,12 +58,14 @@ impl RunOutcome {
     }
 }
 
-/// A batch with its request body, ready to send.
+/// A batch with what it sends, ready for an attempt.
 struct Job {
     batch: ClaimedBatch,
     event_ids: Vec<i64>,
-    /// The request, or why it cannot be built (source no longer configured).
-    request: Result<Outbound, String>,
+    /// The prepared (serialised) event of each id, same order.
+    elements: Vec<String>,
+    /// Request metadata shared by the batch's events (one lane).
+    meta: Option<String>,
 }
 
 /// Owns the per-route run guards and everything a run needs.
@@ -172,8 +173,9 @@ impl Dispatcher {
         Ok(outcome)
     }
 
-    /// Maps pending events and stores them as new batches (already
-    /// `sending`). Returns the jobs for the new batches.
+    /// Prepares pending events and stores them as new batches (already
+    /// `sending`), settling what will never be sent. Returns the jobs for
+    /// the new batches.
     async fn form_batches(
         &self,
         config: &Config,
@@ -183,53 +185,52 @@ impl Dispatcher {
     ) -> Result<Vec<Job>, StoreError> {
         let limit = config.dispatch.max_batch_events * config.dispatch.max_in_flight;
         let pending = queries::pending_events(&self.store, route, limit).await?;
-        let mut skipped = Vec::new();
-        let mut mapped: Vec<(i64, &str, String)> = Vec::new();
+        let mut settled = Settled::default();
+        // (event, lane, alone, json) of everything to send.
+        let mut sendable = Vec::new();
         for event in &pending {
-            match map_event(config, route, &event.source, &event.body, now) {
-                Mapped::Send(value) => {
-                    mapped.push((event.event_id, &event.source, value.to_string()))
-                }
-                Mapped::Skip(reason) => skipped.push((event.event_id, reason)),
+            match routes::prepare(config, route, event, now) {
+                Prepared::Send { lane, alone, json } => sendable.push((event, lane, alone, json)),
+                Prepared::Skip(reason) => settled.skipped.push((event.event_id, reason)),
+                Prepared::Fail(reason) => settled.failed.push((event.event_id, reason)),
             }
         }
-        let sizes: Vec<(&str, usize)> = mapped
+        let items: Vec<((&str, &str), usize, bool)> = sendable
             .iter()
-            .map(|(_, source, json)| (*source, json.len()))
+            .map(|(event, lane, alone, json)| {
+                ((event.source.as_str(), lane.as_str()), json.len(), *alone)
+            })
             .collect();
         let groups = batching::plan(
-            &sizes,
+            &items,
             config.dispatch.max_batch_events,
             config.dispatch.max_batch_bytes,
         );
         let plans: Vec<queries::BatchPlan> = groups
             .iter()
             .map(|group| queries::BatchPlan {
-                source: mapped[group[0]].1.to_owned(),
-                event_ids: group.iter().map(|&i| mapped[i].0).collect(),
+                source: sendable[group[0]].0.source.clone(),
+                lane: sendable[group[0]].1.clone(),
+                event_ids: group.iter().map(|&i| sendable[i].0.event_id).collect(),
             })
             .collect();
-        let batches = queries::create_batches(&self.store, route, &plans, &skipped, now).await?;
-        outcome.events_skipped += skipped.len();
+        let batches = queries::create_batches(&self.store, route, &plans, &settled, now).await?;
+        outcome.events_skipped += settled.skipped.len() + settled.failed.len();
         outcome.batches_formed += batches.len();
         Ok(batches
             .into_iter()
             .zip(groups)
-            .map(|(batch, group)| {
-                let body = batching::json_array(group.iter().map(|&i| mapped[i].2.as_str()));
-                let event_ids = group.iter().map(|&i| mapped[i].0).collect();
-                let request = build_request(config, &batch, Bytes::from(body));
-                Job {
-                    batch,
-                    event_ids,
-                    request,
-                }
+            .map(|(batch, group)| Job {
+                batch,
+                event_ids: group.iter().map(|&i| sendable[i].0.event_id).collect(),
+                elements: group.iter().map(|&i| sendable[i].3.clone()).collect(),
+                meta: sendable[group[0]].0.meta.clone(),
             })
             .collect())
     }
 
-    /// Rebuilds the request of a stored batch from its events. Mapping is
-    /// deterministic, so a retry sends the same body as the first attempt.
+    /// Prepares a stored batch again from its events. Preparation is
+    /// deterministic, so a retry sends the same events as the first attempt.
     async fn reload(
         &self,
         config: &Config,
@@ -237,28 +238,26 @@ impl Dispatcher {
         now: i64,
     ) -> Result<Job, StoreError> {
         let events = queries::batch_events(&self.store, batch.id).await?;
+        let meta = events.first().and_then(|event| event.meta.clone());
         let mut event_ids = Vec::with_capacity(events.len());
         let mut elements = Vec::with_capacity(events.len());
         for event in &events {
-            if let Mapped::Send(value) =
-                map_event(config, batch.route, &batch.source, &event.body, now)
-            {
+            if let Prepared::Send { json, .. } = routes::prepare(config, batch.route, event, now) {
                 event_ids.push(event.event_id);
-                elements.push(value.to_string());
+                elements.push(json);
             }
         }
-        let body = batching::json_array(elements.iter().map(String::as_str));
-        let request = build_request(config, &batch, Bytes::from(body));
         Ok(Job {
             batch,
             event_ids,
-            request,
+            elements,
+            meta,
         })
     }
 
     async fn send_all(
         &self,
-        config: &Config,
+        config: &Arc<Config>,
         jobs: Vec<Job>,
         outcome: &mut RunOutcome,
     ) -> Result<(), StoreError> {
@@ -268,11 +267,19 @@ impl Dispatcher {
         loop {
             while in_flight.len() < max_in_flight {
                 let Some(job) = queue.next() else { break };
-                let http = self.http.clone();
+                let (http, config) = (self.http.clone(), Arc::clone(config));
                 in_flight.spawn(async move {
-                    let reply = match &job.request {
-                        Ok(request) => Ok(http.send(request).await),
-                        Err(reason) => Err(reason.clone()),
+                    // Built at send time: Segment's sentAt is now.
+                    let request = routes::request(
+                        &config,
+                        &job.batch,
+                        job.meta.as_deref(),
+                        &job.elements,
+                        clock::now_ms(),
+                    );
+                    let reply = match request {
+                        Ok(request) => Ok(http.send(&request).await),
+                        Err(reason) => Err(reason),
                     };
                     (job, reply)
                 });
@@ -406,61 +413,5 @@ fn log_outcome(job: &Job, attempt: &AttemptRecord, resolution: &Resolution) {
             batch_id = batch.id, route = %batch.route, source = %batch.source, events, ?status,
             %reason, "Batch split in two."
         ),
-    }
-}
-
-/// Maps one stored event for `route`. Events whose JSON no longer parses
-/// (never expected: ingest stored it) are skipped with the reason.
-fn map_event(config: &Config, route: Route, source: &str, body: &str, now: i64) -> Mapped {
-    let value: Value = match serde_json::from_str(body) {
-        Ok(value) => value,
-        Err(error) => return Mapped::Skip(format!("stored event is not valid JSON: {error}")),
-    };
-    match route {
-        Route::SegmentToLaunchDarkly => map::segment_to_ld::map(&value, now),
-        _ => {
-            let _ = (config, source);
-            Mapped::Skip(format!("route {route} is not available in this version"))
-        }
-    }
-}
-
-/// Builds the HTTP request of a batch from the current config. Fails (and
-/// the batch retries) when its source or destination is no longer configured.
-fn build_request(config: &Config, batch: &ClaimedBatch, body: Bytes) -> Result<Outbound, String> {
-    match batch.route {
-        Route::SegmentToLaunchDarkly => {
-            let source = config
-                .segment_sources
-                .iter()
-                .find(|source| source.name == batch.source)
-                .ok_or_else(|| {
-                    format!("segment source `{}` is no longer configured", batch.source)
-                })?;
-            let destination = source.to_launchdarkly.as_ref().ok_or_else(|| {
-                format!(
-                    "segment source `{}` has no to_launchdarkly destination",
-                    batch.source
-                )
-            })?;
-            let credential = match (&destination.client_side_id, &destination.sdk_key) {
-                (Some(id), _) => launchdarkly::Credential::ClientSideId(id),
-                (None, Some(key)) => launchdarkly::Credential::SdkKey(key.expose()),
-                (None, None) => {
-                    return Err(format!(
-                        "segment source `{}` has no LaunchDarkly credential",
-                        batch.source
-                    ))
-                }
-            };
-            launchdarkly::bulk_request(
-                &config.launchdarkly.events_url,
-                credential,
-                "4",
-                &batch.payload_id,
-                body,
-            )
-        }
-        route => Err(format!("route {route} is not available in this version")),
     }
 }

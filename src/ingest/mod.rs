@@ -8,6 +8,7 @@
 //! routes a source feeds comes from config.
 
 mod body;
+pub mod launchdarkly;
 pub mod segment;
 
 use std::sync::Arc;
@@ -67,10 +68,13 @@ pub struct Ingest {
 /// Which protocol a path belongs to.
 enum Endpoint {
     Segment(segment::Endpoint),
+    LaunchDarkly(launchdarkly::Endpoint),
 }
 
 fn endpoint(path: &str) -> Option<Endpoint> {
-    segment::endpoint(path).map(Endpoint::Segment)
+    segment::endpoint(path)
+        .map(Endpoint::Segment)
+        .or_else(|| launchdarkly::endpoint(path).map(Endpoint::LaunchDarkly))
 }
 
 impl Ingest {
@@ -100,6 +104,7 @@ impl Ingest {
         }
         let result = match endpoint {
             Endpoint::Segment(endpoint) => self.segment(endpoint, request).await,
+            Endpoint::LaunchDarkly(endpoint) => self.launchdarkly(endpoint, request).await,
         };
         match result {
             Ok(response) => response,
@@ -119,6 +124,23 @@ impl Ingest {
         let batch = segment::parse(endpoint, &parts.headers, &bytes, &config, received_at)?;
         self.commit(batch).await?;
         Ok(json_response(StatusCode::OK, r#"{"success":true}"#))
+    }
+
+    async fn launchdarkly(
+        &self,
+        endpoint: launchdarkly::Endpoint,
+        request: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Refusal> {
+        let config = self.config.get();
+        let received_at = clock::now_ms();
+        let (parts, incoming) = request.into_parts();
+        let bytes = body::read(&parts.headers, incoming, config.server.max_request_bytes).await?;
+        let batch = launchdarkly::parse(&endpoint, &parts.headers, &bytes, &config, received_at)?;
+        self.commit(batch).await?;
+        // LaunchDarkly's events service answers 202 with an empty body.
+        let mut response = json_response(StatusCode::ACCEPTED, Bytes::new());
+        response.headers_mut().remove(CONTENT_TYPE);
+        Ok(response)
     }
 
     async fn commit(&self, batch: crate::store::writer::IngestBatch) -> Result<(), Refusal> {

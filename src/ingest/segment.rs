@@ -29,16 +29,21 @@ pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 const MAX_MESSAGE_ID_CHARS: usize = 100;
 const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
 
-/// A Segment ingest path: one message of a known type, or a batch envelope.
+/// A Segment ingest path: one message of a known type, a batch envelope, or
+/// what Segment's Webhooks destinations push (one message or an array).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Single(&'static str),
     Batch,
+    Webhook,
 }
 
 /// The endpoint for `path`, including the one-letter aliases analytics.js
 /// uses and `/v1/import`; `None` for anything else.
 pub fn endpoint(path: &str) -> Option<Endpoint> {
+    if path.trim_end_matches('/') == "/segment/webhook" {
+        return Some(Endpoint::Webhook);
+    }
     let tail = path.strip_prefix("/v1/")?.trim_end_matches('/');
     Some(match tail {
         "track" | "t" => Endpoint::Single("track"),
@@ -78,11 +83,20 @@ pub fn parse(
     if let Some(key) = &basic {
         find_source(config, key)?;
     }
-    let (messages, envelope, path_kind) = match endpoint {
-        Endpoint::Single(kind) => (vec![single_message(body)?], Envelope::default(), Some(kind)),
+    let (messages, envelope, path_kind, first_raw) = match endpoint {
+        Endpoint::Single(kind) => (
+            vec![single_message(body)?],
+            Envelope::default(),
+            Some(kind),
+            None,
+        ),
         Endpoint::Batch => {
             let (messages, envelope) = batch_messages(body)?;
-            (messages, envelope, None)
+            (messages, envelope, None, None)
+        }
+        Endpoint::Webhook => {
+            let (messages, first_raw) = webhook_messages(body)?;
+            (messages, Envelope::default(), None, first_raw)
         }
     };
     let key = basic
@@ -96,19 +110,20 @@ pub fn parse(
             )
         })?;
     let source = find_source(config, &key)?;
+    let webhook = endpoint == Endpoint::Webhook;
+    if webhook {
+        verify_signature(source, headers, body, first_raw.as_deref())?;
+    }
     let context = Shared::new(&envelope, received_at)?;
-    let labels = matches!(endpoint, Endpoint::Batch);
+    let label_of = |index: usize| match (endpoint, first_raw.is_some()) {
+        (Endpoint::Batch, _) => format!("batch[{index}]."),
+        (Endpoint::Webhook, true) => format!("[{index}]."),
+        _ => String::new(),
+    };
     let events = messages
         .into_iter()
         .enumerate()
-        .map(|(index, message)| {
-            let label = if labels {
-                format!("batch[{index}].")
-            } else {
-                String::new()
-            };
-            normalize(message, &label, path_kind, &context)
-        })
+        .map(|(index, message)| normalize(message, &label_of(index), path_kind, &context, webhook))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(IngestBatch {
         source: source.name.clone(),
@@ -126,7 +141,90 @@ pub fn routes(source: &SegmentSource) -> Vec<Route> {
     if source.to_launchdarkly.is_some() {
         routes.push(Route::SegmentToLaunchDarkly);
     }
+    if source.relay_to_segment {
+        routes.push(Route::SegmentRelay);
+    }
     routes
+}
+
+/// Checks `X-Signature` when the source has a `webhook_secret`: lowercase
+/// hex HMAC-SHA1 over the exact body bytes, or, for an Actions batch, over
+/// the first element's bytes (segment.md §11). Compared in constant time.
+fn verify_signature(
+    source: &SegmentSource,
+    headers: &HeaderMap,
+    body: &[u8],
+    first_element: Option<&str>,
+) -> Result<(), Refusal> {
+    use hmac::Mac;
+    let Some(secret) = &source.webhook_secret else {
+        return Ok(());
+    };
+    let refused =
+        |message: &str| Refusal::new(StatusCode::UNAUTHORIZED, "invalid_signature", message);
+    let signature = headers
+        .get("x-signature")
+        .and_then(|value| value.to_str().ok())
+        .ok_or_else(|| refused("X-Signature is required for this source"))?;
+    let signature =
+        decode_hex(signature.trim()).ok_or_else(|| refused("X-Signature is not hex"))?;
+    let matches = |bytes: &[u8]| {
+        let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.expose().as_bytes())
+        else {
+            return false;
+        };
+        mac.update(bytes);
+        mac.verify_slice(&signature).is_ok()
+    };
+    if matches(body) || first_element.is_some_and(|first| matches(first.as_bytes())) {
+        Ok(())
+    } else {
+        Err(refused("X-Signature does not match the body"))
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
+}
+
+/// Parsed messages of one request, in order.
+type Messages = Vec<Map<String, Value>>;
+
+/// A webhook body: one message (classic, or Actions single) or an array of
+/// them (Actions batch). For an array, also returns element 0's exact bytes,
+/// which the batch signature covers.
+fn webhook_messages(body: &[u8]) -> Result<(Messages, Option<String>), Refusal> {
+    let raw: Box<RawValue> = serde_json::from_slice(body).map_err(|error| invalid_json(&error))?;
+    if !raw.get().starts_with('[') {
+        return Ok((vec![single_message(body)?], None));
+    }
+    let items: Vec<Box<RawValue>> =
+        serde_json::from_str(raw.get()).map_err(|error| invalid_json(&error))?;
+    let first = items.first().map(|item| item.get().to_owned());
+    let mut messages = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        if item.get().len() > MAX_MESSAGE_BYTES {
+            return Err(Refusal::too_large(format!(
+                "[{index}]: message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message",
+                item.get().len()
+            )));
+        }
+        match serde_json::from_str::<Value>(item.get()) {
+            Ok(Value::Object(message)) => messages.push(message),
+            _ => {
+                return Err(Refusal::bad_request(format!(
+                    "[{index}]: must be a JSON object"
+                )))
+            }
+        }
+    }
+    Ok((messages, first))
 }
 
 fn find_source<'c>(config: &'c Config, key: &str) -> Result<&'c SegmentSource, Refusal> {
@@ -278,19 +376,34 @@ fn timestamp(value: &Value, field: &str) -> Result<(String, i64), Refusal> {
 }
 
 /// Validates one message and turns it into the stored form.
+/// `webhook`: the message was pushed by Segment, which already set
+/// `receivedAt` and corrected `timestamp`: it is not corrected again, and
+/// Segment's `delete` requests are accepted (no route sends them on).
 fn normalize(
     mut message: Map<String, Value>,
     label: &str,
     path_kind: Option<&str>,
     shared: &Shared,
+    webhook: bool,
 ) -> Result<NewEvent, Refusal> {
-    let kind = message_type(&message, label, path_kind)?;
+    let is_delete = webhook && message.get("type") == Some(&Value::String("delete".to_owned()));
+    let kind = if is_delete {
+        "delete".to_owned()
+    } else {
+        message_type(&message, label, path_kind)?
+    };
     message.insert("type".to_owned(), Value::String(kind.clone()));
-    validate(&message, label, &kind)?;
+    if !is_delete {
+        validate(&message, label, &kind)?;
+    }
     // The write key is a credential: it is never stored.
     message.remove("writeKey");
     merge_envelope(&mut message, shared);
-    correct_clock(&mut message, label, shared)?;
+    let already_corrected =
+        webhook && !matches!(message.get("receivedAt"), None | Some(Value::Null));
+    if !already_corrected {
+        correct_clock(&mut message, label, shared)?;
+    }
     let dedupe_key = match message.get("messageId") {
         Some(Value::String(id)) => id.clone(),
         _ => {

@@ -6,6 +6,8 @@
 //! envelopes, headers or delivery (see `dispatch` and `deliver`), and does no
 //! I/O: the current time is passed in.
 
+pub mod ld_to_segment;
+pub mod segment_relay;
 pub mod segment_to_ld;
 
 /// What a route does with one stored event.

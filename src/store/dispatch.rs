@@ -10,18 +10,22 @@ use uuid::Uuid;
 
 use super::{Route, Store, StoreError};
 
-/// A stored event waiting to be batched on a route.
+/// A stored event as the dispatcher reads it.
 #[derive(Debug, Clone)]
-pub struct PendingEvent {
+pub struct StoredEvent {
     pub event_id: i64,
     pub source: String,
+    pub dedupe_key: String,
+    /// Protocol extras of the request it came in (JSON), if any.
+    pub meta: Option<String>,
     pub body: String,
 }
 
-/// A batch to create: events of one source, in order.
+/// A batch to create: events of one source and lane, in order.
 #[derive(Debug, Clone)]
 pub struct BatchPlan {
     pub source: String,
+    pub lane: String,
     pub event_ids: Vec<i64>,
 }
 
@@ -31,18 +35,12 @@ pub struct ClaimedBatch {
     pub id: i64,
     pub route: Route,
     pub source: String,
+    pub lane: String,
     pub payload_id: String,
     pub created_at: i64,
     /// Attempts made before this one.
     pub attempts: i64,
     pub trigger: String,
-}
-
-/// The stored event of a batch, in batch order.
-#[derive(Debug, Clone)]
-pub struct BatchEvent {
-    pub event_id: i64,
-    pub body: String,
 }
 
 /// One HTTP attempt, as recorded in `attempts`.
@@ -116,67 +114,65 @@ pub async fn pending_events(
     store: &Store,
     route: Route,
     limit: usize,
-) -> Result<Vec<PendingEvent>, StoreError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     let rows = sqlx::query(
-        "SELECT d.event_id, e.source, e.body FROM deliveries d JOIN events e ON e.id = d.event_id \
+        "SELECT d.event_id, e.source, e.dedupe_key, e.meta, e.body FROM deliveries d \
+         JOIN events e ON e.id = d.event_id \
          WHERE d.route = ?1 AND d.status = 'pending' ORDER BY d.event_id LIMIT ?2",
     )
     .bind(route.as_str())
     .bind(limit as i64)
     .fetch_all(store.pool())
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| PendingEvent {
-            event_id: row.get(0),
-            source: row.get(1),
-            body: row.get(2),
-        })
-        .collect())
+    Ok(rows.iter().map(stored_event).collect())
 }
 
-/// In one transaction: marks `skipped` events with their reason and creates
-/// one batch per plan, already `sending` (its first attempt follows at
-/// once). Returns the created batches in plan order.
+fn stored_event(row: &sqlx::sqlite::SqliteRow) -> StoredEvent {
+    StoredEvent {
+        event_id: row.get(0),
+        source: row.get(1),
+        dedupe_key: row.get(2),
+        meta: row.get(3),
+        body: row.get(4),
+    }
+}
+
+/// Events that will never be sent on a route, with the reason.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    /// The route cannot carry them (`skipped`).
+    pub skipped: Vec<(i64, String)>,
+    /// They break the destination's rules (`failed`, e.g. over Segment's
+    /// 32 KB per message).
+    pub failed: Vec<(i64, String)>,
+}
+
+/// In one transaction: settles `settled` events with their reasons and
+/// creates one batch per plan, already `sending` (its first attempt follows
+/// at once). Returns the created batches in plan order.
 pub async fn create_batches(
     store: &Store,
     route: Route,
     plans: &[BatchPlan],
-    skipped: &[(i64, String)],
+    settled: &Settled,
     now: i64,
 ) -> Result<Vec<ClaimedBatch>, StoreError> {
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
-    // Skip reasons repeat (every page call has the same one): one statement each.
-    let mut by_reason: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
-    for (event_id, reason) in skipped {
-        by_reason
-            .entry(reason.as_str())
-            .or_default()
-            .push(*event_id);
-    }
-    for (reason, event_ids) in by_reason {
-        sqlx::query(
-            "UPDATE deliveries SET status = 'skipped', reason = ?3 \
-             WHERE route = ?2 AND status = 'pending' AND event_id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(id_list(&event_ids))
-        .bind(route.as_str())
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
+    for (status, list) in [("skipped", &settled.skipped), ("failed", &settled.failed)] {
+        settle(&mut tx, route, status, list).await?;
     }
     let mut created = Vec::with_capacity(plans.len());
     for plan in plans {
-        let batch = insert_batch(
-            &mut tx,
+        let target = NewBatch {
             route,
-            &plan.source,
-            plan.event_ids.len(),
-            "sending",
-            None,
-            now,
-        )
-        .await?;
+            source: &plan.source,
+            lane: &plan.lane,
+            event_count: plan.event_ids.len(),
+            status: "sending",
+            parent_id: None,
+            created_at: now,
+        };
+        let batch = insert_batch(&mut tx, &target, now).await?;
         assign_events(&mut tx, route, batch.id, &plan.event_ids, "pending").await?;
         created.push(batch);
     }
@@ -184,36 +180,78 @@ pub async fn create_batches(
     Ok(created)
 }
 
-async fn insert_batch(
+/// Marks pending deliveries of `route` as `status` with their reasons.
+/// Reasons repeat (every page call has the same one): one statement each.
+async fn settle(
     conn: &mut SqliteConnection,
     route: Route,
-    source: &str,
-    event_count: usize,
     status: &str,
+    list: &[(i64, String)],
+) -> Result<(), sqlx::Error> {
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+    for (event_id, reason) in list {
+        by_reason
+            .entry(reason.as_str())
+            .or_default()
+            .push(*event_id);
+    }
+    for (reason, event_ids) in by_reason {
+        sqlx::query(
+            "UPDATE deliveries SET status = ?4, reason = ?3 \
+             WHERE route = ?2 AND status = 'pending' AND event_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(id_list(&event_ids))
+        .bind(route.as_str())
+        .bind(reason)
+        .bind(status)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The row of a batch about to be inserted.
+struct NewBatch<'a> {
+    route: Route,
+    source: &'a str,
+    lane: &'a str,
+    event_count: usize,
+    status: &'a str,
     parent_id: Option<i64>,
+    /// The halves of a split keep their parent's age, so `give_up_after`
+    /// counts from the first attempt at these events.
+    created_at: i64,
+}
+
+async fn insert_batch(
+    conn: &mut SqliteConnection,
+    batch: &NewBatch<'_>,
     now: i64,
 ) -> Result<ClaimedBatch, sqlx::Error> {
     let payload_id = Uuid::new_v4().to_string();
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO batches (route, source, status, payload_id, event_count, created_at, updated_at, \
+        "INSERT INTO batches (route, source, lane, status, payload_id, event_count, created_at, updated_at, \
                               next_attempt_at, parent_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) RETURNING id",
     )
-    .bind(route.as_str())
-    .bind(source)
-    .bind(status)
+    .bind(batch.route.as_str())
+    .bind(batch.source)
+    .bind(batch.lane)
+    .bind(batch.status)
     .bind(&payload_id)
-    .bind(event_count as i64)
+    .bind(batch.event_count as i64)
+    .bind(batch.created_at)
     .bind(now)
-    .bind(parent_id)
+    .bind(batch.parent_id)
     .fetch_one(&mut *conn)
     .await?;
     Ok(ClaimedBatch {
         id,
-        route,
-        source: source.to_owned(),
+        route: batch.route,
+        source: batch.source.to_owned(),
+        lane: batch.lane.to_owned(),
         payload_id,
-        created_at: now,
+        created_at: batch.created_at,
         attempts: 0,
         trigger: "scheduled".to_owned(),
     })
@@ -269,7 +307,7 @@ pub async fn claim_due(
         "UPDATE batches SET status = 'sending', updated_at = ?2 \
          WHERE id IN (SELECT id FROM batches WHERE route = ?1 AND status IN ('pending', 'retrying') \
                       AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
-         RETURNING id, source, payload_id, created_at, attempts, next_trigger",
+         RETURNING id, source, lane, payload_id, created_at, attempts, next_trigger",
     )
     .bind(route.as_str())
     .bind(now)
@@ -283,10 +321,11 @@ pub async fn claim_due(
             id: row.get(0),
             route,
             source: row.get(1),
-            payload_id: row.get(2),
-            created_at: row.get(3),
-            attempts: row.get(4),
-            trigger: row.get(5),
+            lane: row.get(2),
+            payload_id: row.get(3),
+            created_at: row.get(4),
+            attempts: row.get(5),
+            trigger: row.get(6),
         })
         .collect();
     batches.sort_by_key(|batch| batch.id);
@@ -294,21 +333,15 @@ pub async fn claim_due(
 }
 
 /// The events of a batch in event order. Empty if the batch has none.
-pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<BatchEvent>, StoreError> {
+pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<StoredEvent>, StoreError> {
     let rows = sqlx::query(
-        "SELECT e.id, e.body FROM deliveries d JOIN events e ON e.id = d.event_id \
+        "SELECT e.id, e.source, e.dedupe_key, e.meta, e.body FROM deliveries d JOIN events e ON e.id = d.event_id \
          WHERE d.batch_id = ?1 ORDER BY e.id",
     )
     .bind(batch_id)
     .fetch_all(store.pool())
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| BatchEvent {
-            event_id: row.get(0),
-            body: row.get(1),
-        })
-        .collect())
+    Ok(rows.iter().map(stored_event).collect())
 }
 
 /// Records one attempt of `batch` and applies `resolution` to the batch and
@@ -365,16 +398,16 @@ pub async fn record_attempt(
         Resolution::Split { reason, parts } => {
             set_batch(&mut tx, batch.id, "split", None, Some(reason), now).await?;
             for part in parts {
-                let child = insert_batch(
-                    &mut tx,
-                    batch.route,
-                    &batch.source,
-                    part.len(),
-                    "pending",
-                    Some(batch.id),
-                    now,
-                )
-                .await?;
+                let half = NewBatch {
+                    route: batch.route,
+                    source: &batch.source,
+                    lane: &batch.lane,
+                    event_count: part.len(),
+                    status: "pending",
+                    parent_id: Some(batch.id),
+                    created_at: batch.created_at,
+                };
+                let child = insert_batch(&mut tx, &half, now).await?;
                 move_events(&mut tx, batch.id, child.id, part).await?;
                 children.push(child.id);
             }

@@ -172,3 +172,36 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+/// Which LaunchDarkly SDK endpoint a request came in by, and so which
+/// credential it used and where a relay sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdEndpoint {
+    /// `/bulk`, `/diagnostic`: the SDK key.
+    Server,
+    /// `/mobile…`: the mobile key.
+    Mobile,
+    /// `/events/…/{clientSideId}`: no secret, the id in the path.
+    Client,
+}
+
+/// What a LaunchDarkly request carried besides its events; stored with each
+/// of its events as `events.meta`. Never holds a credential: the source's
+/// configured key of `endpoint`'s kind is what the relay uses.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LdMeta {
+    pub endpoint: LdEndpoint,
+    /// A diagnostic post (one JSON object, sent to the diagnostic path).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub diagnostic: bool,
+    /// `X-LaunchDarkly-Event-Schema` as received (absent means schema 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// The client-side id of the path, for browser endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// `X-LaunchDarkly-Tags` as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+}

@@ -7,7 +7,7 @@ use std::{io::Write, path::PathBuf, time::Duration};
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use ldbridge::{
-    config::{Config, LaunchDarklyDestination, Secret, SegmentSource},
+    config::Config,
     daemon::{self, App},
     deliver::{HttpClient, Outbound, Reply},
     receiver::Receiver,
@@ -15,8 +15,8 @@ use ldbridge::{
 };
 use serde_json::Value;
 
-pub const WRITE_KEY: &str = "Qx4pLw9TzR2mVbN7sK1yHc5dJf8aGe3U";
-pub const CLIENT_SIDE_ID: &str = "6488674dc2ea1d6673731ba2";
+pub const WRITE_KEY: &str = ldbridge::demo::WRITE_KEY;
+pub const CLIENT_SIDE_ID: &str = ldbridge::demo::CLIENT_SIDE_ID;
 pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct TestApp {
@@ -28,28 +28,16 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// The test config: one Segment source feeding LaunchDarkly through the
-/// stand-in, millisecond retries, and a schedule that never fires on its
-/// own (tests drive dispatch with `drain`).
+/// The test config: millisecond retries, and a schedule that never fires on
+/// its own (tests drive dispatch with `drain`).
 pub fn test_config(dir: &std::path::Path, launchdarkly_url: &str) -> Config {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    // The demo's loopback config (one Segment source with the fixtures'
+    // write key feeding the fixtures' client-side id), made test-fast.
+    let mut config = ldbridge::demo::config(&dir.join("ldbridge.db"), launchdarkly_url).unwrap();
     config.server.shutdown_timeout = Duration::from_secs(5);
-    config.store.path = dir.join("ldbridge.db");
-    config.launchdarkly.events_url = launchdarkly_url.to_owned();
     config.dispatch.schedule = "0 0 0 1 1 * 2099".to_owned();
     config.dispatch.retry_schedule = vec![Duration::from_millis(10)];
     config.dispatch.request_timeout = Duration::from_secs(5);
-    config.segment_sources.push(SegmentSource {
-        name: "web".to_owned(),
-        write_key: Secret::new(WRITE_KEY),
-        webhook_secret: None,
-        to_launchdarkly: Some(LaunchDarklyDestination {
-            client_side_id: Some(CLIENT_SIDE_ID.to_owned()),
-            sdk_key: None,
-        }),
-        relay_to_segment: false,
-    });
     config
 }
 

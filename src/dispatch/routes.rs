@@ -1,0 +1,300 @@
+//! What each route sends, and where (architecture.md §1).
+//!
+//! [`prepare`] turns one stored event into what the route will send for it
+//! (serialised, with the lane it must share a batch with), or settles it
+//! (`skipped` / `failed` with the reason). [`request`] builds the HTTP
+//! request of a batch from the current config, at send time (Segment's
+//! `sentAt` is the send time). Mapping rules themselves live in `map`;
+//! wire details in `deliver`.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::batching;
+use crate::{
+    config::{Config, LaunchDarklySource, SegmentSource},
+    deliver::{launchdarkly, segment, Outbound},
+    map::{self, ld_to_segment, Mapped},
+    store::{
+        dispatch::{ClaimedBatch, StoredEvent},
+        LdEndpoint, LdMeta, Route,
+    },
+};
+
+/// What a route does with one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// Send `json`; only with events of the same `lane` (and source). An
+    /// event that must travel `alone` (a diagnostic) gets a batch of one.
+    Send {
+        lane: String,
+        alone: bool,
+        json: String,
+    },
+    /// The route cannot carry it.
+    Skip(String),
+    /// It breaks the destination's rules and will never be accepted.
+    Fail(String),
+}
+
+fn from_mapped(mapped: Mapped, max_bytes: Option<usize>) -> Prepared {
+    match mapped {
+        Mapped::Skip(reason) => Prepared::Skip(reason),
+        Mapped::Send(value) => {
+            let json = value.to_string();
+            match max_bytes {
+                Some(limit) if json.len() > limit => Prepared::Fail(format!(
+                    "mapped message is {} bytes; Segment accepts at most {limit} bytes per message",
+                    json.len()
+                )),
+                _ => Prepared::Send {
+                    lane: String::new(),
+                    alone: false,
+                    json,
+                },
+            }
+        }
+    }
+}
+
+/// Prepares `event` for `route`. Never fails: problems are `Skip`/`Fail`.
+pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
+    if route == Route::LaunchDarklyRelay {
+        return relay_lane(event);
+    }
+    let value: Value = match serde_json::from_str(&event.body) {
+        Ok(value) => value,
+        Err(error) => return Prepared::Fail(format!("stored event is not valid JSON: {error}")),
+    };
+    match route {
+        Route::SegmentToLaunchDarkly => from_mapped(map::segment_to_ld::map(&value, now), None),
+        Route::SegmentRelay => from_mapped(
+            map::segment_relay::map(&value),
+            Some(segment::MAX_MESSAGE_BYTES),
+        ),
+        Route::LaunchDarklyToSegment => {
+            let meta = parse_meta(event);
+            if meta.as_ref().is_some_and(|meta| meta.diagnostic) {
+                return Prepared::Skip("diagnostic events are not exported to Segment".to_owned());
+            }
+            let source = ld_source(config, &event.source);
+            let environment = meta
+                .as_ref()
+                .and_then(|meta| meta.env.as_deref())
+                .or_else(|| source.and_then(|s| s.client_side_id.as_deref()));
+            let origin = ld_to_segment::Origin {
+                dedupe_key: &event.dedupe_key,
+                project_id: source.and_then(|s| s.project_id.as_deref()),
+                environment,
+                copy_custom_data: source.is_some_and(|s| s.copy_custom_data),
+            };
+            from_mapped(
+                ld_to_segment::map(&value, &origin),
+                Some(segment::MAX_MESSAGE_BYTES),
+            )
+        }
+        Route::LaunchDarklyRelay => relay_lane(event),
+    }
+}
+
+fn parse_meta(event: &StoredEvent) -> Option<LdMeta> {
+    event
+        .meta
+        .as_deref()
+        .and_then(|meta| serde_json::from_str(meta).ok())
+}
+
+/// The relay sends the stored bytes as they are; the lane keeps apart what
+/// LaunchDarkly must receive in separate requests.
+fn relay_lane(event: &StoredEvent) -> Prepared {
+    let Some(meta) = parse_meta(event) else {
+        return Prepared::Fail("stored LaunchDarkly event has no request metadata".to_owned());
+    };
+    let endpoint = match (&meta.endpoint, &meta.env) {
+        (LdEndpoint::Client, Some(env)) => format!("client:{env}"),
+        (endpoint, _) => format!("{endpoint:?}").to_lowercase(),
+    };
+    let lane = if meta.diagnostic {
+        format!("{endpoint} diagnostic")
+    } else {
+        let schema = meta.schema.as_deref().unwrap_or("1");
+        match &meta.tags {
+            Some(tags) => format!("{endpoint} schema={schema} tags={tags}"),
+            None => format!("{endpoint} schema={schema}"),
+        }
+    };
+    Prepared::Send {
+        lane,
+        alone: meta.diagnostic,
+        json: event.body.clone(),
+    }
+}
+
+fn segment_source<'c>(config: &'c Config, name: &str) -> Result<&'c SegmentSource, String> {
+    config
+        .segment_sources
+        .iter()
+        .find(|source| source.name == name)
+        .ok_or_else(|| format!("segment source `{name}` is no longer configured"))
+}
+
+fn ld_source<'c>(config: &'c Config, name: &str) -> Option<&'c LaunchDarklySource> {
+    config
+        .launchdarkly_sources
+        .iter()
+        .find(|source| source.name == name)
+}
+
+/// Builds the request of `batch` from its prepared `elements`. `meta` is
+/// the request metadata of its events (one lane, so the same for all).
+/// Fails (and the batch retries) when the source or its destination is no
+/// longer configured; the message names the source, never a credential.
+pub fn request(
+    config: &Config,
+    batch: &ClaimedBatch,
+    meta: Option<&str>,
+    elements: &[String],
+    now: i64,
+) -> Result<Outbound, String> {
+    let array = || Bytes::from(batching::json_array(elements.iter().map(String::as_str)));
+    match batch.route {
+        Route::SegmentToLaunchDarkly => {
+            let source = segment_source(config, &batch.source)?;
+            let destination = source.to_launchdarkly.as_ref().ok_or_else(|| {
+                format!(
+                    "segment source `{}` has no to_launchdarkly destination",
+                    batch.source
+                )
+            })?;
+            let credential = match (&destination.client_side_id, &destination.sdk_key) {
+                (Some(id), _) => launchdarkly::Credential::ClientSideId(id),
+                (None, Some(key)) => launchdarkly::Credential::SdkKey(key.expose()),
+                (None, None) => {
+                    return Err(format!(
+                        "segment source `{}` has no LaunchDarkly credential",
+                        batch.source
+                    ))
+                }
+            };
+            launchdarkly::bulk_request(
+                &config.launchdarkly.events_url,
+                credential,
+                "4",
+                &batch.payload_id,
+                array(),
+            )
+        }
+        Route::SegmentRelay => {
+            let source = segment_source(config, &batch.source)?;
+            segment::batch_request(
+                &config.segment.api_url,
+                source.write_key.expose(),
+                elements,
+                now,
+            )
+        }
+        Route::LaunchDarklyToSegment => {
+            let source = ld_source(config, &batch.source).ok_or_else(|| {
+                format!(
+                    "launchdarkly source `{}` is no longer configured",
+                    batch.source
+                )
+            })?;
+            let destination = source.to_segment.as_ref().ok_or_else(|| {
+                format!(
+                    "launchdarkly source `{}` has no to_segment destination",
+                    batch.source
+                )
+            })?;
+            segment::batch_request(
+                &config.segment.api_url,
+                destination.write_key.expose(),
+                elements,
+                now,
+            )
+        }
+        Route::LaunchDarklyRelay => relay_request(config, batch, meta, elements),
+    }
+}
+
+fn relay_request(
+    config: &Config,
+    batch: &ClaimedBatch,
+    meta: Option<&str>,
+    elements: &[String],
+) -> Result<Outbound, String> {
+    let meta: LdMeta = meta
+        .and_then(|meta| serde_json::from_str(meta).ok())
+        .ok_or_else(|| "stored LaunchDarkly events have no request metadata".to_owned())?;
+    let source = ld_source(config, &batch.source).ok_or_else(|| {
+        format!(
+            "launchdarkly source `{}` is no longer configured",
+            batch.source
+        )
+    })?;
+    let missing = |what: &str| {
+        format!(
+            "launchdarkly source `{}` no longer has a {what}",
+            batch.source
+        )
+    };
+    let (path, authorization) = match (meta.endpoint, meta.diagnostic) {
+        (LdEndpoint::Server, false) => (
+            "/bulk".to_owned(),
+            Some(source.sdk_key.as_ref().ok_or_else(|| missing("sdk_key"))?),
+        ),
+        (LdEndpoint::Server, true) => (
+            "/diagnostic".to_owned(),
+            Some(source.sdk_key.as_ref().ok_or_else(|| missing("sdk_key"))?),
+        ),
+        (LdEndpoint::Mobile, false) => (
+            "/mobile".to_owned(),
+            Some(
+                source
+                    .mobile_key
+                    .as_ref()
+                    .ok_or_else(|| missing("mobile_key"))?,
+            ),
+        ),
+        (LdEndpoint::Mobile, true) => (
+            "/mobile/events/diagnostic".to_owned(),
+            Some(
+                source
+                    .mobile_key
+                    .as_ref()
+                    .ok_or_else(|| missing("mobile_key"))?,
+            ),
+        ),
+        (LdEndpoint::Client, diagnostic) => {
+            let env = meta
+                .env
+                .as_deref()
+                .ok_or_else(|| missing("client-side id"))?;
+            let kind = if diagnostic { "diagnostic" } else { "bulk" };
+            (format!("/events/{kind}/{env}"), None)
+        }
+    };
+    let (body, schema, payload_id) = if meta.diagnostic {
+        // A diagnostic is one JSON object, without analytics headers.
+        (
+            Bytes::from(elements.first().cloned().unwrap_or_default()),
+            None,
+            None,
+        )
+    } else {
+        let body = Bytes::from(batching::json_array(elements.iter().map(String::as_str)));
+        (
+            body,
+            meta.schema.as_deref(),
+            Some(batch.payload_id.as_str()),
+        )
+    };
+    let spec = launchdarkly::Request {
+        path: &path,
+        authorization: authorization.map(|key| key.expose()),
+        schema,
+        payload_id,
+        tags: meta.tags.as_deref(),
+    };
+    launchdarkly::request(&config.launchdarkly.events_url, &spec, body)
+}
