@@ -1,10 +1,13 @@
 //! `ldbridge demo`: the real daemon, end to end, with nothing to set up.
 //!
-//! Starts a stand-in LaunchDarkly receiver on loopback, runs the daemon on a
-//! temporary database pointed at it, posts sample Segment traffic through
-//! the real ingest endpoint the ways real libraries do (Basic auth, body
-//! key, gzip, text/plain, single and batch), waits for delivery, and prints
-//! the delivery log and what the receiver got.
+//! Starts stand-in LaunchDarkly and Segment receivers on loopback, runs the
+//! daemon on a temporary database pointed at them with all four routes on,
+//! posts sample traffic through the real ingest endpoints the ways real
+//! senders do (Segment libraries: Basic auth, body key, gzip, text/plain,
+//! single and batch; Segment's Actions webhook with its signature;
+//! LaunchDarkly server, browser and mobile SDKs, schema 4 and 3, a
+//! diagnostic), waits for delivery, and prints the delivery log and what
+//! each receiver got.
 
 use std::time::Duration;
 
@@ -15,19 +18,29 @@ use tokio::net::TcpListener;
 
 use crate::{
     cli, clock,
-    config::{Config, LaunchDarklyDestination, Secret, SegmentSource},
+    config::{
+        Config, LaunchDarklyDestination, LaunchDarklySource, Secret, SegmentDestination,
+        SegmentSource,
+    },
     daemon,
     deliver::{HttpClient, Outbound},
     receiver::Receiver,
     store::log as queries,
 };
 
-/// The fixtures' write key and client-side id (tests/fixtures/README.md).
+/// The fixtures' credentials and ids (tests/fixtures/README.md). The demo
+/// runs on loopback only; none of these is a real credential.
 pub const WRITE_KEY: &str = "Qx4pLw9TzR2mVbN7sK1yHc5dJf8aGe3U";
 pub const CLIENT_SIDE_ID: &str = "6488674dc2ea1d6673731ba2";
+pub const PROJECT_ID: &str = "5744c96707c9900708000004";
+pub const SDK_KEY: &str = "sdk-6f2b8a41-93de-4c7b-a1f0-2e5d9c7b4a18";
+pub const MOBILE_KEY: &str = "mob-2c9e4f61-0b7a-4d3e-8f25-6a1c9d7e3b40";
+pub const WEBHOOK_SECRET: &str = "whsec_test_5f2c9a1e";
+/// The write key of the Segment source LaunchDarkly events go to.
+pub const DESTINATION_WRITE_KEY: &str = "Lw7dKq2RzN5vBx9TmC3hYf6pJs1aGe8U";
 
-/// How each sample is posted: path, body, and the way a library sends it.
-const SAMPLES: [(&str, &str, &str); 5] = [
+/// How each sample is posted: path, body, and the way its sender posts it.
+const SAMPLES: [(&str, &str, &str); 11] = [
     (
         "/v1/track",
         include_str!("../tests/fixtures/segment-track.in.json"),
@@ -53,23 +66,71 @@ const SAMPLES: [(&str, &str, &str); 5] = [
         include_str!("../tests/fixtures/segment-batch.in.json"),
         "gzip",
     ),
+    (
+        "/segment/webhook",
+        include_str!("../tests/fixtures/segment-webhook-actions-batch.in.json"),
+        "webhook",
+    ),
+    (
+        "/bulk",
+        include_str!("../tests/fixtures/ld-server-bulk.in.json"),
+        "sdk-key",
+    ),
+    (
+        "/events/bulk/6488674dc2ea1d6673731ba2",
+        include_str!("../tests/fixtures/ld-client-js-bulk.in.json"),
+        "browser",
+    ),
+    (
+        "/mobile/events/bulk",
+        include_str!("../tests/fixtures/ld-client-js-legacy.in.json"),
+        "mobile-key",
+    ),
+    (
+        "/bulk",
+        include_str!("../tests/fixtures/ld-schema3-legacy.in.json"),
+        "schema-3",
+    ),
+    (
+        "/diagnostic",
+        include_str!("../tests/fixtures/ld-diagnostic-init.in.json"),
+        "sdk-key",
+    ),
 ];
 
-/// The demo's config: everything on loopback, a temporary database.
-pub fn config(database: &std::path::Path, launchdarkly_url: &str) -> anyhow::Result<Config> {
+/// The demo's config: everything on loopback, a temporary database, all
+/// four routes on.
+pub fn config(
+    database: &std::path::Path,
+    launchdarkly_url: &str,
+    segment_url: &str,
+) -> anyhow::Result<Config> {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse()?;
     config.store.path = database.to_path_buf();
     config.launchdarkly.events_url = launchdarkly_url.to_owned();
+    config.segment.api_url = segment_url.to_owned();
     config.segment_sources.push(SegmentSource {
         name: "demo-web".to_owned(),
         write_key: Secret::new(WRITE_KEY),
-        webhook_secret: None,
+        webhook_secret: Some(Secret::new(WEBHOOK_SECRET)),
         to_launchdarkly: Some(LaunchDarklyDestination {
             client_side_id: Some(CLIENT_SIDE_ID.to_owned()),
             sdk_key: None,
         }),
-        relay_to_segment: false,
+        relay_to_segment: true,
+    });
+    config.launchdarkly_sources.push(LaunchDarklySource {
+        name: "demo-ld".to_owned(),
+        sdk_key: Some(Secret::new(SDK_KEY)),
+        mobile_key: Some(Secret::new(MOBILE_KEY)),
+        client_side_id: Some(CLIENT_SIDE_ID.to_owned()),
+        project_id: Some(PROJECT_ID.to_owned()),
+        to_segment: Some(SegmentDestination {
+            write_key: Secret::new(DESTINATION_WRITE_KEY),
+        }),
+        relay_to_launchdarkly: true,
+        copy_custom_data: false,
     });
     config.validate()?;
     Ok(config)
@@ -79,20 +140,29 @@ pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let launchdarkly = Receiver::start()
         .await
-        .context("starting the stand-in receiver")?;
-    let config = config(&dir.path().join("ldbridge.db"), &launchdarkly.url())?;
+        .context("starting the stand-in receivers")?;
+    let segment = Receiver::start()
+        .await
+        .context("starting the stand-in receivers")?;
+    segment.set_default(crate::receiver::Reply::status(200).body(r#"{"success":true}"#));
+    let config = config(
+        &dir.path().join("ldbridge.db"),
+        &launchdarkly.url(),
+        &segment.url(),
+    )?;
     let app = daemon::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+    println!("ldbridge demo: daemon on http://{}", app.ingest_addr);
     println!(
-        "ldbridge demo: daemon on http://{}, stand-in LaunchDarkly on {}\n",
-        app.ingest_addr,
-        launchdarkly.url()
+        "  stand-in LaunchDarkly on {}, stand-in Segment on {}\n",
+        launchdarkly.url(),
+        segment.url()
     );
     let client = HttpClient::new(Duration::from_secs(10));
-    for (path, body, how) in SAMPLES {
-        let request = sample_request(&format!("http://{}{path}", app.ingest_addr), body, how)?;
+    for (n, (path, body, how)) in SAMPLES.iter().enumerate() {
+        let request = sample_request(&format!("http://{}{path}", app.ingest_addr), body, how, n)?;
         let reply = client.send(&request).await;
         println!(
-            "POST {path:<12} ({how:<10}) → {} {}",
+            "POST {path:<40} ({how:<10}) → {} {}",
             reply
                 .http_status()
                 .map_or("error".to_owned(), |s| s.to_string()),
@@ -113,52 +183,97 @@ pub async fn run() -> anyhow::Result<()> {
     for (route, status, count) in queries::delivery_counts(&app.store).await? {
         println!("  {route:<24} {status:<10} {count}");
     }
-    for (n, request) in launchdarkly.requests().iter().enumerate() {
+    print_received("LaunchDarkly", &launchdarkly);
+    print_received("Segment", &segment);
+    app.shutdown().await
+}
+
+fn print_received(name: &str, receiver: &Receiver) {
+    for (n, request) in receiver.requests().iter().enumerate() {
         println!(
-            "\nLaunchDarkly stand-in, request {}: {} {}",
+            "\n{name} stand-in, request {}: {} {}",
             n + 1,
             request.method,
             request.path
         );
-        for name in [
+        for header in [
             "x-launchdarkly-event-schema",
             "x-launchdarkly-payload-id",
+            "content-encoding",
             "user-agent",
         ] {
-            println!("  {name}: {}", request.header(name).unwrap_or("-"));
+            if let Some(value) = request.header(header) {
+                println!("  {header}: {value}");
+            }
         }
         println!(
             "{}",
             serde_json::to_string_pretty(&request.json()).unwrap_or_default()
         );
     }
-    app.shutdown().await
 }
 
-fn sample_request(url: &str, body: &str, how: &str) -> anyhow::Result<Outbound> {
-    let mut headers = Vec::new();
+fn sample_request(url: &str, body: &str, how: &str, n: usize) -> anyhow::Result<Outbound> {
+    let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
     let mut bytes = Bytes::copy_from_slice(body.as_bytes());
+    let header = |name: &'static str, value: &str| -> anyhow::Result<(HeaderName, HeaderValue)> {
+        Ok((HeaderName::from_static(name), HeaderValue::from_str(value)?))
+    };
+    let payload_id = format!("00000000-0000-4000-8000-{n:012}");
     match how {
         "basic" => {
             let encoded = base64::Engine::encode(
                 &base64::engine::general_purpose::STANDARD,
                 format!("{WRITE_KEY}:"),
             );
-            headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
             headers.push((
                 AUTHORIZATION,
                 HeaderValue::from_str(&format!("Basic {encoded}"))?,
             ));
         }
-        "text/plain" => headers.push((CONTENT_TYPE, HeaderValue::from_static("text/plain"))),
-        _ => {
+        "text/plain" => headers[0].1 = HeaderValue::from_static("text/plain"),
+        "gzip" => {
             use std::io::Write;
             let mut encoder =
                 flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             encoder.write_all(body.as_bytes())?;
             bytes = Bytes::from(encoder.finish()?);
-            headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
             headers.push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
+        }
+        "webhook" => {
+            let encoded = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                format!("{WRITE_KEY}:"),
+            );
+            headers.push((
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Basic {encoded}"))?,
+            ));
+            // The fixture's signature: HMAC-SHA1 of the first element with WEBHOOK_SECRET.
+            headers.push(header(
+                "x-signature",
+                "51adeaab1160ba1891e74f6c7aa8f9af7e7c9c80",
+            )?);
+        }
+        "sdk-key" | "schema-3" => {
+            headers.push((AUTHORIZATION, HeaderValue::from_static(SDK_KEY)));
+            headers.push(header(
+                "x-launchdarkly-event-schema",
+                if how == "schema-3" { "3" } else { "4" },
+            )?);
+            headers.push(header("x-launchdarkly-payload-id", &payload_id)?);
+        }
+        "mobile-key" => {
+            headers.push((
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("api_key {MOBILE_KEY}"))?,
+            ));
+            headers.push(header("x-launchdarkly-event-schema", "4")?);
+            headers.push(header("x-launchdarkly-payload-id", &payload_id)?);
+        }
+        _ => {
+            headers.push(header("x-launchdarkly-event-schema", "4")?);
+            headers.push(header("x-launchdarkly-payload-id", &payload_id)?);
         }
     }
     headers.push((

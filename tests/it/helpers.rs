@@ -23,6 +23,7 @@ pub struct TestApp {
     pub app: App,
     pub base: String,
     pub launchdarkly: Receiver,
+    pub segment: Receiver,
     pub client: HttpClient,
     pub database: PathBuf,
     _dir: tempfile::TempDir,
@@ -30,10 +31,13 @@ pub struct TestApp {
 
 /// The test config: millisecond retries, and a schedule that never fires on
 /// its own (tests drive dispatch with `drain`).
-pub fn test_config(dir: &std::path::Path, launchdarkly_url: &str) -> Config {
-    // The demo's loopback config (one Segment source with the fixtures'
-    // write key feeding the fixtures' client-side id), made test-fast.
-    let mut config = ldbridge::demo::config(&dir.join("ldbridge.db"), launchdarkly_url).unwrap();
+pub fn test_config(dir: &std::path::Path, launchdarkly_url: &str, segment_url: &str) -> Config {
+    // The demo's loopback config (a Segment source and a LaunchDarkly source
+    // with the fixtures' credentials), made test-fast. The Segment source's
+    // relay is off unless a test turns it on, so counts stay per route.
+    let mut config =
+        ldbridge::demo::config(&dir.join("ldbridge.db"), launchdarkly_url, segment_url).unwrap();
+    config.segment_sources[0].relay_to_segment = false;
     config.server.shutdown_timeout = Duration::from_secs(5);
     config.dispatch.schedule = "0 0 0 1 1 * 2099".to_owned();
     config.dispatch.retry_schedule = vec![Duration::from_millis(10)];
@@ -48,7 +52,9 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let launchdarkly = Receiver::start().await.unwrap();
-    let mut config = test_config(dir.path(), &launchdarkly.url());
+    let segment = Receiver::start().await.unwrap();
+    segment.set_default(ldbridge::receiver::Reply::status(200).body(r#"{"success":true}"#));
+    let mut config = test_config(dir.path(), &launchdarkly.url(), &segment.url());
     adjust(&mut config);
     config.validate().unwrap();
     let database = config.store.path.clone();
@@ -58,6 +64,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         base: format!("http://{}", app.ingest_addr),
         app,
         launchdarkly,
+        segment,
         client: HttpClient::new(Duration::from_secs(10)),
         database,
         _dir: dir,
@@ -131,16 +138,14 @@ impl TestApp {
         self.client.send(&request).await
     }
 
-    /// Runs the Segment → LaunchDarkly dispatcher until `done` holds for the
-    /// delivery counts (route, status → count), or fails the test at WAIT.
+    /// Runs the dispatcher (every route, one after the other) until `done`
+    /// holds for the delivery counts, or fails the test at WAIT.
     pub async fn dispatch_until(&self, done: impl Fn(&Counts) -> bool) -> Counts {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            self.app
-                .dispatcher
-                .drain(Route::SegmentToLaunchDarkly)
-                .await
-                .unwrap();
+            for route in Route::ALL {
+                self.app.dispatcher.drain(route).await.unwrap();
+            }
             let counts = self.counts().await;
             if done(&counts) {
                 return counts;
@@ -171,8 +176,7 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Every LaunchDarkly event the stand-in was sent in requests it
-    /// answered 2xx... or in all requests when `all`.
+    /// Every LaunchDarkly event the stand-in was sent, in arrival order.
     pub fn received_events(&self) -> Vec<Value> {
         self.launchdarkly
             .requests()
@@ -187,6 +191,16 @@ impl TestApp {
 pub struct Counts(pub Vec<(String, String, i64)>);
 
 impl Counts {
+    /// Deliveries of `route` in `status`.
+    pub fn on(&self, route: Route, status: &str) -> i64 {
+        self.0
+            .iter()
+            .filter(|(r, s, _)| r == route.as_str() && s == status)
+            .map(|(_, _, n)| *n)
+            .sum()
+    }
+
+    /// Deliveries in `status`, all routes together.
     pub fn get(&self, status: &str) -> i64 {
         self.0
             .iter()

@@ -1,7 +1,16 @@
 //! ldbridge's integration tests: one binary, real HTTP on loopback, a real
 //! SQLite file per test, recording stand-in receivers.
+//!
+//! - `helpers`: spawn_app, posting, waiting, fixture loading
+//! - `segment_ingest`: every way a Segment library posts, and every refusal
+//! - `delivery`: retries, splits, failures and the attempt log
+//! - `launchdarkly`: LaunchDarkly SDK traffic, mapped to Segment and relayed unchanged
+//! - `webhook`: Segment webhooks and the segment-relay route
+//! - `process`: the real binary: SIGKILL and restart, SIGTERM, CLI, demo
 
-mod delivery; // retries, splits, failures and the attempt log
-mod helpers; // spawn_app, posting, waiting, fixture loading
+mod delivery;
+mod helpers;
+mod launchdarkly;
 mod process;
-mod segment_ingest; // every way a Segment library posts, and every refusal // the real binary: SIGKILL and restart, SIGTERM, CLI
+mod segment_ingest;
+mod webhook;
