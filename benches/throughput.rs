@@ -40,6 +40,7 @@ use ldbridge::{
 use serde_json::{json, Value};
 
 const WRITE_KEY: &str = "bench-write-key";
+const SDK_KEY: &str = "sdk-bench-0000";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -65,7 +66,19 @@ fn message(n: usize) -> Value {
     })
 }
 
-fn config_text(dir: &Path, schedule: &str, events_url: &str) -> String {
+/// A realistic server-SDK custom event (~330 bytes, inline context).
+fn ld_event(n: usize) -> Value {
+    json!({
+        "kind": "custom",
+        "creationDate": 1_715_679_101_456_i64 + n as i64,
+        "key": "order-completed",
+        "context": {"kind": "user", "key": format!("user-{}", n % 5000), "name": "Ada Lovelace", "plan": "enterprise"},
+        "data": {"orderId": format!("ord_{n}"), "currency": "USD"},
+        "metricValue": 84.5
+    })
+}
+
+fn config_text(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> String {
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -77,10 +90,18 @@ max_in_flight = 8
 writer_queue = 4096
 [launchdarkly]
 events_url = "{events_url}"
+[segment]
+api_url = "{segment_url}"
 [[segment_source]]
 name = "bench"
 write_key = "{WRITE_KEY}"
 to_launchdarkly = {{ client_side_id = "6488674dc2ea1d6673731ba2" }}
+[[launchdarkly_source]]
+name = "bench-ld"
+sdk_key = "{SDK_KEY}"
+client_side_id = "6488674dc2ea1d6673731ba2"
+project_id = "5744c96707c9900708000004"
+to_segment = {{ write_key = "bench-destination-key" }}
 "#,
         db = dir.join("ldbridge.db").display()
     )
@@ -92,9 +113,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &Path, schedule: &str, events_url: &str) -> Daemon {
+    fn start(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> Daemon {
         let config = dir.join("bench.toml");
-        std::fs::write(&config, config_text(dir, schedule, events_url)).unwrap();
+        std::fs::write(&config, config_text(dir, schedule, events_url, segment_url)).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ldbridge"))
             .args(["--log-format", "json", "--config"])
             .arg(&config)
@@ -166,19 +187,26 @@ impl LoadResult {
 
 /// Sends `bodies` (pre-serialised) to `url` over `connections` keep-alive
 /// connections, as fast as acknowledgements come back.
-async fn load(url: &str, bodies: Vec<(Bytes, usize)>, connections: usize) -> LoadResult {
+async fn load(
+    url: &str,
+    bodies: Vec<(Bytes, usize)>,
+    connections: usize,
+    launchdarkly: bool,
+) -> LoadResult {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(connections)
         .build_http();
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
-    let auth = format!(
-        "Basic {}",
-        base64::Engine::encode(
+    let auth = if launchdarkly {
+        SDK_KEY.to_owned()
+    } else {
+        let encoded = base64::Engine::encode(
             &base64::engine::general_purpose::STANDARD,
-            format!("{WRITE_KEY}:")
-        )
-    );
+            format!("{WRITE_KEY}:"),
+        );
+        format!("Basic {encoded}")
+    };
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -197,20 +225,33 @@ async fn load(url: &str, bodies: Vec<(Bytes, usize)>, connections: usize) -> Loa
                 let Some((body, count)) = bodies.get(index) else {
                     break;
                 };
-                let request = Request::post(&url)
+                let mut request = Request::post(&url)
                     .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::AUTHORIZATION, &auth)
-                    .body(Full::new(body.clone()))
-                    .unwrap();
+                    .header(header::AUTHORIZATION, &auth);
+                if launchdarkly {
+                    request = request.header("x-launchdarkly-event-schema", "4").header(
+                        "x-launchdarkly-payload-id",
+                        format!("bench-payload-{index}"),
+                    );
+                }
+                let request = request.body(Full::new(body.clone())).unwrap();
                 let sent = Instant::now();
                 match client.request(request).await {
                     Ok(response) => {
-                        let ok = response.status() == 200;
-                        let _ = response.into_body().collect().await;
+                        let status = response.status();
+                        let body = response
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         latencies.push(sent.elapsed());
-                        if ok {
+                        if status.is_success() {
                             events += count
                         } else {
+                            if errors == 0 {
+                                eprintln!("refused: {status} {}", String::from_utf8_lossy(&body));
+                            }
                             errors += 1
                         }
                     }
@@ -276,16 +317,51 @@ fn row(name: &str, value: String) {
     println!("| {name:<58} | {value:>22} |");
 }
 
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+/// Reports one load run; returns events/s.
+fn report(name: &str, unit: &str, result: &LoadResult) -> f64 {
+    let rate = result.events as f64 / result.elapsed.as_secs_f64();
+    row(&format!("{name} ({unit}/s)"), format!("{rate:.0}"));
+    row(
+        &format!("{name} ack latency p50 / p99 (ms)"),
+        format!(
+            "{:.1} / {:.1}",
+            ms(result.percentile(0.5)),
+            ms(result.percentile(0.99))
+        ),
+    );
+    row(
+        &format!("{name} refused requests"),
+        format!("{} of {}", result.errors, result.requests),
+    );
+    rate
+}
+
+/// Waits until `receiver` has `expected` events; returns events/s from the
+/// first event to the last.
+async fn delivered_rate(receiver: &Receiver, expected: usize) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while receiver.element_count() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let first = Instant::now();
+    while receiver.element_count() < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    receiver.element_count() as f64 / first.elapsed().as_secs_f64()
+}
+
 #[tokio::main]
 async fn main() {
     let batch_requests = env_usize("BENCH_BATCH_REQUESTS", 2000);
     let single_requests = env_usize("BENCH_SINGLE_REQUESTS", 40_000);
     let connections = env_usize("BENCH_CONNECTIONS", 32);
     let dir: PathBuf = tempfile::tempdir().unwrap().keep();
-    println!(
-        "ldbridge throughput benchmark ({} cores, {connections} connections)\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("ldbridge throughput benchmark ({cores} cores, {connections} connections)\n");
     println!("| {:<58} | {:>22} |", "measure", "figure");
     println!("|{}|{}|", "-".repeat(60), "-".repeat(24));
 
@@ -295,50 +371,38 @@ async fn main() {
         format!("{ceiling:.0}"),
     );
 
-    let receiver = Receiver::start().await.unwrap();
-    receiver.stop_recording();
-    let daemon = Daemon::start(&dir, "0 0 0 1 1 * 2099", &receiver.url());
-    let raw_json: usize;
-    let batches: Vec<(Bytes, usize)> = {
-        let mut total = 0;
-        let bodies = (0..batch_requests)
-            .map(|r| {
-                let items: Vec<Value> = (0..100).map(|i| message(r * 100 + i)).collect();
-                total += items.iter().map(|m| m.to_string().len()).sum::<usize>();
-                (
-                    Bytes::from(
-                        json!({"batch": items, "sentAt": "2024-05-14T09:31:28.000Z"}).to_string(),
-                    ),
-                    100,
-                )
-            })
-            .collect();
-        raw_json = total;
-        bodies
-    };
+    let launchdarkly = Receiver::start().await.unwrap();
+    let segment = Receiver::start().await.unwrap();
+    launchdarkly.stop_recording();
+    segment.stop_recording();
+    segment.set_default(ldbridge::receiver::Reply::status(200).body(r#"{"success":true}"#));
+    let never = "0 0 0 1 1 * 2099";
+    let daemon = Daemon::start(&dir, never, &launchdarkly.url(), &segment.url());
+
+    let mut raw_json = 0;
+    let batches: Vec<(Bytes, usize)> = (0..batch_requests)
+        .map(|r| {
+            let items: Vec<Value> = (0..100).map(|i| message(r * 100 + i)).collect();
+            raw_json += items.iter().map(|m| m.to_string().len()).sum::<usize>();
+            (
+                Bytes::from(
+                    json!({"batch": items, "sentAt": "2024-05-14T09:31:28.000Z"}).to_string(),
+                ),
+                100,
+            )
+        })
+        .collect();
     let batch = load(
         &format!("http://{}/v1/batch", daemon.addr),
         batches,
         connections,
+        false,
     )
     .await;
-    let batch_rate = batch.events as f64 / batch.elapsed.as_secs_f64();
+    let batch_rate = report("Segment /v1/batch x100", "events", &batch);
     row(
-        "ingest /v1/batch x100 (events/s)",
-        format!("{batch_rate:.0}"),
-    );
-    row(
-        "ingest /v1/batch x100 ack latency p50 / p99 (ms)",
-        format!(
-            "{:.1} / {:.1}",
-            batch.percentile(0.5).as_secs_f64() * 1e3,
-            batch.percentile(0.99).as_secs_f64() * 1e3
-        ),
-    );
-    row("ingest ÷ ceiling", format!("{:.2}", batch_rate / ceiling));
-    row(
-        "refused requests (batch)",
-        format!("{} of {}", batch.errors, batch.requests),
+        "Segment batch ingest ÷ ceiling",
+        format!("{:.2}", batch_rate / ceiling),
     );
 
     let singles: Vec<(Bytes, usize)> = (0..single_requests)
@@ -352,61 +416,69 @@ async fn main() {
         &format!("http://{}/v1/track", daemon.addr),
         singles,
         connections,
+        false,
     )
     .await;
-    row(
-        "ingest /v1/track single (requests/s)",
-        format!("{:.0}", single.events as f64 / single.elapsed.as_secs_f64()),
-    );
-    row(
-        "ingest /v1/track ack latency p50 / p99 (ms)",
-        format!(
-            "{:.1} / {:.1}",
-            single.percentile(0.5).as_secs_f64() * 1e3,
-            single.percentile(0.99).as_secs_f64() * 1e3
-        ),
-    );
-    row(
-        "refused requests (single)",
-        format!("{} of {}", single.errors, single.requests),
-    );
-    let stored = batch.events + single.events;
-    let ingest_rss = daemon.peak_rss_mb();
+    report("Segment /v1/track single", "requests", &single);
+
+    let payloads: Vec<(Bytes, usize)> = (0..batch_requests)
+        .map(|r| {
+            let events: Vec<Value> = (0..100).map(|i| ld_event(r * 100 + i)).collect();
+            (Bytes::from(Value::Array(events).to_string()), 100)
+        })
+        .collect();
+    let ld = load(
+        &format!("http://{}/bulk", daemon.addr),
+        payloads,
+        connections,
+        true,
+    )
+    .await;
+    report("LaunchDarkly /bulk x100", "events", &ld);
+
+    let segment_events = batch.events + single.events;
     row(
         "daemon peak RSS after ingest (MB)",
-        format!("{ingest_rss:.1}"),
+        format!("{:.1}", daemon.peak_rss_mb()),
     );
     row(
         "database bytes per stored event (undelivered)",
-        format!("{:.0}", db_bytes(&dir) as f64 / stored as f64),
+        format!(
+            "{:.0}",
+            db_bytes(&dir) as f64 / (segment_events + ld.events) as f64
+        ),
     );
     row(
-        "raw JSON bytes per event (as sent)",
+        "raw JSON bytes per Segment event (as sent)",
         format!("{:.0}", raw_json as f64 / (batch_requests * 100) as f64),
     );
     daemon.stop();
 
-    // Dispatch: the same database, now with a schedule, to an instant receiver.
-    let daemon = Daemon::start(&dir, "*/1 * * * * *", &receiver.url());
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while receiver.element_count() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let first = Instant::now();
-    while receiver.element_count() < stored && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let dispatch_rate = receiver.element_count() as f64 / first.elapsed().as_secs_f64();
+    // Dispatch: the same database, now with a schedule, to instant receivers.
+    // Both routes run at once, sharing the cores.
+    let daemon = Daemon::start(&dir, "*/1 * * * * *", &launchdarkly.url(), &segment.url());
+    let (to_ld, to_segment) = tokio::join!(
+        delivered_rate(&launchdarkly, segment_events),
+        delivered_rate(&segment, ld.events)
+    );
     row(
-        "dispatch to instant receiver (events/s)",
-        format!("{dispatch_rate:.0}"),
+        "dispatch segment-to-launchdarkly, concurrent (events/s)",
+        format!("{to_ld:.0}"),
+    );
+    row(
+        "dispatch launchdarkly-to-segment, concurrent (events/s)",
+        format!("{to_segment:.0}"),
     );
     row(
         "events delivered / stored",
-        format!("{} / {stored}", receiver.element_count()),
+        format!(
+            "{} / {}",
+            launchdarkly.element_count() + segment.element_count(),
+            segment_events + ld.events
+        ),
     );
     row(
-        "daemon peak RSS during dispatch (MB)",
+        "daemon peak RSS overall (MB)",
         format!("{:.1}", daemon.peak_rss_mb()),
     );
     daemon.stop();

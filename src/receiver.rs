@@ -90,7 +90,7 @@ struct State {
     /// When false, requests are counted but not kept (benchmarks).
     recording: std::sync::atomic::AtomicBool,
     count: std::sync::atomic::AtomicUsize,
-    /// JSON array elements received, when the body is a JSON array.
+    /// Events received: LaunchDarkly array elements, Segment batch items.
     elements: std::sync::atomic::AtomicUsize,
 }
 
@@ -163,7 +163,8 @@ impl Receiver {
         self.state.count.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// JSON array elements received so far (events, for LaunchDarkly bodies).
+    /// Events received so far: elements of LaunchDarkly arrays and of
+    /// Segment `batch` envelopes.
     pub fn element_count(&self) -> usize {
         self.state
             .elements
@@ -241,13 +242,18 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<
                 .and_then(|respond| respond(&recorded))
         })
         .unwrap_or_else(|| lock(&state.default).clone());
-    if let Ok(serde_json::Value::Array(elements)) =
-        serde_json::from_slice::<serde_json::Value>(&recorded.body)
-    {
-        state
-            .elements
-            .fetch_add(elements.len(), std::sync::atomic::Ordering::SeqCst);
-    }
+    // Events received: a LaunchDarkly array, or a Segment batch envelope.
+    let elements = match serde_json::from_slice::<serde_json::Value>(&recorded.body) {
+        Ok(serde_json::Value::Array(elements)) => elements.len(),
+        Ok(serde_json::Value::Object(envelope)) => envelope
+            .get("batch")
+            .and_then(|b| b.as_array())
+            .map_or(0, Vec::len),
+        _ => 0,
+    };
+    state
+        .elements
+        .fetch_add(elements, std::sync::atomic::Ordering::SeqCst);
     state
         .count
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

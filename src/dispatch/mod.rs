@@ -201,11 +201,8 @@ impl Dispatcher {
                 ((event.source.as_str(), lane.as_str()), json.len(), *alone)
             })
             .collect();
-        let groups = batching::plan(
-            &items,
-            config.dispatch.max_batch_events,
-            config.dispatch.max_batch_bytes,
-        );
+        let (max_events, max_bytes) = routes::limits(config, route);
+        let groups = batching::plan(&items, max_events, max_bytes);
         let plans: Vec<queries::BatchPlan> = groups
             .iter()
             .map(|group| queries::BatchPlan {

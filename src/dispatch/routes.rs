@@ -57,6 +57,22 @@ fn from_mapped(mapped: Mapped, max_bytes: Option<usize>) -> Prepared {
     }
 }
 
+/// The batch limits of `route`: the configured ones, tightened to Segment's
+/// sender limits (segment.md §7.1: 475,000 bytes and 2,500 messages a
+/// request, leaving room for the envelope) on routes to Segment.
+pub fn limits(config: &Config, route: Route) -> (usize, usize) {
+    let (events, bytes) = (
+        config.dispatch.max_batch_events,
+        config.dispatch.max_batch_bytes,
+    );
+    match route {
+        Route::LaunchDarklyToSegment | Route::SegmentRelay => {
+            (events.min(2_500), bytes.min(475_000))
+        }
+        Route::SegmentToLaunchDarkly | Route::LaunchDarklyRelay => (events, bytes),
+    }
+}
+
 /// Prepares `event` for `route`. Never fails: problems are `Skip`/`Fail`.
 pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
     if route == Route::LaunchDarklyRelay {
@@ -297,4 +313,27 @@ fn relay_request(
         tags: meta.tags.as_deref(),
     };
     launchdarkly::request(&config.launchdarkly.events_url, &spec, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_to_segment_are_held_to_segments_request_limits() {
+        let mut config = Config::default();
+        config.dispatch.max_batch_events = 2_500;
+        config.dispatch.max_batch_bytes = 500_000;
+        assert_eq!(
+            limits(&config, Route::LaunchDarklyToSegment),
+            (2_500, 475_000)
+        );
+        assert_eq!(limits(&config, Route::SegmentRelay), (2_500, 475_000));
+        assert_eq!(
+            limits(&config, Route::SegmentToLaunchDarkly),
+            (2_500, 500_000)
+        );
+        config.dispatch.max_batch_bytes = 100_000;
+        assert_eq!(limits(&config, Route::SegmentRelay), (2_500, 100_000));
+    }
 }
