@@ -6,15 +6,13 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{
     clock,
     config::{Config, ConfigError, StoreConfig},
-    store::{
-        log::{self as queries, BatchFilter, BatchSummary},
-        Route, Store, StoreOptions,
-    },
+    ops,
+    store::{log::BatchFilter, Route, Store, StoreOptions},
 };
 
 /// ldbridge: a durable bridge between Segment and LaunchDarkly.
@@ -47,6 +45,58 @@ pub enum Command {
     CheckConfig,
     /// List batches, newest first.
     Log(LogArgs),
+    /// One batch: its events and every attempt.
+    Show {
+        batch_id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One event (id, Segment messageId or LaunchDarkly payload id): where it went on each route, and why.
+    Explain {
+        #[arg(value_name = "EVENT_ID|MESSAGE_ID")]
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put batches back in the queue (their next attempt is `manual`).
+    Resend(ResendArgs),
+    /// Counts by route and status, oldest undelivered age, attempts in the last hour.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Purge delivered and skipped data older than store.retain (what the retention job does).
+    Purge {
+        /// Instead of store.retain, e.g. 3d.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResendArgs {
+    /// Batch ids; without them, --status (default failed) and the other filters select.
+    pub batch_ids: Vec<i64>,
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub route: Option<String>,
+    #[arg(long)]
+    pub source: Option<String>,
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Also resend delivered batches.
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would be requeued; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,7 +161,177 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::CheckConfig => check_config(path),
         Command::Demo => Ok(crate::demo::run().await?),
         Command::Log(args) => log(path, &args).await,
+        Command::Show { batch_id, json } => show(path, batch_id, json).await,
+        Command::Explain { id, json } => explain(path, &id, json).await,
+        Command::Resend(args) => resend(path, &args).await,
+        Command::Stats { json } => stats(path, json).await,
+        Command::Purge { older_than, json } => purge(path, older_than.as_deref(), json).await,
     }
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn runtime(error: crate::store::StoreError) -> Failure {
+    Failure::Runtime(anyhow::Error::new(error))
+}
+
+async fn show(path: Option<&std::path::Path>, id: i64, json: bool) -> Result<(), Failure> {
+    let store = open(path).await?;
+    let detail = ops::show(&store, id).await.map_err(runtime)?;
+    store.close().await;
+    let detail = detail.ok_or_else(|| Failure::NothingMatched(format!("no batch {id}")))?;
+    if json {
+        print_json(&detail.json());
+    } else {
+        print!("{}", detail.text());
+    }
+    Ok(())
+}
+
+async fn explain(path: Option<&std::path::Path>, id: &str, json: bool) -> Result<(), Failure> {
+    let store = open(path).await?;
+    let found = ops::explain(&store, id).await.map_err(runtime)?;
+    store.close().await;
+    if found.is_empty() {
+        return Err(Failure::NothingMatched(format!(
+            "no event with id, messageId or payload id `{id}`"
+        )));
+    }
+    if json {
+        print_json(&Value::Array(
+            found.iter().map(ops::Explanation::json).collect(),
+        ));
+    } else {
+        let texts: Vec<String> = found.iter().map(ops::Explanation::text).collect();
+        print!("{}", texts.join("\n"));
+    }
+    Ok(())
+}
+
+/// Checks `--route` and `--status` and parses `--since`/`--until`
+/// (shared with the admin API's query parameters).
+pub fn batch_filter(
+    status: Option<&str>,
+    route: Option<&str>,
+    source: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+    limit: usize,
+) -> Result<BatchFilter, Failure> {
+    const STATUSES: [&str; 6] = [
+        "pending",
+        "sending",
+        "delivered",
+        "retrying",
+        "failed",
+        "split",
+    ];
+    let now = clock::now_ms();
+    if let Some(route) = route {
+        route.parse::<Route>().map_err(Failure::Usage)?;
+    }
+    if let Some(status) = status {
+        if !STATUSES.contains(&status) {
+            return Err(Failure::Usage(format!(
+                "unknown status `{status}` (expected one of {})",
+                STATUSES.join(", ")
+            )));
+        }
+    }
+    Ok(BatchFilter {
+        status: status.map(str::to_owned),
+        route: route.map(str::to_owned),
+        source: source.map(str::to_owned),
+        since: since.map(|t| parse_time(t, now)).transpose()?,
+        until: until.map(|t| parse_time(t, now)).transpose()?,
+        before_id: None,
+        limit: limit.max(1),
+    })
+}
+
+async fn resend(path: Option<&std::path::Path>, args: &ResendArgs) -> Result<(), Failure> {
+    let status = args.status.as_deref().or(if args.batch_ids.is_empty() {
+        Some("failed")
+    } else {
+        None
+    });
+    let request = ops::ResendRequest {
+        ids: args.batch_ids.clone(),
+        filter: batch_filter(
+            status,
+            args.route.as_deref(),
+            args.source.as_deref(),
+            args.since.as_deref(),
+            args.until.as_deref(),
+            1_000_000,
+        )?,
+        force: args.force,
+        dry_run: args.dry_run,
+    };
+    let store = open(path).await?;
+    let report = ops::resend(&store, &request, clock::now_ms())
+        .await
+        .map_err(runtime)?;
+    store.close().await;
+    if report.matched == 0 {
+        return Err(Failure::NothingMatched(
+            "no batch matched; nothing was requeued".to_owned(),
+        ));
+    }
+    if args.json {
+        print_json(&report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
+}
+
+async fn stats(path: Option<&std::path::Path>, json: bool) -> Result<(), Failure> {
+    let store = open(path).await?;
+    let stats = ops::stats(&store, clock::now_ms()).await.map_err(runtime)?;
+    store.close().await;
+    if json {
+        print_json(&stats.json());
+    } else {
+        print!("{}", stats.text());
+    }
+    Ok(())
+}
+
+async fn purge(
+    path: Option<&std::path::Path>,
+    older_than: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
+    let retain = match older_than {
+        Some(text) => humantime::parse_duration(text).map_err(|_| {
+            Failure::Usage(format!(
+                "--older-than: `{text}` is not a duration such as 7d"
+            ))
+        })?,
+        None => StoreConfig::load(path)?.retain,
+    };
+    let cutoff = clock::now_ms() - retain.as_millis() as i64;
+    let store = open(path).await?;
+    let purged = ops::purge(&store, cutoff).await.map_err(runtime)?;
+    store.close().await;
+    if json {
+        print_json(&ops::purged_json(&purged, cutoff));
+    } else {
+        println!(
+            "Purged {} event(s), {} batch(es), {} attempt(s) older than {}.",
+            purged.events,
+            purged.batches,
+            purged.attempts,
+            clock::format_ms(cutoff)
+        );
+    }
+    Ok(())
 }
 
 fn check_config(path: Option<&std::path::Path>) -> Result<(), Failure> {
@@ -148,56 +368,22 @@ async fn open(path: Option<&std::path::Path>) -> Result<Store, Failure> {
 }
 
 async fn log(path: Option<&std::path::Path>, args: &LogArgs) -> Result<(), Failure> {
-    let now = clock::now_ms();
-    if let Some(route) = &args.route {
-        route.parse::<Route>().map_err(Failure::Usage)?;
-    }
-    const STATUSES: [&str; 6] = [
-        "pending",
-        "sending",
-        "delivered",
-        "retrying",
-        "failed",
-        "split",
-    ];
-    if let Some(status) = &args.status {
-        if !STATUSES.contains(&status.as_str()) {
-            return Err(Failure::Usage(format!(
-                "unknown status `{status}` (expected one of {})",
-                STATUSES.join(", ")
-            )));
-        }
-    }
-    let filter = BatchFilter {
-        status: args.status.clone(),
-        route: args.route.clone(),
-        source: args.source.clone(),
-        since: args
-            .since
-            .as_deref()
-            .map(|t| parse_time(t, now))
-            .transpose()?,
-        until: args
-            .until
-            .as_deref()
-            .map(|t| parse_time(t, now))
-            .transpose()?,
-        before_id: args.before,
-        limit: args.limit.max(1),
-    };
+    let mut filter = batch_filter(
+        args.status.as_deref(),
+        args.route.as_deref(),
+        args.source.as_deref(),
+        args.since.as_deref(),
+        args.until.as_deref(),
+        args.limit,
+    )?;
+    filter.before_id = args.before;
     let store = open(path).await?;
-    let batches = queries::list_batches(&store, &filter)
-        .await
-        .map_err(anyhow::Error::new)?;
+    let batches = ops::log(&store, &filter).await.map_err(runtime)?;
     store.close().await;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&Value::Array(batches.iter().map(batch_json).collect()))
-                .unwrap_or_default()
-        );
+        print_json(&Value::Array(batches.iter().map(ops::batch_json).collect()));
     } else {
-        print!("{}", batch_table(&batches));
+        print!("{}", ops::batch_table(&batches));
     }
     Ok(())
 }
@@ -214,62 +400,4 @@ pub fn parse_time(text: &str, now: i64) -> Result<i64, Failure> {
                 "`{text}` is neither an RFC 3339 time nor a duration such as 2h"
             ))
         })
-}
-
-/// A batch as `--json` shows it (architecture.md §4 field names).
-pub fn batch_json(batch: &BatchSummary) -> Value {
-    json!({
-        "id": batch.id,
-        "route": batch.route,
-        "source": batch.source,
-        "status": batch.status,
-        "payload_id": batch.payload_id,
-        "event_count": batch.event_count,
-        "attempts": batch.attempts,
-        "created_at": clock::format_ms(batch.created_at),
-        "updated_at": clock::format_ms(batch.updated_at),
-        "next_attempt_at": batch.next_attempt_at.map(clock::format_ms),
-        "last_error": batch.last_error,
-        "parent_id": batch.parent_id,
-    })
-}
-
-/// The delivery log as an aligned table that fits 100 columns.
-pub fn batch_table(batches: &[BatchSummary]) -> String {
-    let mut out = format!(
-        "{:>7}  {:<9}  {:<23}  {:<12}  {:>6}  {:>5}  {:<24}\n",
-        "BATCH", "STATUS", "ROUTE", "SOURCE", "EVENTS", "TRIES", "CREATED"
-    );
-    for batch in batches {
-        out.push_str(&format!(
-            "{:>7}  {:<9}  {:<23}  {:<12}  {:>6}  {:>5}  {:<24}\n",
-            batch.id,
-            batch.status,
-            batch.route,
-            truncate(&batch.source, 12),
-            batch.event_count,
-            batch.attempts,
-            clock::format_ms(batch.created_at),
-        ));
-        if let Some(error) = batch
-            .last_error
-            .as_deref()
-            .filter(|_| batch.status != "delivered")
-        {
-            out.push_str(&format!("{:>7}  └ {}\n", "", truncate(error, 89)));
-        }
-    }
-    if batches.is_empty() {
-        out.push_str("(no batches)\n");
-    }
-    out
-}
-
-fn truncate(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        text.to_owned()
-    } else {
-        let kept: String = text.chars().take(width.saturating_sub(1)).collect();
-        format!("{kept}…")
-    }
 }

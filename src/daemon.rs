@@ -16,24 +16,32 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_cron_scheduler::JobScheduler;
 
 use crate::{
+    admin::Admin,
     clock,
     config::{Config, ConfigHandle, Synchronous},
     dispatch::{schedule, Dispatcher},
     ingest::Ingest,
+    metrics::Metrics,
     store::{self, writer::Writer, Store, StoreOptions},
 };
 
 /// A running daemon.
 pub struct App {
     pub ingest_addr: SocketAddr,
+    /// Where the admin API listens, when `server.admin_listen` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub store: Store,
     pub dispatcher: Arc<Dispatcher>,
     pub config: ConfigHandle,
+    pub metrics: Arc<Metrics>,
+    pub writer: Writer,
     stop: watch::Sender<bool>,
-    server: JoinHandle<bool>,
-    writer: JoinHandle<()>,
+    servers: Vec<JoinHandle<bool>>,
+    writer_task: JoinHandle<()>,
     scheduler: JobScheduler,
     shutdown_timeout: Duration,
+    /// Readiness and the watchdog allow this long between scheduler ticks.
+    pub tick_allowance: Duration,
 }
 
 /// Opens the database named by `config` with its durability settings.
@@ -47,7 +55,15 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         .with_context(|| format!("opening database {}", config.store.path.display()))
 }
 
-/// Starts every part of the daemon, serving ingest on `listener`.
+/// Every other tick may be missed before the scheduler counts as stuck.
+fn tick_allowance(schedule: &str) -> Duration {
+    schedule::period(schedule).map_or(Duration::from_secs(3600), |period| {
+        period * 2 + Duration::from_secs(5)
+    })
+}
+
+/// Starts every part of the daemon, serving ingest on `listener` and the
+/// admin API on `server.admin_listen` (bound here; port 0 works).
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App> {
     let store = open_store(&config).await?;
     let recovered = store::dispatch::recover_sending(&store, clock::now_ms()).await?;
@@ -60,34 +76,78 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
     if config.segment_sources.is_empty() && config.launchdarkly_sources.is_empty() {
         tracing::warn!("No sources configured: every ingest request will be answered 401.");
     }
-    let (writer, writer_task) = Writer::start(&store, config.dispatch.writer_queue, |_| {}).await?;
+    let metrics = Arc::new(Metrics::new());
+    let commit_metrics = Arc::clone(&metrics);
+    let (writer, writer_task) = Writer::start(&store, config.dispatch.writer_queue, move |stats| {
+        commit_metrics.commit(
+            stats.duration.as_secs_f64(),
+            stats.events as u64,
+            stats.requests as u64,
+            stats.ok,
+        );
+    })
+    .await?;
     let shutdown_timeout = config.server.shutdown_timeout;
+    let tick_allowance = tick_allowance(&config.dispatch.schedule);
     let schedule_text = config.dispatch.schedule.clone();
+    let admin_listen = config.server.admin_listen;
     let handle = ConfigHandle::new(config);
-    let dispatcher = Dispatcher::new(store.clone(), handle.clone());
+    let dispatcher = Dispatcher::new(store.clone(), handle.clone(), Arc::clone(&metrics));
     let scheduler = schedule::start(Arc::clone(&dispatcher), &schedule_text)
         .await
         .context("starting the dispatch scheduler")?;
-    let ingest = Ingest::new(handle.clone(), writer);
-    let ingest_addr = listener.local_addr()?;
+    schedule::add_retention(&scheduler, store.clone(), handle.clone())
+        .await
+        .context("starting the retention job")?;
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(crate::server::serve(
+    let mut servers = Vec::new();
+    let admin_addr = match admin_listen {
+        Some(address) => {
+            let admin_listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding server.admin_listen {address}"))?;
+            let admin_addr = admin_listener.local_addr()?;
+            let admin = Arc::new(Admin {
+                store: store.clone(),
+                config: handle.clone(),
+                metrics: Arc::clone(&metrics),
+                dispatcher: Arc::clone(&dispatcher),
+                tick_allowance,
+            });
+            servers.push(tokio::spawn(crate::server::serve(
+                admin_listener,
+                move |request| Arc::clone(&admin).handle(request),
+                stopped.clone(),
+                shutdown_timeout,
+            )));
+            Some(admin_addr)
+        }
+        None => None,
+    };
+    let ingest = Ingest::new(handle.clone(), writer.clone(), Arc::clone(&metrics));
+    let ingest_addr = listener.local_addr()?;
+    servers.push(tokio::spawn(crate::server::serve(
         listener,
         move |request| Arc::clone(&ingest).handle(request),
         stopped,
         shutdown_timeout,
-    ));
-    tracing::info!(listen = %ingest_addr, "ldbridge is ready.");
+    )));
+    let admin_text = admin_addr.map_or("disabled".to_owned(), |a| a.to_string());
+    tracing::info!(listen = %ingest_addr, admin = %admin_text, "ldbridge is ready.");
     Ok(App {
         ingest_addr,
+        admin_addr,
         store,
         dispatcher,
         config: handle,
+        metrics,
+        writer,
         stop,
-        server,
-        writer: writer_task,
+        servers,
+        writer_task,
         scheduler,
         shutdown_timeout,
+        tick_allowance,
     })
 }
 
@@ -99,21 +159,24 @@ impl App {
         let _ = self.stop.send(true);
         let _ = self.scheduler.shutdown().await;
         self.dispatcher.stop();
-        let drained = self.server.await.unwrap_or(false);
-        if !drained {
-            tracing::warn!(
-                "Some connections were still open at the shutdown deadline and were closed."
-            );
+        for server in self.servers.drain(..) {
+            if !server.await.unwrap_or(false) {
+                tracing::warn!(
+                    "Some connections were still open at the shutdown deadline and were closed."
+                );
+            }
         }
         if !self.dispatcher.wait_idle(self.shutdown_timeout).await {
             tracing::warn!("A dispatch run was still going at the deadline; its batches will be resent after restart.");
         }
-        if tokio::time::timeout(self.shutdown_timeout, &mut self.writer)
+        // The writer ends once every handle is gone and its queue is drained.
+        drop(self.writer);
+        if tokio::time::timeout(self.shutdown_timeout, &mut self.writer_task)
             .await
             .is_err()
         {
             tracing::warn!("The ingest writer did not finish in time.");
-            self.writer.abort();
+            self.writer_task.abort();
         }
         self.store.close().await;
         tracing::info!("Stopped.");

@@ -17,7 +17,7 @@ use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CO
 use tokio::net::TcpListener;
 
 use crate::{
-    cli, clock,
+    clock,
     config::{
         Config, LaunchDarklyDestination, LaunchDarklySource, Secret, SegmentDestination,
         SegmentSource,
@@ -157,10 +157,10 @@ pub async fn run() -> anyhow::Result<()> {
         launchdarkly.url(),
         segment.url()
     );
-    let client = HttpClient::new(Duration::from_secs(10));
+    let client = HttpClient::new();
     for (n, (path, body, how)) in SAMPLES.iter().enumerate() {
         let request = sample_request(&format!("http://{}{path}", app.ingest_addr), body, how, n)?;
-        let reply = client.send(&request).await;
+        let reply = client.send(&request, Duration::from_secs(10)).await;
         println!(
             "POST {path:<40} ({how:<10}) → {} {}",
             reply
@@ -177,7 +177,7 @@ pub async fn run() -> anyhow::Result<()> {
     };
     print!(
         "{}",
-        cli::batch_table(&queries::list_batches(&app.store, &filter).await?)
+        crate::ops::batch_table(&queries::list_batches(&app.store, &filter).await?)
     );
     println!("\nDeliveries by route and status:");
     for (route, status, count) in queries::delivery_counts(&app.store).await? {

@@ -36,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -46,6 +47,8 @@ pub mod dispatch;
 pub mod ingest;
 pub mod logging;
 pub mod map;
+pub mod metrics;
+pub mod ops;
 pub mod receiver;
 pub mod retry;
 pub mod server;

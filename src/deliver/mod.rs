@@ -79,16 +79,21 @@ impl Reply {
     }
 }
 
-/// A pooled HTTP/HTTPS client (rustls, webpki roots) with a per-request
+/// A pooled HTTP/HTTPS client (rustls, webpki roots); each send has a
 /// deadline covering connect, send and reading the answer.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    timeout: Duration,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient::new()
+    }
 }
 
 impl HttpClient {
-    pub fn new(timeout: Duration) -> HttpClient {
+    pub fn new() -> HttpClient {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -97,15 +102,15 @@ impl HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        HttpClient { client, timeout }
+        HttpClient { client }
     }
 
-    /// Sends `request` (POST) and reports what happened; never fails: errors
-    /// are part of the [`Reply`].
-    pub async fn send(&self, request: &Outbound) -> Reply {
+    /// Sends `request` (POST) within `timeout` and reports what happened;
+    /// never fails: errors are part of the [`Reply`].
+    pub async fn send(&self, request: &Outbound, timeout: Duration) -> Reply {
         let started_at = clock::now_ms();
         let clock_start = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.exchange(request)).await;
+        let result = tokio::time::timeout(timeout, self.exchange(request)).await;
         let (answer, excerpt) = match result {
             Ok(Ok(pair)) => pair,
             Ok(Err(error)) => (Answer::Transport(error), None),

@@ -13,7 +13,7 @@ pub mod schedule;
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicI64, Ordering},
         Arc,
     },
     time::Duration,
@@ -26,6 +26,7 @@ use crate::{
     clock,
     config::{Config, ConfigHandle},
     deliver::{HttpClient, Reply},
+    metrics::Metrics,
     retry::{self, Action},
     store::{
         dispatch::{self as queries, AttemptRecord, ClaimedBatch, Resolution, Settled},
@@ -74,25 +75,44 @@ pub struct Dispatcher {
     store: Store,
     http: HttpClient,
     config: ConfigHandle,
+    metrics: Arc<Metrics>,
     guards: [Mutex<()>; 4],
     stopping: AtomicBool,
+    /// When the dispatcher was created and when the scheduler last ticked
+    /// (Unix ms): readiness checks that ticks keep coming.
+    started_at: i64,
+    last_tick: AtomicI64,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, config: ConfigHandle) -> Arc<Dispatcher> {
-        let timeout = config.get().dispatch.request_timeout;
+    pub fn new(store: Store, config: ConfigHandle, metrics: Arc<Metrics>) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             store,
-            http: HttpClient::new(timeout),
+            http: HttpClient::new(),
             config,
+            metrics,
             guards: Default::default(),
             stopping: AtomicBool::new(false),
+            started_at: clock::now_ms(),
+            last_tick: AtomicI64::new(0),
         })
     }
 
     fn guard(&self, route: Route) -> &Mutex<()> {
         let index = Route::ALL.iter().position(|r| *r == route).unwrap_or(0);
         &self.guards[index]
+    }
+
+    /// Milliseconds since the last scheduler tick (since start before the
+    /// first one).
+    pub fn since_last_tick(&self, now: i64) -> i64 {
+        let last = self.last_tick.load(Ordering::SeqCst);
+        now - if last == 0 { self.started_at } else { last }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Asks running drains to stop after their current run.
@@ -115,6 +135,7 @@ impl Dispatcher {
     /// One tick: for every route not already running, drain it in the
     /// background. Returns at once.
     pub fn tick(self: &Arc<Self>) {
+        self.last_tick.store(clock::now_ms(), Ordering::SeqCst);
         for route in Route::ALL {
             let dispatcher = Arc::clone(self);
             tokio::spawn(async move {
@@ -213,6 +234,10 @@ impl Dispatcher {
             .collect();
         let batches = queries::create_batches(&self.store, route, &plans, &settled, now).await?;
         outcome.events_skipped += settled.skipped.len() + settled.failed.len();
+        self.metrics
+            .deliveries(route.as_str(), "skipped", settled.skipped.len() as u64);
+        self.metrics
+            .deliveries(route.as_str(), "failed", settled.failed.len() as u64);
         outcome.batches_formed += batches.len();
         Ok(batches
             .into_iter()
@@ -275,7 +300,9 @@ impl Dispatcher {
                         clock::now_ms(),
                     );
                     let reply = match request {
-                        Ok(request) => Ok(http.send(&request).await),
+                        Ok(request) => {
+                            Ok(http.send(&request, config.dispatch.request_timeout).await)
+                        }
                         Err(reason) => Err(reason),
                     };
                     (job, reply)
@@ -339,6 +366,18 @@ impl Dispatcher {
             Resolution::Split { .. } => outcome.split += 1,
         }
         log_outcome(job, &attempt, &resolution);
+        let (route, events) = (job.batch.route.as_str(), job.event_ids.len() as u64);
+        let seconds = attempt.duration_ms as f64 / 1000.0;
+        let settled = match &resolution {
+            Resolution::Delivered => Some("delivered"),
+            Resolution::Failed { .. } => Some("failed"),
+            Resolution::Retrying { .. } | Resolution::Split { .. } => None,
+        };
+        self.metrics
+            .attempt(route, attempt_outcome(&resolution), seconds, events);
+        if let Some(outcome) = settled {
+            self.metrics.deliveries(route, outcome, events);
+        }
         queries::record_attempt(&self.store, &job.batch, &attempt, &resolution, now).await?;
         Ok(())
     }
@@ -382,6 +421,15 @@ fn resolve(config: &Config, job: &Job, action: Action, now: i64) -> Resolution {
                 }
             }
         }
+    }
+}
+
+fn attempt_outcome(resolution: &Resolution) -> &'static str {
+    match resolution {
+        Resolution::Delivered => "delivered",
+        Resolution::Retrying { .. } => "retrying",
+        Resolution::Failed { .. } => "failed",
+        Resolution::Split { .. } => "split",
     }
 }
 

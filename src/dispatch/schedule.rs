@@ -23,3 +23,68 @@ pub async fn start(
     scheduler.start().await?;
     Ok(scheduler)
 }
+
+/// When the retention job runs: minute 7 of every hour.
+pub const RETENTION_SCHEDULE: &str = "0 7 * * * *";
+
+/// Adds the retention job: purges delivered and skipped data older than
+/// `store.retain` (read at each run, so a reload applies), in small
+/// transactions, then tidies the file. Failed and open data is kept.
+pub async fn add_retention(
+    scheduler: &JobScheduler,
+    store: crate::store::Store,
+    config: crate::config::ConfigHandle,
+) -> Result<(), JobSchedulerError> {
+    let job = Job::new_async(RETENTION_SCHEDULE, move |_id, _scheduler| {
+        let (store, config) = (store.clone(), config.clone());
+        Box::pin(async move {
+            let retain = config.get().store.retain;
+            let cutoff = crate::clock::now_ms() - retain.as_millis() as i64;
+            match crate::ops::purge(&store, cutoff).await {
+                Ok(purged) => tracing::info!(
+                    events = purged.events, batches = purged.batches, attempts = purged.attempts,
+                    cutoff = %crate::clock::format_ms(cutoff), "Retention purge done."
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "Retention purge failed; will retry next hour.")
+                }
+            }
+        })
+    })?;
+    scheduler.add(job).await?;
+    Ok(())
+}
+
+/// The interval between the schedule's next two firings (for readiness:
+/// "is the scheduler still ticking?"). `None` if it never fires twice.
+pub fn period(schedule: &str) -> Option<std::time::Duration> {
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(schedule)
+        .ok()?;
+    let first = cron.find_next_occurrence(&chrono::Utc::now(), false).ok()?;
+    let second = cron.find_next_occurrence(&first, false).ok()?;
+    (second - first).to_std().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn period_of_common_schedules() {
+        assert_eq!(
+            super::period("*/1 * * * * *"),
+            Some(std::time::Duration::from_secs(1))
+        );
+        assert_eq!(
+            super::period("*/5 * * * * *"),
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(
+            super::period("0 * * * * *"),
+            Some(std::time::Duration::from_secs(60))
+        );
+        assert_eq!(super::period("not cron"), None);
+    }
+}

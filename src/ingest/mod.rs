@@ -25,7 +25,8 @@ use serde_json::json;
 use crate::{
     clock,
     config::ConfigHandle,
-    store::writer::{WriteError, Writer},
+    metrics::Metrics,
+    store::writer::{IngestBatch, WriteError, Writer},
 };
 
 /// Seconds a client is asked to wait after a 503.
@@ -63,6 +64,7 @@ impl Refusal {
 pub struct Ingest {
     config: ConfigHandle,
     writer: Writer,
+    metrics: Arc<Metrics>,
 }
 
 /// Which protocol a path belongs to.
@@ -78,8 +80,12 @@ fn endpoint(path: &str) -> Option<Endpoint> {
 }
 
 impl Ingest {
-    pub fn new(config: ConfigHandle, writer: Writer) -> Arc<Ingest> {
-        Arc::new(Ingest { config, writer })
+    pub fn new(config: ConfigHandle, writer: Writer, metrics: Arc<Metrics>) -> Arc<Ingest> {
+        Arc::new(Ingest {
+            config,
+            writer,
+            metrics,
+        })
     }
 
     /// Answers one HTTP request. Never fails: every problem is an answer.
@@ -102,48 +108,66 @@ impl Ingest {
             );
             return refusal(&refused);
         }
-        let result = match endpoint {
-            Endpoint::Segment(endpoint) => self.segment(endpoint, request).await,
-            Endpoint::LaunchDarkly(endpoint) => self.launchdarkly(endpoint, request).await,
+        let (protocol, accepted) = match &endpoint {
+            Endpoint::Segment(kind) => {
+                let accepted = self
+                    .accept(request, |headers, body, config, at| {
+                        segment::parse(*kind, headers, body, config, at)
+                    })
+                    .await;
+                ("segment", accepted)
+            }
+            Endpoint::LaunchDarkly(kind) => {
+                let accepted = self
+                    .accept(request, |headers, body, config, at| {
+                        launchdarkly::parse(kind, headers, body, config, at)
+                    })
+                    .await;
+                ("launchdarkly", accepted)
+            }
         };
-        match result {
-            Ok(response) => response,
-            Err(refused) => refusal(&refused),
-        }
+        let response = match (&accepted, &endpoint) {
+            (Ok(_), Endpoint::Segment(_)) => json_response(StatusCode::OK, r#"{"success":true}"#),
+            // LaunchDarkly's events service answers 202 with an empty body.
+            (Ok(_), Endpoint::LaunchDarkly(_)) => {
+                let mut response = json_response(StatusCode::ACCEPTED, Bytes::new());
+                response.headers_mut().remove(CONTENT_TYPE);
+                response
+            }
+            (Err(refused), _) => refusal(refused),
+        };
+        let (source, events) = match &accepted {
+            Ok((source, events)) => (source.as_str(), *events),
+            Err(_) => ("unknown", 0),
+        };
+        self.metrics
+            .ingest_request(protocol, source, response.status().as_u16(), events as u64);
+        response
     }
 
-    async fn segment(
+    /// Reads the body, parses it with `parse`, and commits the events.
+    /// Returns the source and the number of events acknowledged.
+    async fn accept(
         &self,
-        endpoint: segment::Endpoint,
         request: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, Refusal> {
+        parse: impl FnOnce(
+            &hyper::HeaderMap,
+            &Bytes,
+            &crate::config::Config,
+            i64,
+        ) -> Result<IngestBatch, Refusal>,
+    ) -> Result<(String, usize), Refusal> {
         let config = self.config.get();
         let received_at = clock::now_ms();
         let (parts, incoming) = request.into_parts();
         let bytes = body::read(&parts.headers, incoming, config.server.max_request_bytes).await?;
-        let batch = segment::parse(endpoint, &parts.headers, &bytes, &config, received_at)?;
+        let batch = parse(&parts.headers, &bytes, &config, received_at)?;
+        let (source, events) = (batch.source.clone(), batch.events.len());
         self.commit(batch).await?;
-        Ok(json_response(StatusCode::OK, r#"{"success":true}"#))
+        Ok((source, events))
     }
 
-    async fn launchdarkly(
-        &self,
-        endpoint: launchdarkly::Endpoint,
-        request: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, Refusal> {
-        let config = self.config.get();
-        let received_at = clock::now_ms();
-        let (parts, incoming) = request.into_parts();
-        let bytes = body::read(&parts.headers, incoming, config.server.max_request_bytes).await?;
-        let batch = launchdarkly::parse(&endpoint, &parts.headers, &bytes, &config, received_at)?;
-        self.commit(batch).await?;
-        // LaunchDarkly's events service answers 202 with an empty body.
-        let mut response = json_response(StatusCode::ACCEPTED, Bytes::new());
-        response.headers_mut().remove(CONTENT_TYPE);
-        Ok(response)
-    }
-
-    async fn commit(&self, batch: crate::store::writer::IngestBatch) -> Result<(), Refusal> {
+    async fn commit(&self, batch: IngestBatch) -> Result<(), Refusal> {
         let source = batch.source.clone();
         match self.writer.submit(batch).await {
             Ok(committed) => {

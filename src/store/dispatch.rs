@@ -37,6 +37,7 @@ pub struct ClaimedBatch {
     pub source: String,
     pub lane: String,
     pub payload_id: String,
+    /// Where `give_up_after` counts from: creation, or the last manual resend.
     pub created_at: i64,
     /// Attempts made before this one.
     pub attempts: i64,
@@ -307,7 +308,7 @@ pub async fn claim_due(
         "UPDATE batches SET status = 'sending', updated_at = ?2 \
          WHERE id IN (SELECT id FROM batches WHERE route = ?1 AND status IN ('pending', 'retrying') \
                       AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
-         RETURNING id, source, lane, payload_id, created_at, attempts, next_trigger",
+         RETURNING id, source, lane, payload_id, COALESCE(retry_since, created_at), attempts, next_trigger",
     )
     .bind(route.as_str())
     .bind(now)

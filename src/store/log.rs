@@ -13,6 +13,8 @@ pub struct BatchSummary {
     pub id: i64,
     pub route: String,
     pub source: String,
+    /// Destination lane within the route (relay only; empty otherwise).
+    pub lane: String,
     pub status: String,
     pub payload_id: String,
     pub event_count: i64,
@@ -47,7 +49,7 @@ pub async fn list_batches(
 ) -> Result<Vec<BatchSummary>, StoreError> {
     // Only fixed fragments go into the SQL text; every value is bound.
     let mut sql = String::from(
-        "SELECT id, route, source, status, payload_id, event_count, attempts, created_at, updated_at, \
+        "SELECT id, route, source, lane, status, payload_id, event_count, attempts, created_at, updated_at, \
                 next_attempt_at, last_error, parent_id FROM batches WHERE 1 = 1",
     );
     let conditions = [
@@ -82,6 +84,7 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> BatchSummary {
         id: row.get("id"),
         route: row.get("route"),
         source: row.get("source"),
+        lane: row.get("lane"),
         status: row.get("status"),
         payload_id: row.get("payload_id"),
         event_count: row.get("event_count"),
@@ -151,5 +154,200 @@ pub async fn batch_attempts(
             response: row.get(7),
             outcome: row.get(8),
         })
+        .collect())
+}
+
+/// One batch by id; `None` when there is no such batch.
+pub async fn batch(store: &Store, id: i64) -> Result<Option<BatchSummary>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, route, source, lane, status, payload_id, event_count, attempts, created_at, updated_at, \
+                next_attempt_at, last_error, parent_id FROM batches WHERE id = ?1",
+    )
+    .bind(id)
+    .fetch_optional(store.pool())
+    .await?;
+    Ok(row.as_ref().map(summary))
+}
+
+/// The halves a split batch was replaced by. Empty for other batches.
+pub async fn children(store: &Store, id: i64) -> Result<Vec<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM batches WHERE parent_id = ?1 ORDER BY id")
+            .bind(id)
+            .fetch_all(store.pool())
+            .await?,
+    )
+}
+
+/// One event of a batch, as `show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchMember {
+    pub event_id: i64,
+    pub route: String,
+    pub dedupe_key: String,
+    pub kind: String,
+    pub status: String,
+}
+
+/// The events a batch carries, in order. Empty for an unknown batch or a
+/// split one (its events moved to the halves).
+pub async fn batch_members(store: &Store, batch_id: i64) -> Result<Vec<BatchMember>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT e.id, d.route, e.dedupe_key, e.kind, d.status FROM deliveries d JOIN events e ON e.id = d.event_id \
+         WHERE d.batch_id = ?1 ORDER BY e.id",
+    )
+    .bind(batch_id)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| BatchMember {
+            event_id: row.get(0),
+            route: row.get(1),
+            dedupe_key: row.get(2),
+            kind: row.get(3),
+            status: row.get(4),
+        })
+        .collect())
+}
+
+/// A stored event, as `explain` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSummary {
+    pub id: i64,
+    pub source: String,
+    pub protocol: String,
+    pub dedupe_key: String,
+    pub kind: String,
+    pub received_at: i64,
+}
+
+/// Events matching `needle`: an event id, a Segment messageId, or a
+/// LaunchDarkly payload id (all events of that payload). At most 1,000;
+/// empty when nothing matches.
+pub async fn find_events(store: &Store, needle: &str) -> Result<Vec<EventSummary>, StoreError> {
+    let id: Option<i64> = needle.parse().ok();
+    // The prefix range `needle:` … `needle;` finds "<payload id>:<index>"
+    // keys through the (dedupe_key, source) index.
+    let rows = sqlx::query(
+        "SELECT id, source, protocol, dedupe_key, kind, received_at FROM events \
+         WHERE id = ?1 OR dedupe_key = ?2 OR (dedupe_key >= ?2 || ':' AND dedupe_key < ?2 || ';') \
+         ORDER BY id LIMIT 1000",
+    )
+    .bind(id)
+    .bind(needle)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| EventSummary {
+            id: row.get(0),
+            source: row.get(1),
+            protocol: row.get(2),
+            dedupe_key: row.get(3),
+            kind: row.get(4),
+            received_at: row.get(5),
+        })
+        .collect())
+}
+
+/// Where an event stands on one route, with its batch if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteState {
+    pub route: String,
+    pub status: String,
+    pub reason: Option<String>,
+    pub batch: Option<BatchSummary>,
+}
+
+/// The event's delivery on every route it takes, by route name. Empty when
+/// it takes none.
+pub async fn event_routes(store: &Store, event_id: i64) -> Result<Vec<RouteState>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT d.route AS d_route, d.status AS d_status, d.reason, b.id, b.route, b.source, b.lane, b.status, \
+                b.payload_id, b.event_count, b.attempts, b.created_at, b.updated_at, b.next_attempt_at, \
+                b.last_error, b.parent_id \
+         FROM deliveries d LEFT JOIN batches b ON b.id = d.batch_id WHERE d.event_id = ?1 ORDER BY d.route",
+    )
+    .bind(event_id)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| RouteState {
+            route: row.get("d_route"),
+            status: row.get("d_status"),
+            reason: row.get("reason"),
+            batch: row.get::<Option<i64>, _>("id").map(|_| summary(row)),
+        })
+        .collect())
+}
+
+/// Open deliveries (not yet settled) by route and status: pending, batched
+/// and failed. Uses the partial indexes, so it stays cheap with a large
+/// history.
+pub async fn open_deliveries(store: &Store) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let mut counts: Vec<(String, String, i64)> = Vec::new();
+    for sql in [
+        "SELECT route, 'pending', COUNT(*) FROM deliveries WHERE status = 'pending' GROUP BY route",
+        "SELECT route, status, COUNT(*) FROM deliveries WHERE status IN ('batched', 'failed') GROUP BY route, status",
+    ] {
+        let rows = sqlx::query(sql).fetch_all(store.pool()).await?;
+        counts.extend(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2))));
+    }
+    counts.sort();
+    Ok(counts)
+}
+
+/// When the oldest event not yet delivered (pending, or in an open batch)
+/// on `route` was received; `None` when nothing is waiting. Two indexed
+/// lookups: the lowest pending event id, and the open batches' events.
+pub async fn oldest_undelivered(store: &Store, route: &str) -> Result<Option<i64>, StoreError> {
+    let pending: Option<i64> = sqlx::query_scalar(
+        "SELECT e.received_at FROM events e \
+         WHERE e.id = (SELECT MIN(event_id) FROM deliveries WHERE route = ?1 AND status = 'pending')",
+    )
+    .bind(route)
+    .fetch_optional(store.pool())
+    .await?;
+    let batched: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(e.received_at) FROM batches b JOIN deliveries d ON d.batch_id = b.id \
+         JOIN events e ON e.id = d.event_id \
+         WHERE b.route = ?1 AND b.status IN ('pending', 'sending', 'retrying')",
+    )
+    .bind(route)
+    .fetch_one(store.pool())
+    .await?;
+    Ok([pending, batched].into_iter().flatten().min())
+}
+
+/// Batches by route and status.
+pub async fn batch_counts(store: &Store) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT route, status, COUNT(*) FROM batches GROUP BY route, status ORDER BY route, status",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
+}
+
+/// Attempts started at or after `since`, by route and outcome.
+pub async fn attempts_since(
+    store: &Store,
+    since: i64,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT b.route, a.outcome, COUNT(*) FROM attempts a JOIN batches b ON b.id = a.batch_id \
+         WHERE a.started_at >= ?1 GROUP BY b.route, a.outcome ORDER BY b.route, a.outcome",
+    )
+    .bind(since)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
         .collect())
 }

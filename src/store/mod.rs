@@ -9,6 +9,7 @@
 
 pub mod dispatch;
 pub mod log;
+pub mod maintenance;
 pub mod writer;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -126,6 +127,9 @@ fn connect_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions 
             SqliteSynchronous::Normal
         })
         .busy_timeout(options.busy_timeout)
+        // Takes effect on new databases (set before the first table):
+        // retention's `incremental_vacuum` can then shrink the file.
+        .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
         .foreign_keys(true)
         // Multi-row inserts come in a handful of shapes per table; keep them all.
         .statement_cache_capacity(256)

@@ -18,6 +18,7 @@ use serde_json::Value;
 pub const WRITE_KEY: &str = ldbridge::demo::WRITE_KEY;
 pub const CLIENT_SIDE_ID: &str = ldbridge::demo::CLIENT_SIDE_ID;
 pub const WAIT: Duration = Duration::from_secs(20);
+pub const ADMIN_TOKEN: &str = "test-admin-token-7f3e";
 
 pub struct TestApp {
     pub app: App,
@@ -38,6 +39,8 @@ pub fn test_config(dir: &std::path::Path, launchdarkly_url: &str, segment_url: &
     let mut config =
         ldbridge::demo::config(&dir.join("ldbridge.db"), launchdarkly_url, segment_url).unwrap();
     config.segment_sources[0].relay_to_segment = false;
+    config.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.server.admin_token = Some(ldbridge::config::Secret::new(ADMIN_TOKEN));
     config.server.shutdown_timeout = Duration::from_secs(5);
     config.dispatch.schedule = "0 0 0 1 1 * 2099".to_owned();
     config.dispatch.retry_schedule = vec![Duration::from_millis(10)];
@@ -65,7 +68,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         app,
         launchdarkly,
         segment,
-        client: HttpClient::new(Duration::from_secs(10)),
+        client: HttpClient::new(),
         database,
         _dir: dir,
     }
@@ -135,7 +138,7 @@ impl TestApp {
             headers,
             body: body.into(),
         };
-        self.client.send(&request).await
+        self.client.send(&request, Duration::from_secs(10)).await
     }
 
     /// Runs the dispatcher (every route, one after the other) until `done`
@@ -224,4 +227,77 @@ pub fn fixture(name: &str) -> String {
 
 pub fn fixture_json(name: &str) -> Value {
     serde_json::from_str(&fixture(name)).unwrap()
+}
+
+/// What a CLI run printed and how it exited.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+impl TestApp {
+    /// Runs the real `ldbridge` binary against this app's database (a
+    /// config file naming only the store, as an operator's shell would).
+    pub fn cli(&self, args: &[&str]) -> CliRun {
+        let config = self.database.with_extension("cli.toml");
+        std::fs::write(
+            &config,
+            format!("[store]\npath = \"{}\"\n", self.database.display()),
+        )
+        .unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldbridge"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        CliRun {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Calls the admin API; `token` None sends no Authorization header.
+    /// Returns status and body text.
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let addr = self.app.admin_addr.expect("admin listener");
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(http_body_util::Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn admin_json(&self, method: &str, path: &str) -> (u16, Value) {
+        let (status, text) = self.admin(method, path, Some(ADMIN_TOKEN), "").await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
 }

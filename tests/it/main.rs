@@ -6,11 +6,13 @@
 //! - `delivery`: retries, splits, failures and the attempt log
 //! - `launchdarkly`: LaunchDarkly SDK traffic, mapped to Segment and relayed unchanged
 //! - `webhook`: Segment webhooks and the segment-relay route
+//! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
 //! - `process`: the real binary: SIGKILL and restart, SIGTERM, CLI, demo
 
 mod delivery;
 mod helpers;
 mod launchdarkly;
+mod operator;
 mod process;
 mod segment_ingest;
 mod webhook;

@@ -130,8 +130,8 @@ async fn post_events(addr: SocketAddr, prefix: &str, count: usize) -> Vec<String
         )],
         body: json!({ "batch": batch }).to_string().into(),
     };
-    let reply = ldbridge::deliver::HttpClient::new(Duration::from_secs(10))
-        .send(&request)
+    let reply = ldbridge::deliver::HttpClient::new()
+        .send(&request, Duration::from_secs(10))
         .await;
     assert_eq!(reply.http_status(), Some(200), "{:?}", reply.excerpt);
     names

@@ -1,0 +1,389 @@
+//! The admin HTTP API on `server.admin_listen`: the operator views of `ops`
+//! as JSON (the same documents as the CLI's `--json`), Prometheus
+//! `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Everything but the two health probes needs `Authorization: Bearer
+//! <admin_token>` when a token is configured (compared in constant time;
+//! config validation refuses a non-loopback listener without one).
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{
+    body::Incoming,
+    header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE},
+    Method, Request, Response, StatusCode,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    clock,
+    config::{ConfigHandle, Secret},
+    dispatch::Dispatcher,
+    metrics::Metrics,
+    ops,
+    store::{log as queries, Route, Store},
+};
+
+/// How long `/readyz` waits for its test write.
+const READY_WRITE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Shared state of the admin service.
+pub struct Admin {
+    pub store: Store,
+    pub config: ConfigHandle,
+    pub metrics: Arc<Metrics>,
+    pub dispatcher: Arc<Dispatcher>,
+    /// Readiness allows this long between scheduler ticks.
+    pub tick_allowance: Duration,
+}
+
+type Answer = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json_answer(status: StatusCode, value: &Value) -> Answer {
+    respond(
+        status,
+        "application/json",
+        serde_json::to_string_pretty(value).unwrap_or_default(),
+    )
+}
+
+fn error(status: StatusCode, message: &str) -> Answer {
+    json_answer(status, &json!({"error": message}))
+}
+
+/// Query-string value of `key` (no percent-decoding beyond `%3A` and `+`,
+/// which is all our parameters need: statuses, routes, names, RFC 3339).
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        (name == key).then(|| {
+            value
+                .replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace('+', " ")
+                .replace("%2B", "+")
+        })
+    })
+}
+
+/// The body of `POST /api/resend`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResendBody {
+    #[serde(default)]
+    ids: Vec<i64>,
+    status: Option<String>,
+    route: Option<String>,
+    source: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl Admin {
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let config = self.config.get();
+        let Some(token) = config.server.admin_token.as_ref() else {
+            return true;
+        };
+        let presented = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        tokens_match(token, presented)
+    }
+
+    /// Answers one admin request. Never fails: every problem is an answer.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Answer {
+        let path = request.uri().path().trim_end_matches('/').to_owned();
+        match (request.method(), path.as_str()) {
+            (&Method::GET, "/healthz") => return respond(StatusCode::OK, "text/plain", "ok\n"),
+            (&Method::GET, "/readyz") => return self.readyz().await,
+            _ => {}
+        }
+        if !self.authorized(&request) {
+            let mut answer = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            answer
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            return answer;
+        }
+        match self.route(request, &path).await {
+            Ok(answer) => answer,
+            Err(ApiError(status, message)) => error(status, &message),
+        }
+    }
+
+    async fn route(&self, request: Request<Incoming>, path: &str) -> Result<Answer, ApiError> {
+        let internal = |error: crate::store::StoreError| {
+            tracing::warn!(%error, "Admin request failed.");
+            error_answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "database error; see the ldbridge log",
+            )
+        };
+        let query = request.uri().query().unwrap_or_default().to_owned();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (request.method().clone(), segments.as_slice()) {
+            (Method::GET, ["metrics"]) => Ok(self.metrics_answer().await),
+            (Method::GET, ["api", "stats"]) => {
+                let stats = ops::stats(&self.store, clock::now_ms())
+                    .await
+                    .map_err(internal)?;
+                Ok(json_answer(StatusCode::OK, &stats.json()))
+            }
+            (Method::GET, ["api", "batches"]) => {
+                let filter = batch_filter(&query)?;
+                let batches = ops::log(&self.store, &filter).await.map_err(internal)?;
+                Ok(json_answer(
+                    StatusCode::OK,
+                    &Value::Array(batches.iter().map(ops::batch_json).collect()),
+                ))
+            }
+            (Method::GET, ["api", "batches", id]) => {
+                let id = parse_id(id)?;
+                match ops::show(&self.store, id).await.map_err(internal)? {
+                    Some(detail) => Ok(json_answer(StatusCode::OK, &detail.json())),
+                    None => Err(error_answer(
+                        StatusCode::NOT_FOUND,
+                        &format!("no batch {id}"),
+                    )),
+                }
+            }
+            (Method::POST, ["api", "batches", id, "resend"]) => {
+                let request = ops::ResendRequest {
+                    ids: vec![parse_id(id)?],
+                    force: query_param(&query, "force").is_some_and(|v| v == "true"),
+                    dry_run: query_param(&query, "dry_run").is_some_and(|v| v == "true"),
+                    ..Default::default()
+                };
+                self.resend(&request).await
+            }
+            (Method::POST, ["api", "resend"]) => {
+                let body = read_json::<ResendBody>(request).await?;
+                let status = body
+                    .status
+                    .clone()
+                    .or_else(|| body.ids.is_empty().then(|| "failed".to_owned()));
+                let filter = filter_from(
+                    status.as_deref(),
+                    body.route.as_deref(),
+                    body.source.as_deref(),
+                    body.since.as_deref(),
+                    body.until.as_deref(),
+                    1_000_000,
+                )?;
+                let request = ops::ResendRequest {
+                    ids: body.ids,
+                    filter,
+                    force: body.force,
+                    dry_run: body.dry_run,
+                };
+                self.resend(&request).await
+            }
+            (Method::GET, ["api", "events", id]) => {
+                let found = ops::explain(&self.store, id).await.map_err(internal)?;
+                if found.is_empty() {
+                    return Err(error_answer(
+                        StatusCode::NOT_FOUND,
+                        &format!("no event with id, messageId or payload id `{id}`"),
+                    ));
+                }
+                Ok(json_answer(
+                    StatusCode::OK,
+                    &Value::Array(found.iter().map(ops::Explanation::json).collect()),
+                ))
+            }
+            _ => Err(error_answer(
+                StatusCode::NOT_FOUND,
+                "no such admin endpoint",
+            )),
+        }
+    }
+
+    async fn resend(&self, request: &ops::ResendRequest) -> Result<Answer, ApiError> {
+        let report = ops::resend(&self.store, request, clock::now_ms())
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "Admin resend failed.");
+                error_answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "database error; see the ldbridge log",
+                )
+            })?;
+        if report.matched == 0 {
+            return Err(error_answer(
+                StatusCode::NOT_FOUND,
+                "no batch matched; nothing was requeued",
+            ));
+        }
+        Ok(json_answer(StatusCode::OK, &report.json()))
+    }
+
+    /// `/metrics`: gauges that come from the database are refreshed first.
+    async fn metrics_answer(&self) -> Answer {
+        let now = clock::now_ms();
+        self.metrics.clear_scrape_gauges();
+        if let Ok(open) = queries::open_deliveries(&self.store).await {
+            for (route, status, count) in open {
+                self.metrics.set_queue_depth(&route, &status, count);
+            }
+        }
+        for route in Route::ALL {
+            if let Ok(oldest) = queries::oldest_undelivered(&self.store, route.as_str()).await {
+                let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
+                self.metrics.set_oldest_undelivered_age(route.as_str(), age);
+            }
+        }
+        respond(StatusCode::OK, Metrics::CONTENT_TYPE, self.metrics.encode())
+    }
+
+    /// Ready: not shutting down, the database takes a write within the
+    /// deadline, and the scheduler ticked recently.
+    async fn readyz(&self) -> Answer {
+        let now = clock::now_ms();
+        let mut problems = Vec::new();
+        if self.dispatcher.stopping() {
+            problems.push("shutting down".to_owned());
+        }
+        if let Err(problem) =
+            crate::store::maintenance::heartbeat(&self.store, now, READY_WRITE_DEADLINE).await
+        {
+            problems.push(problem);
+        }
+        let since_tick = self.dispatcher.since_last_tick(now);
+        if since_tick > self.tick_allowance.as_millis() as i64 {
+            problems.push(format!(
+                "the dispatch scheduler has not ticked for {}",
+                ops::humanize_ms(since_tick)
+            ));
+        }
+        if problems.is_empty() {
+            json_answer(StatusCode::OK, &json!({"ready": true}))
+        } else {
+            json_answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"ready": false, "problems": problems}),
+            )
+        }
+    }
+}
+
+/// Constant-time comparison of the presented token with the configured one.
+fn tokens_match(token: &Secret, presented: &str) -> bool {
+    bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes()))
+}
+
+/// A refused admin request: status and message, turned into a JSON
+/// answer in one place (`handle`).
+struct ApiError(StatusCode, String);
+
+fn error_answer(status: StatusCode, message: &str) -> ApiError {
+    ApiError(status, message.to_owned())
+}
+
+fn parse_id(text: &str) -> Result<i64, ApiError> {
+    text.parse().map_err(|_| {
+        error_answer(
+            StatusCode::BAD_REQUEST,
+            &format!("`{text}` is not a batch id"),
+        )
+    })
+}
+
+fn filter_from(
+    status: Option<&str>,
+    route: Option<&str>,
+    source: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+    limit: usize,
+) -> Result<queries::BatchFilter, ApiError> {
+    crate::cli::batch_filter(status, route, source, since, until, limit)
+        .map_err(|failure| error_answer(StatusCode::BAD_REQUEST, &failure.to_string()))
+}
+
+fn batch_filter(query: &str) -> Result<queries::BatchFilter, ApiError> {
+    let param = |key: &str| query_param(query, key);
+    let limit = match param("limit") {
+        Some(text) => text
+            .parse()
+            .map_err(|_| error_answer(StatusCode::BAD_REQUEST, "limit must be a number"))?,
+        None => 50,
+    };
+    let mut filter = filter_from(
+        param("status").as_deref(),
+        param("route").as_deref(),
+        param("source").as_deref(),
+        param("since").as_deref(),
+        param("until").as_deref(),
+        limit,
+    )?;
+    if let Some(before) = param("before") {
+        filter.before_id = Some(parse_id(&before)?);
+    }
+    Ok(filter)
+}
+
+async fn read_json<T: for<'de> Deserialize<'de> + Default>(
+    request: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let body = Limited::new(request.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| {
+            error_answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large or unreadable",
+            )
+        })?
+        .to_bytes();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| error_answer(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_exactly() {
+        let token = Secret::new("s3cret-token");
+        assert!(tokens_match(&token, "s3cret-token"));
+        assert!(!tokens_match(&token, "s3cret-tokeN"));
+        assert!(!tokens_match(&token, "s3cret"));
+        assert!(!tokens_match(&token, ""));
+    }
+
+    #[test]
+    fn query_parameters_are_found_and_decoded() {
+        let query = "status=failed&since=2026-11-21T07%3A00%3A00Z&limit=5";
+        assert_eq!(query_param(query, "status").as_deref(), Some("failed"));
+        assert_eq!(
+            query_param(query, "since").as_deref(),
+            Some("2026-11-21T07:00:00Z")
+        );
+        assert_eq!(query_param(query, "route"), None);
+    }
+}

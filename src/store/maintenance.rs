@@ -1,0 +1,175 @@
+//! Writes of the operator surface: requeueing batches (`resend`), the
+//! retention purge, and the readiness heartbeat.
+//!
+//! Each is a short transaction or a series of them, so ingest's group
+//! commits never wait long behind an operator.
+
+use std::time::Duration;
+
+use super::{log::BatchSummary, Store, StoreError};
+
+/// What `resend` decided for one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResendDecision {
+    /// Requeued (or would be, in a dry run).
+    Requeue,
+    /// Left alone, with the reason.
+    Refuse(String),
+}
+
+/// Whether `batch` may be resent. Delivered batches need `force`; a batch
+/// in flight or split is never resent (its halves are).
+pub fn resend_decision(batch: &BatchSummary, force: bool) -> ResendDecision {
+    match batch.status.as_str() {
+        "failed" | "retrying" | "pending" => ResendDecision::Requeue,
+        "delivered" if force => ResendDecision::Requeue,
+        "delivered" => {
+            ResendDecision::Refuse("already delivered; use --force to send it again".to_owned())
+        }
+        "sending" => ResendDecision::Refuse("being sent right now".to_owned()),
+        "split" => ResendDecision::Refuse("split into smaller batches; resend those".to_owned()),
+        other => ResendDecision::Refuse(format!("status `{other}` cannot be resent")),
+    }
+}
+
+/// Requeues `batch_ids` in one transaction: each becomes `retrying`, due
+/// `now`, with a `manual` trigger for its next attempt, a fresh
+/// `give_up_after` window, and its events back to `batched`. The batch keeps
+/// its id and payload id, so nothing is copied and dedupe ids stay the same.
+/// Only batches still in a resendable state are touched (`force` allows
+/// delivered ones). Returns the ids requeued.
+pub async fn requeue(
+    store: &Store,
+    batch_ids: &[i64],
+    force: bool,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut done = Vec::new();
+    for id in batch_ids {
+        let updated = sqlx::query(
+            "UPDATE batches SET status = 'retrying', next_attempt_at = ?2, next_trigger = 'manual', \
+                    retry_since = ?2, updated_at = ?2 \
+             WHERE id = ?1 AND (status IN ('failed', 'retrying', 'pending') OR (?3 AND status = 'delivered'))",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(force)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 1 {
+            sqlx::query(
+                "UPDATE deliveries SET status = 'batched', reason = NULL WHERE batch_id = ?1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            done.push(*id);
+        }
+    }
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// What one purge removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub events: u64,
+    pub batches: u64,
+    pub attempts: u64,
+}
+
+/// Deletes, in transactions of at most `chunk` events each, every event
+/// received before `cutoff` whose every delivery is `delivered` or `skipped`
+/// (or that has none), then batches last changed before `cutoff` that are
+/// `delivered` or `split` and carry no event any more, with their attempts.
+/// Failed and open data is never touched. Returns what was removed.
+pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, StoreError> {
+    let mut purged = Purged::default();
+    loop {
+        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM events e WHERE received_at < ?1 AND NOT EXISTS \
+               (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ('delivered', 'skipped')) \
+             ORDER BY received_at LIMIT ?2",
+        )
+        .bind(cutoff)
+        .bind(chunk as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            break;
+        }
+        let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
+        sqlx::query("DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?1))")
+            .bind(&list)
+            .execute(&mut *tx)
+            .await?;
+        let deleted =
+            sqlx::query("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(&list)
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        purged.events += deleted.rows_affected();
+    }
+    loop {
+        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM batches b WHERE status IN ('delivered', 'split') AND updated_at < ?1 \
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.batch_id = b.id) \
+               AND NOT EXISTS (SELECT 1 FROM batches c WHERE c.parent_id = b.id) \
+             ORDER BY id LIMIT ?2",
+        )
+        .bind(cutoff)
+        .bind(chunk as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            break;
+        }
+        let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
+        let attempts =
+            sqlx::query("DELETE FROM attempts WHERE batch_id IN (SELECT value FROM json_each(?1))")
+                .bind(&list)
+                .execute(&mut *tx)
+                .await?;
+        let batches =
+            sqlx::query("DELETE FROM batches WHERE id IN (SELECT value FROM json_each(?1))")
+                .bind(&list)
+                .execute(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        purged.attempts += attempts.rows_affected();
+        purged.batches += batches.rows_affected();
+    }
+    Ok(purged)
+}
+
+/// After a purge: lets SQLite refresh its statistics and returns free pages
+/// to the file system (on databases created with incremental auto-vacuum;
+/// elsewhere freed pages are reused, so the file still stops growing).
+pub async fn tidy(store: &Store) -> Result<(), StoreError> {
+    sqlx::query("PRAGMA optimize").execute(store.pool()).await?;
+    sqlx::query("PRAGMA incremental_vacuum(2000)")
+        .execute(store.pool())
+        .await?;
+    Ok(())
+}
+
+/// Proves the database takes writes: writes the heartbeat row within
+/// `deadline`. Fails on a full disk, a read-only file or a lock held too long.
+pub async fn heartbeat(store: &Store, now: i64, deadline: Duration) -> Result<(), String> {
+    let write = sqlx::query(
+        "INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1",
+    )
+    .bind(now)
+    .execute(store.pool());
+    match tokio::time::timeout(deadline, write).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("database not writable: {error}")),
+        Err(_) => Err(format!("database write did not finish within {deadline:?}")),
+    }
+}
