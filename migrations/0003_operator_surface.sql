@@ -13,3 +13,6 @@ CREATE INDEX deliveries_open ON deliveries (route, status) WHERE status IN ('bat
 -- give_up_after counts from here: the batch's creation, or its last manual
 -- resend (NULL = created_at), so a resent batch gets a full retry window.
 ALTER TABLE batches ADD COLUMN retry_since INTEGER;
+
+-- Retention checks "has this batch been split into halves?".
+CREATE INDEX batches_parent ON batches (parent_id) WHERE parent_id IS NOT NULL;

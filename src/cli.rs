@@ -149,13 +149,14 @@ impl Failure {
     }
 }
 
-/// Runs the parsed command to completion.
-pub async fn run(cli: Cli) -> Result<(), Failure> {
+/// Runs the parsed command to completion. `log_control` changes the log filter
+/// (the daemon applies the config's and reloads it on SIGHUP).
+pub async fn run(cli: Cli, log_control: Option<crate::logging::LogControl>) -> Result<(), Failure> {
     let path = cli.config.as_deref();
     match cli.command {
         Command::Serve => {
             let config = Config::load(path)?;
-            crate::daemon::serve(config).await?;
+            crate::daemon::serve(config, cli.config.clone(), log_control).await?;
             Ok(())
         }
         Command::CheckConfig => check_config(path),

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// How long graceful shutdown waits for in-flight work (extension).
     pub shutdown_timeout: Duration,
+    /// Log filter (tracing `EnvFilter` syntax), applied at start and on
+    /// SIGHUP unless `LDBRIDGE_LOG` is set (extension).
+    pub log_filter: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +88,7 @@ impl Default for ServerConfig {
             admin_token: None,
             max_request_bytes: 512_000,
             shutdown_timeout: Duration::from_secs(10),
+            log_filter: None,
         }
     }
 }
@@ -634,6 +638,18 @@ impl Resolver<'_> {
                 "server.shutdown_timeout",
                 d.shutdown_timeout,
             )?,
+            log_filter: match raw.log_filter {
+                Some(filter) => match tracing_subscriber::EnvFilter::try_new(&filter) {
+                    Ok(_) => Some(filter),
+                    Err(error) => {
+                        return Err(invalid(
+                            "server.log_filter",
+                            format!("{filter:?} is not a log filter: {error}"),
+                        ))
+                    }
+                },
+                None => None,
+            },
         })
     }
 
@@ -1115,6 +1131,7 @@ mod raw {
         pub admin_token: Option<String>,
         pub max_request_bytes: Option<usize>,
         pub shutdown_timeout: Option<Spanned<String>>,
+        pub log_filter: Option<String>,
     }
 
     #[derive(Deserialize, Default)]

@@ -48,6 +48,7 @@ pub mod ingest;
 pub mod logging;
 pub mod map;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod receiver;
 pub mod retry;

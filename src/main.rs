@@ -10,7 +10,7 @@ use ldbridge::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    ldbridge::logging::init(cli.log_format);
+    let log = ldbridge::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    match runtime.block_on(cli::run(cli, log)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("ldbridge: {failure}");

@@ -471,14 +471,20 @@ impl Stats {
 
 /// `ldbridge purge` / the retention job: purge, then tidy the file.
 pub async fn purge(store: &Store, cutoff: i64) -> Result<Purged, StoreError> {
-    // 500 events a transaction keeps each write lock to a few milliseconds.
-    let purged = maintenance::purge(store, cutoff, 500).await?;
+    // 200 events a transaction keeps each write lock to a few milliseconds.
+    let purged = maintenance::purge(store, cutoff, 200).await?;
     maintenance::tidy(store).await?;
     Ok(purged)
 }
 
 pub fn purged_json(purged: &Purged, cutoff: i64) -> Value {
-    json!({"cutoff": clock::format_ms(cutoff), "events": purged.events, "batches": purged.batches, "attempts": purged.attempts})
+    json!({
+        "cutoff": clock::format_ms(cutoff),
+        "events": purged.events,
+        "batches": purged.batches,
+        "attempts": purged.attempts,
+        "max_lock_ms": purged.max_lock.as_secs_f64() * 1000.0,
+    })
 }
 
 #[cfg(test)]

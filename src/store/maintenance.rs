@@ -77,85 +77,124 @@ pub struct Purged {
     pub events: u64,
     pub batches: u64,
     pub attempts: u64,
+    /// The longest time one purge transaction held the write lock.
+    pub max_lock: Duration,
 }
 
-/// Deletes, in transactions of at most `chunk` events each, every event
-/// received before `cutoff` whose every delivery is `delivered` or `skipped`
-/// (or that has none), then batches last changed before `cutoff` that are
-/// `delivered` or `split` and carry no event any more, with their attempts.
-/// Failed and open data is never touched. Returns what was removed.
+/// Deletes every event received before `cutoff` whose every delivery is
+/// `delivered` or `skipped` (or that has none), then batches last changed
+/// before `cutoff` that are `delivered` or `split` and carry no event any
+/// more, with their attempts. Failed and open data is never touched.
+///
+/// Candidates are found with plain reads (no lock); each write transaction
+/// then re-checks and deletes at most `chunk` of them, so ingest never waits
+/// long behind it, and a batch resent in the meantime is left alone.
 pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, StoreError> {
     let mut purged = Purged::default();
+    let mut after = i64::MIN;
     loop {
-        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM events e WHERE received_at < ?1 AND NOT EXISTS \
+            "SELECT id FROM events e WHERE received_at < ?1 AND id > ?2 AND NOT EXISTS \
                (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ('delivered', 'skipped')) \
-             ORDER BY received_at LIMIT ?2",
+             ORDER BY id LIMIT ?3",
         )
         .bind(cutoff)
+        .bind(after)
         .bind(chunk as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(store.pool())
         .await?;
-        if ids.is_empty() {
-            tx.commit().await?;
-            break;
-        }
-        let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
-        sqlx::query("DELETE FROM deliveries WHERE event_id IN (SELECT value FROM json_each(?1))")
-            .bind(&list)
-            .execute(&mut *tx)
-            .await?;
-        let deleted =
-            sqlx::query("DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(&list)
-                .execute(&mut *tx)
-                .await?;
+        let Some(last) = ids.last() else { break };
+        after = *last;
+        let started = std::time::Instant::now();
+        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let list = id_list(&ids);
+        let settled = "SELECT value FROM json_each(?1) j WHERE NOT EXISTS \
+            (SELECT 1 FROM deliveries d WHERE d.event_id = j.value AND d.status NOT IN ('delivered', 'skipped'))";
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM deliveries WHERE event_id IN ({settled})"
+        )))
+        .bind(&list)
+        .execute(&mut *tx)
+        .await?;
+        // Deliveries of still-open events survive the first delete, so the
+        // second only takes events with no delivery left.
+        let deleted = sqlx::query(
+            "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?1)) \
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+        )
+        .bind(&list)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
+        purged.max_lock = purged.max_lock.max(started.elapsed());
         purged.events += deleted.rows_affected();
     }
+    after = i64::MIN;
     loop {
-        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM batches b WHERE status IN ('delivered', 'split') AND updated_at < ?1 \
+            "SELECT id FROM batches b WHERE status IN ('delivered', 'split') AND updated_at < ?1 AND id > ?2 \
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.batch_id = b.id) \
                AND NOT EXISTS (SELECT 1 FROM batches c WHERE c.parent_id = b.id) \
-             ORDER BY id LIMIT ?2",
+             ORDER BY id LIMIT ?3",
         )
         .bind(cutoff)
+        .bind(after)
         .bind(chunk as i64)
-        .fetch_all(&mut *tx)
+        .fetch_all(store.pool())
         .await?;
-        if ids.is_empty() {
-            tx.commit().await?;
-            break;
-        }
-        let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".to_owned());
-        let attempts =
-            sqlx::query("DELETE FROM attempts WHERE batch_id IN (SELECT value FROM json_each(?1))")
-                .bind(&list)
-                .execute(&mut *tx)
-                .await?;
-        let batches =
-            sqlx::query("DELETE FROM batches WHERE id IN (SELECT value FROM json_each(?1))")
-                .bind(&list)
-                .execute(&mut *tx)
-                .await?;
+        let Some(last) = ids.last() else { break };
+        after = *last;
+        let started = std::time::Instant::now();
+        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        // Re-checked under the lock: a resent batch is `retrying` now.
+        let still = "SELECT value FROM json_each(?1) j JOIN batches b ON b.id = j.value \
+            WHERE b.status IN ('delivered', 'split') AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.batch_id = b.id)";
+        let attempts = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM attempts WHERE batch_id IN ({still})"
+        )))
+        .bind(id_list(&ids))
+        .execute(&mut *tx)
+        .await?;
+        let batches = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM batches WHERE id IN ({still})"
+        )))
+        .bind(id_list(&ids))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
+        purged.max_lock = purged.max_lock.max(started.elapsed());
         purged.attempts += attempts.rows_affected();
         purged.batches += batches.rows_affected();
     }
     Ok(purged)
 }
 
+fn id_list(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
+}
+
 /// After a purge: lets SQLite refresh its statistics and returns free pages
 /// to the file system (on databases created with incremental auto-vacuum;
 /// elsewhere freed pages are reused, so the file still stops growing).
 pub async fn tidy(store: &Store) -> Result<(), StoreError> {
-    sqlx::query("PRAGMA optimize").execute(store.pool()).await?;
-    sqlx::query("PRAGMA incremental_vacuum(2000)")
+    // Bounded ANALYZE: unbounded, it reads whole million-row tables while
+    // holding the write lock.
+    sqlx::query("PRAGMA analysis_limit = 400")
         .execute(store.pool())
         .await?;
+    sqlx::query("PRAGMA optimize").execute(store.pool()).await?;
+    // Free pages go back a few at a time, each step its own short write.
+    for _ in 0..200 {
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(store.pool())
+            .await?;
+        if free == 0 {
+            break;
+        }
+        sqlx::query("PRAGMA incremental_vacuum(64)")
+            .execute(store.pool())
+            .await?;
+    }
     Ok(())
 }
 

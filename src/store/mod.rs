@@ -171,6 +171,16 @@ impl Store {
         &self.pool
     }
 
+    /// Copies what the WAL holds into the database file without blocking
+    /// readers or the writer (PASSIVE). The daemon calls it every second,
+    /// since the ingest writer never checkpoints on its own.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;

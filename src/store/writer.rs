@@ -104,7 +104,13 @@ impl Writer {
         queue_len: usize,
         on_commit: impl Fn(CommitStats) + Send + 'static,
     ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
-        let conn = store.dedicated_connection().await?;
+        let mut conn = store.dedicated_connection().await?;
+        // Checkpoints never run inside an ingest commit (they would delay its
+        // acknowledgement by the time it takes to copy and fsync the WAL):
+        // `Store::checkpoint` runs them in the background instead.
+        sqlx::query("PRAGMA wal_autocheckpoint = 0")
+            .execute(&mut conn)
+            .await?;
         let (queue, jobs) = mpsc::channel(queue_len.max(1));
         let task = tokio::spawn(run(conn, jobs, on_commit));
         Ok((Writer { queue }, task))
@@ -127,6 +133,27 @@ impl Writer {
                 mpsc::error::TrySendError::Closed(_) => WriteError::Closed,
             })?;
         answer.await.map_err(|_| WriteError::Closed)?
+    }
+}
+
+impl Writer {
+    /// Proves the writer is alive and committing: an empty transaction
+    /// through its queue (waiting for room, unlike `submit`).
+    pub async fn ping(&self) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let batch = IngestBatch {
+            source: String::new(),
+            protocol: Protocol::Segment,
+            received_at: 0,
+            meta: None,
+            routes: Vec::new(),
+            events: Vec::new(),
+        };
+        self.queue
+            .send(Job { batch, reply })
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        answer.await.map_err(|_| WriteError::Closed)?.map(drop)
     }
 }
 

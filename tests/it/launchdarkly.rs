@@ -437,6 +437,10 @@ async fn one_route_down_does_not_hold_back_the_other() {
         .launchdarkly
         .wait_until(crate::helpers::WAIT, |requests| !requests.is_empty())
         .await;
+    // The Segment request may start a moment later; it then hangs.
+    app.segment
+        .wait_until(crate::helpers::WAIT, |requests| !requests.is_empty())
+        .await;
     assert_eq!(relayed.len(), 1);
     assert_eq!(
         app.segment.requests().len(),

@@ -8,6 +8,7 @@
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
 //! - `process`: the real binary: SIGKILL and restart, SIGTERM, CLI, demo
+//! - `systemd`: sd_notify, SIGHUP reload, SIGTERM under load
 
 mod delivery;
 mod helpers;
@@ -15,4 +16,5 @@ mod launchdarkly;
 mod operator;
 mod process;
 mod segment_ingest;
+mod systemd;
 mod webhook;

@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 
 use crate::helpers::{basic, CLIENT_SIDE_ID, WAIT, WRITE_KEY};
 
-const NEVER: &str = "0 0 0 1 1 * 2099";
-const EVERY_SECOND: &str = "*/1 * * * * *";
+pub const NEVER: &str = "0 0 0 1 1 * 2099";
+pub const EVERY_SECOND: &str = "*/1 * * * * *";
 
-fn binary() -> &'static str {
+pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_ldbridge")
 }
 
@@ -54,21 +54,27 @@ to_launchdarkly = {{ client_side_id = "{CLIENT_SIDE_ID}" }}
     path
 }
 
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
     /// Starts `ldbridge serve` and waits for its ready line (which names
     /// the port it bound).
-    fn start(config: &Path) -> Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        Daemon::start_with(config, &[])
+    }
+
+    /// Starts with extra environment variables (NOTIFY_SOCKET, …).
+    pub fn start_with(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(binary())
             .args(["--log-format", "json", "--config"])
             .arg(config)
             .arg("serve")
             .env("IT_SEGMENT_WRITE_KEY", WRITE_KEY)
+            .envs(env.iter().copied())
             .env("LDBRIDGE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -100,16 +106,26 @@ impl Daemon {
         Daemon { child, addr, logs }
     }
 
-    fn pid(&self) -> String {
+    /// A handle for posting only (no process): the address of a daemon
+    /// another task owns.
+    pub fn address_only(addr: SocketAddr) -> Daemon {
+        Daemon {
+            child: Command::new("true").spawn().unwrap(),
+            addr,
+            logs: Arc::default(),
+        }
+    }
+
+    pub fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
-    fn kill(mut self) {
+    pub fn kill(mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }
 
-    fn logs(&self) -> String {
+    pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
 }
