@@ -58,6 +58,8 @@ pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -84,7 +86,7 @@ impl Daemon {
         let (ready, addr) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(entry) = serde_json::from_str::<Value>(&line) {
                     if entry["message"] == "ldbridge is ready." {
@@ -103,7 +105,12 @@ impl Daemon {
         let addr = addr
             .recv_timeout(WAIT)
             .unwrap_or_else(|_| panic!("daemon did not become ready: {:?}", logs.lock().unwrap()));
-        Daemon { child, addr, logs }
+        Daemon {
+            child,
+            addr,
+            logs,
+            reader: Some(reader),
+        }
     }
 
     /// A handle for posting only (no process): the address of a daemon
@@ -113,7 +120,17 @@ impl Daemon {
             child: Command::new("true").spawn().unwrap(),
             addr,
             logs: Arc::default(),
+            reader: None,
         }
+    }
+
+    /// Waits for the process to exit and for its last log lines.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
     }
 
     pub fn pid(&self) -> String {
@@ -248,7 +265,7 @@ async fn sigterm_stops_cleanly_with_exit_status_zero_and_keeps_what_was_acknowle
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = daemon.child.wait().unwrap();
+    let exit = daemon.wait();
     assert!(exit.success(), "exit {exit:?}: {}", daemon.logs());
     assert!(daemon.logs().contains("Stopped."));
     // Everything acknowledged is in the database after exit.

@@ -110,7 +110,7 @@ async fn sd_notify_ready_comes_after_the_port_listens_then_watchdog_then_stoppin
             break;
         }
     }
-    let status = daemon.child.wait().unwrap();
+    let status = daemon.wait();
     assert!(status.success(), "{status:?}: {}", daemon.logs());
 }
 
@@ -218,7 +218,7 @@ async fn sigterm_during_steady_ingest_keeps_every_acknowledged_event() {
     for sender in senders {
         sender.await.unwrap();
     }
-    let status = daemon.child.wait().unwrap();
+    let status = daemon.wait();
     assert!(status.success(), "{status:?}: {}", daemon.logs());
     let acknowledged = acknowledged.lock().unwrap().clone();
     let stored = stored_message_ids(dir.path()).await;
