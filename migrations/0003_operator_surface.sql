@@ -14,5 +14,10 @@ CREATE INDEX deliveries_open ON deliveries (route, status) WHERE status IN ('bat
 -- resend (NULL = created_at), so a resent batch gets a full retry window.
 ALTER TABLE batches ADD COLUMN retry_since INTEGER;
 
--- Retention checks "has this batch been split into halves?".
-CREATE INDEX batches_parent ON batches (parent_id) WHERE parent_id IS NOT NULL;
+-- Deleting a batch makes SQLite check, for the foreign keys, that no
+-- delivery and no half still points at it. Partial indexes cannot serve
+-- those checks (each deleted batch scanned both tables), so both columns get
+-- full indexes.
+DROP INDEX deliveries_batch;
+CREATE INDEX deliveries_batch ON deliveries (batch_id);
+CREATE INDEX batches_parent ON batches (parent_id);

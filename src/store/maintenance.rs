@@ -71,6 +71,10 @@ pub async fn requeue(
     Ok(done)
 }
 
+/// Pause between purge transactions: the ingest writer polls for the lock
+/// every millisecond, so it gets in between.
+const YIELD: Duration = Duration::from_millis(5);
+
 /// What one purge removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -127,6 +131,8 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .await?;
         tx.commit().await?;
         purged.max_lock = purged.max_lock.max(started.elapsed());
+        // Leave ingest's writer a window before the next chunk takes the lock.
+        tokio::time::sleep(YIELD).await;
         purged.events += deleted.rows_affected();
     }
     after = i64::MIN;
@@ -147,7 +153,9 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         let started = std::time::Instant::now();
         let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         // Re-checked under the lock: a resent batch is `retrying` now.
-        let still = "SELECT value FROM json_each(?1) j JOIN batches b ON b.id = j.value \
+        // CROSS JOIN keeps the id list as the outer loop; otherwise SQLite
+        // walks every delivered batch through the status index.
+        let still = "SELECT value FROM json_each(?1) j CROSS JOIN batches b ON b.id = j.value \
             WHERE b.status IN ('delivered', 'split') AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.batch_id = b.id)";
         let attempts = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM attempts WHERE batch_id IN ({still})"
@@ -163,6 +171,8 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .await?;
         tx.commit().await?;
         purged.max_lock = purged.max_lock.max(started.elapsed());
+        // Leave ingest's writer a window before the next chunk takes the lock.
+        tokio::time::sleep(YIELD).await;
         purged.attempts += attempts.rows_affected();
         purged.batches += batches.rows_affected();
     }

@@ -134,6 +134,9 @@ fn connect_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions 
         // Multi-row inserts come in a handful of shapes per table; keep them all.
         .statement_cache_capacity(256)
         .pragma("temp_store", "memory")
+        // After a checkpoint the WAL is cut back to 64 MB, so a burst does
+        // not leave a large file behind.
+        .pragma("journal_size_limit", "67108864")
 }
 
 /// An open database: a pool for reads and short writes (dispatcher, CLI,
@@ -142,6 +145,7 @@ fn connect_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions 
 pub struct Store {
     pool: SqlitePool,
     options: SqliteConnectOptions,
+    busy_timeout: Duration,
 }
 
 impl Store {
@@ -158,6 +162,7 @@ impl Store {
         Ok(Store {
             pool,
             options: connect,
+            busy_timeout: options.busy_timeout,
         })
     }
 
@@ -165,6 +170,11 @@ impl Store {
     /// group commits never queue behind the pool.
     pub(crate) async fn dedicated_connection(&self) -> Result<SqliteConnection, StoreError> {
         Ok(SqliteConnection::connect_with(&self.options).await?)
+    }
+
+    /// How long a write may wait for another writer's lock.
+    pub fn busy_timeout(&self) -> Duration {
+        self.busy_timeout
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {

@@ -111,8 +111,16 @@ impl Writer {
         sqlx::query("PRAGMA wal_autocheckpoint = 0")
             .execute(&mut conn)
             .await?;
+        // SQLite's busy handler backs off to 100 ms sleeps and can miss the
+        // short gaps another writer (retention, the CLI) leaves between its
+        // transactions; the writer polls every millisecond itself instead
+        // (`begin`), up to the configured busy timeout.
+        sqlx::query("PRAGMA busy_timeout = 2")
+            .execute(&mut conn)
+            .await?;
+        let budget = store.busy_timeout();
         let (queue, jobs) = mpsc::channel(queue_len.max(1));
-        let task = tokio::spawn(run(conn, jobs, on_commit));
+        let task = tokio::spawn(run(conn, jobs, on_commit, budget));
         Ok((Writer { queue }, task))
     }
 
@@ -161,6 +169,7 @@ async fn run(
     mut conn: SqliteConnection,
     mut jobs: mpsc::Receiver<Job>,
     on_commit: impl Fn(CommitStats),
+    budget: std::time::Duration,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut events = first.batch.events.len();
@@ -175,7 +184,7 @@ async fn run(
             }
         }
         let started = std::time::Instant::now();
-        let result = commit(&mut conn, &group).await;
+        let result = commit(&mut conn, &group, budget).await;
         on_commit(CommitStats {
             requests: group.len(),
             events,
@@ -200,10 +209,35 @@ async fn run(
     let _ = conn.close().await;
 }
 
-async fn commit(conn: &mut SqliteConnection, group: &[Job]) -> Result<Vec<Committed>, sqlx::Error> {
-    // IMMEDIATE takes the write lock up front, so waiting for another writer
-    // goes through busy_timeout instead of failing mid-transaction.
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+/// Whether `error` is SQLITE_BUSY (any extended form): another connection
+/// holds the write lock.
+fn is_busy(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => error
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == 5),
+        _ => false,
+    }
+}
+
+async fn commit(
+    conn: &mut SqliteConnection,
+    group: &[Job],
+    budget: std::time::Duration,
+) -> Result<Vec<Committed>, sqlx::Error> {
+    // IMMEDIATE takes the write lock up front, so a wait for another writer
+    // happens here, not mid-transaction; polled every millisecond.
+    let deadline = std::time::Instant::now() + budget;
+    let mut tx = loop {
+        match conn.begin_with("BEGIN IMMEDIATE").await {
+            Ok(tx) => break tx,
+            Err(error) if is_busy(&error) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    };
     let mut counts = Vec::with_capacity(group.len());
     for job in group {
         let ids = insert_events(&mut tx, &job.batch).await?;
