@@ -18,7 +18,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod common;
+
 use bytes::Bytes;
+use common::Daemon;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
@@ -164,30 +167,8 @@ async fn main() {
     }
 
     // Retention on a live daemon under ingest load.
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_ldbridge"))
-        .args(["--log-format", "json", "--config"])
-        .arg(&config)
-        .arg("serve")
-        .env("LDBRIDGE_LOG", "warn,ldbridge::daemon=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = daemon.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                if entry["message"] == "ldbridge is ready." {
-                    let _ = tx.send(entry["listen"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let daemon = Daemon::start(&config);
+    let addr = daemon.addr.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let purging = Arc::new(AtomicBool::new(false));
     let load = {
@@ -285,8 +266,5 @@ async fn main() {
         ),
     );
     row("requests during purge", during.len().to_string());
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let _ = daemon.wait();
+    daemon.stop();
 }

@@ -18,7 +18,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -30,6 +29,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{header, Request};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+mod common;
+
+use common::Daemon;
 use ldbridge::{
     receiver::Receiver,
     store::{
@@ -107,63 +109,11 @@ to_segment = {{ write_key = "bench-destination-key" }}
     )
 }
 
-struct Daemon {
-    child: Child,
-    addr: String,
-}
-
-impl Daemon {
-    fn start(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> Daemon {
-        let config = dir.join("bench.toml");
-        std::fs::write(&config, config_text(dir, schedule, events_url, segment_url)).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ldbridge"))
-            .args(["--log-format", "json", "--config"])
-            .arg(&config)
-            .arg("serve")
-            .env("LDBRIDGE_LOG", "warn,ldbridge::daemon=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(entry) = serde_json::from_str::<Value>(&line) {
-                    if entry["message"] == "ldbridge is ready." {
-                        let _ = tx.send(entry["listen"].as_str().unwrap_or_default().to_owned());
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("daemon ready");
-        Daemon { child, addr }
-    }
-
-    /// Peak resident memory so far (VmHWM), in MB.
-    fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find(|line| line.starts_with("VmHWM:"))
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
+/// Writes the bench config and starts the daemon on it.
+fn start_daemon(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> Daemon {
+    let config = dir.join("bench.toml");
+    std::fs::write(&config, config_text(dir, schedule, events_url, segment_url)).unwrap();
+    Daemon::start(&config)
 }
 
 struct LoadResult {
@@ -377,7 +327,7 @@ async fn main() {
     segment.stop_recording();
     segment.set_default(ldbridge::receiver::Reply::status(200).body(r#"{"success":true}"#));
     let never = "0 0 0 1 1 * 2099";
-    let daemon = Daemon::start(&dir, never, &launchdarkly.url(), &segment.url());
+    let daemon = start_daemon(&dir, never, &launchdarkly.url(), &segment.url());
 
     let mut raw_json = 0;
     let batches: Vec<(Bytes, usize)> = (0..batch_requests)
@@ -456,7 +406,7 @@ async fn main() {
 
     // Dispatch: the same database, now with a schedule, to instant receivers.
     // Both routes run at once, sharing the cores.
-    let daemon = Daemon::start(&dir, "*/1 * * * * *", &launchdarkly.url(), &segment.url());
+    let daemon = start_daemon(&dir, "*/1 * * * * *", &launchdarkly.url(), &segment.url());
     let (to_ld, to_segment) = tokio::join!(
         delivered_rate(&launchdarkly, segment_events),
         delivered_rate(&segment, ld.events)

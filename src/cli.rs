@@ -75,32 +75,9 @@ pub enum Command {
     },
 }
 
+/// Which batches: the filters `log` and `resend` share.
 #[derive(Debug, clap::Args)]
-pub struct ResendArgs {
-    /// Batch ids; without them, --status (default failed) and the other filters select.
-    pub batch_ids: Vec<i64>,
-    #[arg(long)]
-    pub status: Option<String>,
-    #[arg(long)]
-    pub route: Option<String>,
-    #[arg(long)]
-    pub source: Option<String>,
-    #[arg(long, value_name = "T")]
-    pub since: Option<String>,
-    #[arg(long, value_name = "T")]
-    pub until: Option<String>,
-    /// Also resend delivered batches.
-    #[arg(long)]
-    pub force: bool,
-    /// Show what would be requeued; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct LogArgs {
+pub struct FilterArgs {
     /// pending, sending, delivered, retrying, failed or split.
     #[arg(long)]
     pub status: Option<String>,
@@ -116,6 +93,46 @@ pub struct LogArgs {
     /// Created before T (RFC 3339, or a duration ago such as 30m).
     #[arg(long, value_name = "T")]
     pub until: Option<String>,
+}
+
+impl FilterArgs {
+    /// The store filter, with `status` standing in when none was given.
+    fn to_filter(
+        &self,
+        default_status: Option<&str>,
+        limit: usize,
+    ) -> Result<BatchFilter, Failure> {
+        batch_filter(
+            self.status.as_deref().or(default_status),
+            self.route.as_deref(),
+            self.source.as_deref(),
+            self.since.as_deref(),
+            self.until.as_deref(),
+            limit,
+        )
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResendArgs {
+    /// Batch ids; without them, --status (default failed) and the other filters select.
+    pub batch_ids: Vec<i64>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Also resend delivered batches.
+    #[arg(long)]
+    pub force: bool,
+    /// Show what would be requeued; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Only batches with an id below this one (the next page).
     #[arg(long, value_name = "BATCH_ID")]
     pub before: Option<i64>,
@@ -256,21 +273,11 @@ pub fn batch_filter(
 }
 
 async fn resend(path: Option<&std::path::Path>, args: &ResendArgs) -> Result<(), Failure> {
-    let status = args.status.as_deref().or(if args.batch_ids.is_empty() {
-        Some("failed")
-    } else {
-        None
-    });
+    // Without ids, the filters select, failed batches unless told otherwise.
+    let default_status = args.batch_ids.is_empty().then_some("failed");
     let request = ops::ResendRequest {
         ids: args.batch_ids.clone(),
-        filter: batch_filter(
-            status,
-            args.route.as_deref(),
-            args.source.as_deref(),
-            args.since.as_deref(),
-            args.until.as_deref(),
-            1_000_000,
-        )?,
+        filter: args.filter.to_filter(default_status, 1_000_000)?,
         force: args.force,
         dry_run: args.dry_run,
     };
@@ -369,14 +376,7 @@ async fn open(path: Option<&std::path::Path>) -> Result<Store, Failure> {
 }
 
 async fn log(path: Option<&std::path::Path>, args: &LogArgs) -> Result<(), Failure> {
-    let mut filter = batch_filter(
-        args.status.as_deref(),
-        args.route.as_deref(),
-        args.source.as_deref(),
-        args.since.as_deref(),
-        args.until.as_deref(),
-        args.limit,
-    )?;
+    let mut filter = args.filter.to_filter(None, args.limit)?;
     filter.before_id = args.before;
     let store = open(path).await?;
     let batches = ops::log(&store, &filter).await.map_err(runtime)?;

@@ -220,17 +220,16 @@ fn sample_request(url: &str, body: &str, how: &str, n: usize) -> anyhow::Result<
         Ok((HeaderName::from_static(name), HeaderValue::from_str(value)?))
     };
     let payload_id = format!("00000000-0000-4000-8000-{n:012}");
+    let encoded = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{WRITE_KEY}:"),
+    );
+    let basic = (
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Basic {encoded}"))?,
+    );
     match how {
-        "basic" => {
-            let encoded = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                format!("{WRITE_KEY}:"),
-            );
-            headers.push((
-                AUTHORIZATION,
-                HeaderValue::from_str(&format!("Basic {encoded}"))?,
-            ));
-        }
+        "basic" => headers.push(basic),
         "text/plain" => headers[0].1 = HeaderValue::from_static("text/plain"),
         "gzip" => {
             use std::io::Write;
@@ -241,14 +240,7 @@ fn sample_request(url: &str, body: &str, how: &str, n: usize) -> anyhow::Result<
             headers.push((CONTENT_ENCODING, HeaderValue::from_static("gzip")));
         }
         "webhook" => {
-            let encoded = base64::Engine::encode(
-                &base64::engine::general_purpose::STANDARD,
-                format!("{WRITE_KEY}:"),
-            );
-            headers.push((
-                AUTHORIZATION,
-                HeaderValue::from_str(&format!("Basic {encoded}"))?,
-            ));
+            headers.push(basic);
             // The fixture's signature: HMAC-SHA1 of the first element with WEBHOOK_SECRET.
             headers.push(header(
                 "x-signature",

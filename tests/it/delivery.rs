@@ -6,17 +6,7 @@ use std::time::Duration;
 use ldbridge::{receiver::Reply, store::log as queries};
 use serde_json::{json, Value};
 
-use crate::helpers::{fixture, spawn_app, spawn_app_with, Dress, TestApp, WRITE_KEY};
-
-async fn post_tracks(app: &TestApp, names: &[&str]) {
-    let batch: Vec<Value> = names
-        .iter()
-        .map(|name| json!({"type": "track", "userId": "u1", "event": name, "messageId": format!("m-{name}")}))
-        .collect();
-    let body = json!({"batch": batch, "writeKey": WRITE_KEY}).to_string();
-    let reply = app.post("/v1/batch", body.as_bytes(), Dress::BodyKey).await;
-    assert_eq!(reply.http_status(), Some(200));
-}
+use crate::helpers::{fixture, spawn_app, spawn_app_with, Dress, TestApp};
 
 async fn attempts(app: &TestApp, batch_id: i64) -> Vec<queries::AttemptSummary> {
     queries::batch_attempts(&app.app.store, batch_id)
@@ -76,7 +66,7 @@ async fn a_429_with_retry_after_waits_at_least_that_long() {
     .await;
     app.launchdarkly
         .push(Reply::status(429).header("retry-after", "1"));
-    post_tracks(&app, &["a"]).await;
+    app.post_tracks(&["a"]).await;
     app.dispatch_until(|counts| counts.get("delivered") == 1)
         .await;
     let requests = app.launchdarkly.requests();
@@ -93,7 +83,7 @@ async fn a_401_fails_the_batch_without_retrying() {
     let app = spawn_app().await;
     app.launchdarkly
         .set_default(Reply::status(401).body("invalid key"));
-    post_tracks(&app, &["a", "b"]).await;
+    app.post_tracks(&["a", "b"]).await;
     app.dispatch_until(|counts| counts.get("failed") == 2).await;
     // Well past the 10 ms retry step: still one request.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -124,7 +114,7 @@ async fn a_400_on_a_batch_of_three_isolates_the_poison_event_and_delivers_the_ot
             .any(|event| event["key"] == "poison");
         Some(Reply::status(if poisoned { 400 } else { 202 }))
     });
-    post_tracks(&app, &["good-1", "poison", "good-2"]).await;
+    app.post_tracks(&["good-1", "poison", "good-2"]).await;
     let counts = app.dispatch_until(|counts| counts.settled()).await;
     assert_eq!((counts.get("delivered"), counts.get("failed")), (2, 1));
     let delivered: Vec<Value> = app
@@ -159,7 +149,7 @@ async fn a_413_splits_the_batch_until_each_part_fits() {
             },
         ))
     });
-    post_tracks(&app, &["a", "b", "c", "d", "e"]).await;
+    app.post_tracks(&["a", "b", "c", "d", "e"]).await;
     let counts = app.dispatch_until(|counts| counts.settled()).await;
     assert_eq!(counts.get("delivered"), 5);
     let keys: std::collections::BTreeSet<String> = app
@@ -182,7 +172,7 @@ async fn a_batch_still_failing_after_give_up_after_becomes_failed() {
     let app =
         spawn_app_with(|config| config.dispatch.give_up_after = Duration::from_millis(200)).await;
     app.launchdarkly.set_default(Reply::status(503));
-    post_tracks(&app, &["a"]).await;
+    app.post_tracks(&["a"]).await;
     app.dispatch_until(|counts| counts.get("failed") == 1).await;
     let batch = &app.batches().await[0];
     assert!(batch.attempts >= 2);
@@ -203,7 +193,7 @@ async fn a_hanging_receiver_times_out_and_the_batch_is_retried() {
         spawn_app_with(|config| config.dispatch.request_timeout = Duration::from_millis(300)).await;
     app.launchdarkly
         .push(Reply::status(202).delay(Duration::from_secs(30)));
-    post_tracks(&app, &["a"]).await;
+    app.post_tracks(&["a"]).await;
     app.dispatch_until(|counts| counts.get("delivered") == 1)
         .await;
     let log = attempts(&app, app.batches().await[0].id).await;
@@ -215,7 +205,7 @@ async fn a_hanging_receiver_times_out_and_the_batch_is_retried() {
 #[tokio::test]
 async fn batches_respect_max_batch_events_and_every_event_is_sent_once() {
     let app = spawn_app_with(|config| config.dispatch.max_batch_events = 2).await;
-    post_tracks(&app, &["a", "b", "c", "d", "e"]).await;
+    app.post_tracks(&["a", "b", "c", "d", "e"]).await;
     app.dispatch_until(|counts| counts.get("delivered") == 5)
         .await;
     let sizes: Vec<usize> = app

@@ -102,6 +102,20 @@ pub fn basic(key: &str) -> String {
 }
 
 impl TestApp {
+    /// Posts one Segment batch of track calls named `names` (messageId
+    /// `msg-<name>`), body key, and expects it acknowledged.
+    pub async fn post_tracks(&self, names: &[&str]) {
+        let batch: Vec<Value> = names
+            .iter()
+            .map(|name| serde_json::json!({"type": "track", "userId": "u1", "event": name, "messageId": format!("msg-{name}")}))
+            .collect();
+        let body = serde_json::json!({"batch": batch, "writeKey": WRITE_KEY}).to_string();
+        let reply = self
+            .post("/v1/batch", body.as_bytes(), Dress::BodyKey)
+            .await;
+        assert_eq!(reply.http_status(), Some(200), "{:?}", reply.excerpt);
+    }
+
     /// Posts `body` to `path`, dressed as `dress`.
     pub async fn post(&self, path: &str, body: &[u8], dress: Dress) -> Reply {
         let mut headers = vec![(

@@ -4,23 +4,9 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use ldbridge::{receiver::Reply, store::Route};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, Dress, TestApp, ADMIN_TOKEN, WRITE_KEY};
-
-async fn post_tracks(app: &TestApp, names: &[&str]) {
-    let batch: Vec<Value> = names
-        .iter()
-        .map(|name| json!({"type": "track", "userId": "u1", "event": name, "messageId": format!("msg-{name}")}))
-        .collect();
-    let body = json!({"batch": batch, "writeKey": WRITE_KEY}).to_string();
-    assert_eq!(
-        app.post("/v1/batch", body.as_bytes(), Dress::BodyKey)
-            .await
-            .http_status(),
-        Some(200)
-    );
-}
 
 #[tokio::test]
 async fn a_failed_batch_can_be_found_explained_and_resent_with_the_same_dedupe_ids() {
@@ -28,7 +14,7 @@ async fn a_failed_batch_can_be_found_explained_and_resent_with_the_same_dedupe_i
         spawn_app_with(|config| config.dispatch.give_up_after = Duration::from_millis(150)).await;
     app.launchdarkly
         .set_default(Reply::status(500).body("LaunchDarkly is down"));
-    post_tracks(&app, &["alpha", "beta"]).await;
+    app.post_tracks(&["alpha", "beta"]).await;
     app.dispatch_until(|counts| counts.get("failed") == 2).await;
 
     let log = app.cli(&["log", "--status", "failed", "--json"]);
@@ -219,14 +205,14 @@ async fn retention_purges_delivered_and_skipped_data_and_keeps_failed_and_pendin
             .any(|event| event["key"] == "fail-me");
         Some(Reply::status(if poisoned { 401 } else { 202 }))
     });
-    post_tracks(&app, &["ok-1", "ok-2"]).await;
+    app.post_tracks(&["ok-1", "ok-2"]).await;
     let page = json!({"type": "page", "userId": "u", "name": "Home", "writeKey": WRITE_KEY});
     app.post("/v1/page", page.to_string().as_bytes(), Dress::BodyKey)
         .await;
     app.dispatch_until(|counts| counts.settled()).await;
-    post_tracks(&app, &["fail-me"]).await;
+    app.post_tracks(&["fail-me"]).await;
     app.dispatch_until(|counts| counts.get("failed") == 1).await;
-    post_tracks(&app, &["still-pending"]).await;
+    app.post_tracks(&["still-pending"]).await;
 
     // Everything is now "ten days old".
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.database.display()))
@@ -288,7 +274,7 @@ async fn the_admin_api_needs_the_token_and_returns_the_same_json_as_the_cli() {
     let app =
         spawn_app_with(|config| config.dispatch.give_up_after = Duration::from_millis(100)).await;
     app.launchdarkly.set_default(Reply::status(403));
-    post_tracks(&app, &["one"]).await;
+    app.post_tracks(&["one"]).await;
     app.dispatch_until(|counts| counts.get("failed") == 1).await;
 
     for token in [None, Some("wrong-token"), Some("")] {
@@ -381,8 +367,8 @@ async fn metrics_parse_as_prometheus_text_and_move_by_the_traffic_sent() {
         samples(&text)
     };
     let before = scrape().await;
-    post_tracks(&app, &["m1", "m2", "m3"]).await;
-    post_tracks(&app, &["m4", "m5"]).await;
+    app.post_tracks(&["m1", "m2", "m3"]).await;
+    app.post_tracks(&["m4", "m5"]).await;
     let bad =
         json!({"batch": [{"type": "track", "userId": "u", "event": "x"}], "writeKey": "nope"});
     assert_eq!(

@@ -1,0 +1,73 @@
+//! What both benchmarks share: the real release binary as a separate
+//! process, found ready by its "ldbridge is ready." log line.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+/// A running `ldbridge serve`.
+pub struct Daemon {
+    pub child: Child,
+    /// The ingest address it bound (`server.listen` may say port 0).
+    pub addr: String,
+}
+
+impl Daemon {
+    /// Starts `ldbridge --config <config> serve` (JSON logs, warnings only)
+    /// and waits up to 60 s for it to be ready.
+    pub fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ldbridge"))
+            .args(["--log-format", "json", "--config"])
+            .arg(config)
+            .arg("serve")
+            .env("LDBRIDGE_LOG", "warn,ldbridge::daemon=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(entry) = serde_json::from_str::<Value>(&line) {
+                    if entry["message"] == "ldbridge is ready." {
+                        let _ = tx.send(entry["listen"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("daemon ready");
+        Daemon { child, addr }
+    }
+
+    /// Peak resident memory so far (VmHWM), in MB.
+    #[allow(dead_code)] // used by one of the two benchmarks
+    pub fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
