@@ -290,29 +290,35 @@ impl Dispatcher {
             while in_flight.len() < max_in_flight {
                 let Some(job) = queue.next() else { break };
                 let (http, config) = (self.http.clone(), Arc::clone(config));
-                in_flight.spawn(async move {
-                    // Built at send time: Segment's sentAt is now.
-                    let request = routes::request(
-                        &config,
-                        &job.batch,
-                        job.meta.as_deref(),
-                        &job.elements,
-                        clock::now_ms(),
-                    );
-                    let reply = match request {
-                        Ok(request) => {
-                            Ok(http.send(&request, config.dispatch.request_timeout).await)
-                        }
-                        Err(reason) => Err(reason),
-                    };
-                    (job, reply)
-                });
+                let span = attempt_span(&job.batch);
+                in_flight.spawn(tracing::Instrument::instrument(
+                    async move {
+                        // Built at send time: Segment's sentAt is now.
+                        let request = routes::request(
+                            &config,
+                            &job.batch,
+                            job.meta.as_deref(),
+                            &job.elements,
+                            clock::now_ms(),
+                        );
+                        let reply = match request {
+                            Ok(request) => {
+                                Ok(http.send(&request, config.dispatch.request_timeout).await)
+                            }
+                            Err(reason) => Err(reason),
+                        };
+                        (job, reply)
+                    },
+                    span,
+                ));
             }
             let Some(joined) = in_flight.join_next().await else {
                 break;
             };
             let Ok((job, reply)) = joined else { continue };
-            self.record(config, &job, reply, outcome).await?;
+            let span = attempt_span(&job.batch);
+            tracing::Instrument::instrument(self.record(config, &job, reply, outcome), span)
+                .await?;
         }
         Ok(())
     }
@@ -424,6 +430,12 @@ fn resolve(config: &Config, job: &Job, action: Action, now: i64) -> Resolution {
     }
 }
 
+/// The span of one batch's attempt: everything logged while sending and
+/// recording it carries the batch id and route.
+fn attempt_span(batch: &ClaimedBatch) -> tracing::Span {
+    tracing::info_span!("attempt", batch_id = batch.id, route = %batch.route, source = %batch.source)
+}
+
 fn attempt_outcome(resolution: &Resolution) -> &'static str {
     match resolution {
         Resolution::Delivered => "delivered",
@@ -437,25 +449,27 @@ fn attempt_outcome(resolution: &Resolution) -> &'static str {
 fn log_outcome(job: &Job, attempt: &AttemptRecord, resolution: &Resolution) {
     let batch = &job.batch;
     let events = job.event_ids.len();
-    let status = attempt.http_status;
+    let status = attempt
+        .http_status
+        .map_or("-".to_owned(), |code| code.to_string());
     match resolution {
         Resolution::Delivered => tracing::info!(
-            batch_id = batch.id, route = %batch.route, source = %batch.source, events, ?status,
+            batch_id = batch.id, route = %batch.route, source = %batch.source, events, %status,
             duration_ms = attempt.duration_ms, "Batch delivered."
         ),
         Resolution::Retrying {
             reason,
             next_attempt_at,
         } => tracing::warn!(
-            batch_id = batch.id, route = %batch.route, source = %batch.source, events, ?status,
+            batch_id = batch.id, route = %batch.route, source = %batch.source, events, %status,
             %reason, next_attempt_at = %clock::format_ms(*next_attempt_at), "Batch delivery failed; retry scheduled."
         ),
         Resolution::Failed { reason } => tracing::warn!(
-            batch_id = batch.id, route = %batch.route, source = %batch.source, events, ?status,
+            batch_id = batch.id, route = %batch.route, source = %batch.source, events, %status,
             %reason, "Batch failed; `ldbridge resend` can requeue it."
         ),
         Resolution::Split { reason, .. } => tracing::info!(
-            batch_id = batch.id, route = %batch.route, source = %batch.source, events, ?status,
+            batch_id = batch.id, route = %batch.route, source = %batch.source, events, %status,
             %reason, "Batch split in two."
         ),
     }
