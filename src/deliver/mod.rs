@@ -93,12 +93,26 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
+    /// A client that trusts the public web PKI (webpki-roots), as needed for
+    /// LaunchDarkly's and Segment's endpoints.
     pub fn new() -> HttpClient {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots();
+        HttpClient::from_connector(connector)
+    }
+
+    /// A client that trusts only `roots`: a private CA in front of the
+    /// destination, or a test's own certificate.
+    pub fn with_roots(roots: rustls::RootCertStore) -> HttpClient {
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        HttpClient::from_connector(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls))
+    }
+
+    fn from_connector(
+        connector: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+    ) -> HttpClient {
+        let connector = connector.https_or_http().enable_http1().build();
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);

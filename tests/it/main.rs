@@ -9,6 +9,7 @@
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
 //! - `process`: the real binary: SIGKILL and restart, SIGTERM, CLI, demo
 //! - `systemd`: sd_notify, SIGHUP reload, SIGTERM under load
+//! - `tls`: delivery over HTTPS
 
 mod delivery;
 mod helpers;
@@ -17,4 +18,5 @@ mod operator;
 mod process;
 mod segment_ingest;
 mod systemd;
+mod tls;
 mod webhook;
