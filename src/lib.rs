@@ -6,7 +6,7 @@
 //! ```text
 //! main.rs        thin: parse CLI, init tracing, run, map error → exit code
 //! cli.rs         clap commands; one small fn each; table/JSON printing
-//! config.rs      TOML → Config, secret references, validate()
+//! config/        TOML → Config, secret references, validate()
 //! daemon.rs      serve: open store, start ingest + scheduler, shutdown order
 //! server.rs      the HTTP accept loop every listener shares
 //! ingest/        hyper service: segment.rs (parse, auth, validate → NewEvent), body.rs

@@ -1,0 +1,299 @@
+//! Raw structs → `Config`: defaults, durations, and secret references
+//! (`env:NAME`, `file:/path`, `cred:NAME`) resolved with errors that name
+//! the full key.
+
+use std::{path::Path, time::Duration};
+
+use super::*;
+
+/// Turns the raw file into `Config`: parses durations, resolves secrets and
+/// normalizes URLs, naming the key in every error.
+pub(super) struct Resolver<'a> {
+    pub(super) text: &'a str,
+    pub(super) origin: &'a str,
+    pub(super) env: EnvLookup<'a>,
+}
+
+impl Resolver<'_> {
+    pub(super) fn config(&self, file: raw::File) -> Result<Config, ConfigError> {
+        let segment_sources = file
+            .segment_source
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| self.segment_source(i, s))
+            .collect::<Result<_, _>>()?;
+        let launchdarkly_sources = file
+            .launchdarkly_source
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| self.launchdarkly_source(i, s))
+            .collect::<Result<_, _>>()?;
+        Ok(Config {
+            server: self.server(file.server)?,
+            store: self.store(file.store)?,
+            dispatch: self.dispatch(file.dispatch)?,
+            launchdarkly: LaunchDarklyConfig {
+                events_url: strip_trailing_slash(file.launchdarkly.events_url),
+            },
+            segment: SegmentConfig {
+                api_url: strip_trailing_slash(file.segment.api_url),
+            },
+            segment_sources,
+            launchdarkly_sources,
+        })
+    }
+
+    pub(super) fn server(&self, raw: raw::Server) -> Result<ServerConfig, ConfigError> {
+        let d = ServerConfig::default();
+        Ok(ServerConfig {
+            listen: raw.listen.unwrap_or(d.listen),
+            admin_listen: raw.admin_listen,
+            admin_token: self.optional_secret(raw.admin_token, "server.admin_token")?,
+            max_request_bytes: raw.max_request_bytes.unwrap_or(d.max_request_bytes),
+            shutdown_timeout: self.duration_or(
+                raw.shutdown_timeout,
+                "server.shutdown_timeout",
+                d.shutdown_timeout,
+            )?,
+            log_filter: match raw.log_filter {
+                Some(filter) => match tracing_subscriber::EnvFilter::try_new(&filter) {
+                    Ok(_) => Some(filter),
+                    Err(error) => {
+                        return Err(invalid(
+                            "server.log_filter",
+                            format!("{filter:?} is not a log filter: {error}"),
+                        ))
+                    }
+                },
+                None => None,
+            },
+        })
+    }
+
+    pub(super) fn store(&self, raw: raw::Store) -> Result<StoreConfig, ConfigError> {
+        let d = StoreConfig::default();
+        Ok(StoreConfig {
+            path: raw.path.unwrap_or(d.path),
+            retain: self.duration_or(raw.retain, "store.retain", d.retain)?,
+            synchronous: raw.synchronous.unwrap_or(d.synchronous),
+            busy_timeout: self.duration_or(
+                raw.busy_timeout,
+                "store.busy_timeout",
+                d.busy_timeout,
+            )?,
+        })
+    }
+
+    pub(super) fn dispatch(&self, raw: raw::Dispatch) -> Result<DispatchConfig, ConfigError> {
+        let d = DispatchConfig::default();
+        let retry_schedule = match raw.retry_schedule {
+            None => d.retry_schedule,
+            Some(steps) => steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| self.duration(s, &format!("dispatch.retry_schedule[{i}]")))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(DispatchConfig {
+            schedule: raw.schedule.unwrap_or(d.schedule),
+            max_batch_events: raw.max_batch_events.unwrap_or(d.max_batch_events),
+            max_batch_bytes: raw.max_batch_bytes.unwrap_or(d.max_batch_bytes),
+            request_timeout: self.duration_or(
+                raw.request_timeout,
+                "dispatch.request_timeout",
+                d.request_timeout,
+            )?,
+            retry_schedule,
+            give_up_after: self.duration_or(
+                raw.give_up_after,
+                "dispatch.give_up_after",
+                d.give_up_after,
+            )?,
+            max_in_flight: raw.max_in_flight.unwrap_or(d.max_in_flight),
+            writer_queue: raw.writer_queue.unwrap_or(d.writer_queue),
+        })
+    }
+
+    pub(super) fn segment_source(
+        &self,
+        index: usize,
+        raw: raw::SegmentSource,
+    ) -> Result<SegmentSource, ConfigError> {
+        let label = source_label("segment_source", index, &raw.name);
+        let to_launchdarkly = match raw.to_launchdarkly {
+            None => None,
+            Some(dest) => Some(LaunchDarklyDestination {
+                client_side_id: dest.client_side_id,
+                sdk_key: self
+                    .optional_secret(dest.sdk_key, &format!("{label} to_launchdarkly.sdk_key"))?,
+            }),
+        };
+        Ok(SegmentSource {
+            write_key: self.secret(&raw.write_key, &format!("{label} write_key"))?,
+            webhook_secret: self
+                .optional_secret(raw.webhook_secret, &format!("{label} webhook_secret"))?,
+            name: raw.name,
+            to_launchdarkly,
+            relay_to_segment: raw.relay_to_segment,
+        })
+    }
+
+    pub(super) fn launchdarkly_source(
+        &self,
+        index: usize,
+        raw: raw::LaunchDarklySource,
+    ) -> Result<LaunchDarklySource, ConfigError> {
+        let label = source_label("launchdarkly_source", index, &raw.name);
+        let to_segment = match raw.to_segment {
+            None => None,
+            Some(dest) => Some(SegmentDestination {
+                write_key: self
+                    .secret(&dest.write_key, &format!("{label} to_segment.write_key"))?,
+            }),
+        };
+        Ok(LaunchDarklySource {
+            sdk_key: self.optional_secret(raw.sdk_key, &format!("{label} sdk_key"))?,
+            mobile_key: self.optional_secret(raw.mobile_key, &format!("{label} mobile_key"))?,
+            name: raw.name,
+            client_side_id: raw.client_side_id,
+            project_id: raw.project_id,
+            to_segment,
+            relay_to_launchdarkly: raw.relay_to_launchdarkly,
+            copy_custom_data: raw.copy_custom_data,
+        })
+    }
+
+    pub(super) fn duration_or(
+        &self,
+        raw: Option<toml::Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        raw.map_or(Ok(default), |s| self.duration(&s, key))
+    }
+
+    pub(super) fn duration(
+        &self,
+        raw: &toml::Spanned<String>,
+        key: &str,
+    ) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(raw.get_ref()).map_err(|e| {
+            let at = location(self.text, raw.span().start, Some(key));
+            ConfigError::Parse(format!(
+                "{}{at}: invalid duration {:?} (write e.g. \"250ms\", \"5s\", \"2m\", \"24h\", \"7d\"): {e}",
+                self.origin,
+                raw.get_ref()
+            ))
+        })
+    }
+
+    pub(super) fn optional_secret(
+        &self,
+        raw: Option<String>,
+        key: &str,
+    ) -> Result<Option<Secret>, ConfigError> {
+        raw.map(|r| self.secret(&r, key)).transpose()
+    }
+
+    /// Resolves one secret reference; see [`resolve_secret`].
+    pub(super) fn secret(&self, reference: &str, key: &str) -> Result<Secret, ConfigError> {
+        resolve_secret(reference, key, self.env)
+    }
+}
+
+/// Resolves `env:NAME`, `file:/path` (trimmed), `cred:NAME` (trimmed, from
+/// `$CREDENTIALS_DIRECTORY`) or a literal. An empty result is an error.
+pub(super) fn resolve_secret(
+    reference: &str,
+    key: &str,
+    env: EnvLookup<'_>,
+) -> Result<Secret, ConfigError> {
+    let value = if let Some(name) = reference.strip_prefix("env:") {
+        secret_from_env(name, key, env)?
+    } else if let Some(path) = reference.strip_prefix("file:") {
+        secret_from_file(Path::new(path), key, &format!("file {path}"))?
+    } else if let Some(name) = reference.strip_prefix("cred:") {
+        secret_from_credential(name, key, env)?
+    } else {
+        reference.to_owned()
+    };
+    if value.is_empty() {
+        return Err(secret_error(key, "secret is empty"));
+    }
+    Ok(Secret(value))
+}
+
+pub(super) fn secret_from_env(
+    name: &str,
+    key: &str,
+    env: EnvLookup<'_>,
+) -> Result<String, ConfigError> {
+    if name.is_empty() {
+        return Err(secret_error(key, "`env:` needs a variable name"));
+    }
+    match env(name) {
+        None => Err(secret_error(
+            key,
+            format!("environment variable {name} is not set"),
+        )),
+        Some(v) if v.is_empty() => Err(secret_error(
+            key,
+            format!("environment variable {name} is empty"),
+        )),
+        Some(v) => Ok(v),
+    }
+}
+
+pub(super) fn secret_from_file(path: &Path, key: &str, what: &str) -> Result<String, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => Err(secret_error(key, format!("{what} is empty"))),
+        Ok(text) => Ok(text.trim().to_owned()),
+        Err(e) => Err(secret_error(key, format!("cannot read {what}: {e}"))),
+    }
+}
+
+pub(super) fn secret_from_credential(
+    name: &str,
+    key: &str,
+    env: EnvLookup<'_>,
+) -> Result<String, ConfigError> {
+    // systemd credential names are plain file names; refusing separators
+    // keeps `cred:` from reading outside the credentials directory.
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(secret_error(
+            key,
+            format!("`cred:{name}` is not a valid credential name"),
+        ));
+    }
+    let Some(dir) = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) else {
+        return Err(secret_error(
+            key,
+            format!(
+                "`cred:{name}` needs $CREDENTIALS_DIRECTORY (set by systemd LoadCredential=), which is not set"
+            ),
+        ));
+    };
+    let path = Path::new(&dir).join(name);
+    secret_from_file(
+        &path,
+        key,
+        &format!("credential {name} ({})", path.display()),
+    )
+}
+
+pub(super) fn strip_trailing_slash(mut url: String) -> String {
+    if url.ends_with('/') {
+        url.pop();
+    }
+    url
+}
+
+/// `segment_source "web-prod"` when the name is usable, else
+/// `segment_source[0]`.
+pub(super) fn source_label(kind: &str, index: usize, name: &str) -> String {
+    if is_valid_name(name) {
+        format!("{kind} \"{name}\"")
+    } else {
+        format!("{kind}[{index}]")
+    }
+}
