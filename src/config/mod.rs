@@ -16,7 +16,6 @@
 //! Secrets never reach an error message: toml's own error `Display` quotes
 //! the offending source line, which may hold a literal secret, so parse errors
 //! are rebuilt from the message, the span and the key name only.
-
 //!
 //! # Layout
 //!
