@@ -105,15 +105,7 @@ async fn a_401_fails_the_batch_without_retrying() {
 #[tokio::test]
 async fn a_400_on_a_batch_of_three_isolates_the_poison_event_and_delivers_the_others() {
     let app = spawn_app().await;
-    app.launchdarkly.respond_with(|request| {
-        let poisoned = request
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|event| event["key"] == "poison");
-        Some(Reply::status(if poisoned { 400 } else { 202 }))
-    });
+    crate::helpers::refuse_event(&app.launchdarkly, "poison", 400);
     app.post_tracks(&["good-1", "poison", "good-2"]).await;
     let counts = app.dispatch_until(|counts| counts.settled()).await;
     assert_eq!((counts.get("delivered"), counts.get("failed")), (2, 1));

@@ -315,3 +315,19 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }
+
+/// Makes `receiver` answer `status` to every request carrying an event
+/// whose `key` is `key` (a poison event), and 202 to the others.
+pub fn refuse_event(receiver: &Receiver, key: &'static str, status: u16) {
+    receiver.respond_with(move |request| {
+        let poisoned = request
+            .json()
+            .as_array()
+            .is_some_and(|events| events.iter().any(|event| event["key"] == key));
+        Some(ldbridge::receiver::Reply::status(if poisoned {
+            status
+        } else {
+            202
+        }))
+    });
+}

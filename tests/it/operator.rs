@@ -196,15 +196,7 @@ async fn log_filters_select_exactly_the_right_batches_on_thousands_of_batches() 
 #[tokio::test]
 async fn retention_purges_delivered_and_skipped_data_and_keeps_failed_and_pending() {
     let app = spawn_app().await;
-    app.launchdarkly.respond_with(|request| {
-        let poisoned = request
-            .json()
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|event| event["key"] == "fail-me");
-        Some(Reply::status(if poisoned { 401 } else { 202 }))
-    });
+    crate::helpers::refuse_event(&app.launchdarkly, "fail-me", 401);
     app.post_tracks(&["ok-1", "ok-2"]).await;
     let page = json!({"type": "page", "userId": "u", "name": "Home", "writeKey": WRITE_KEY});
     app.post("/v1/page", page.to_string().as_bytes(), Dress::BodyKey)
