@@ -7,6 +7,14 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
 
+/// The columns [`summary`] reads, in one place for every batch query.
+macro_rules! batch_columns {
+    () => {
+        "id, route, source, lane, status, payload_id, event_count, attempts, created_at, updated_at, \
+         next_attempt_at, last_error, parent_id"
+    };
+}
+
 /// One batch as the delivery log shows it. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchSummary {
@@ -48,10 +56,11 @@ pub async fn list_batches(
     filter: &BatchFilter,
 ) -> Result<Vec<BatchSummary>, StoreError> {
     // Only fixed fragments go into the SQL text; every value is bound.
-    let mut sql = String::from(
-        "SELECT id, route, source, lane, status, payload_id, event_count, attempts, created_at, updated_at, \
-                next_attempt_at, last_error, parent_id FROM batches WHERE 1 = 1",
-    );
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        batch_columns!(),
+        " FROM batches WHERE 1 = 1"
+    ));
     let conditions = [
         (filter.status.is_some(), " AND status = ?1"),
         (filter.route.is_some(), " AND route = ?2"),
@@ -159,10 +168,11 @@ pub async fn batch_attempts(
 
 /// One batch by id; `None` when there is no such batch.
 pub async fn batch(store: &Store, id: i64) -> Result<Option<BatchSummary>, StoreError> {
-    let row = sqlx::query(
-        "SELECT id, route, source, lane, status, payload_id, event_count, attempts, created_at, updated_at, \
-                next_attempt_at, last_error, parent_id FROM batches WHERE id = ?1",
-    )
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        batch_columns!(),
+        " FROM batches WHERE id = ?1"
+    ))
     .bind(id)
     .fetch_optional(store.pool())
     .await?;

@@ -133,6 +133,16 @@ impl Daemon {
         status
     }
 
+    /// Sends `signal` (`TERM`, `HUP`, …) to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
     pub fn pid(&self) -> String {
         self.child.id().to_string()
     }
@@ -260,11 +270,7 @@ async fn sigterm_stops_cleanly_with_exit_status_zero_and_keeps_what_was_acknowle
     let config = write_config(dir.path(), &receiver, NEVER);
     let mut daemon = Daemon::start(&config);
     let acknowledged = post_events(daemon.addr, "term", 10).await;
-    let status = Command::new("kill")
-        .args(["-TERM", &daemon.pid()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    daemon.signal("TERM");
     let exit = daemon.wait();
     assert!(exit.success(), "exit {exit:?}: {}", daemon.logs());
     assert!(daemon.logs().contains("Stopped."));

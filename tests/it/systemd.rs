@@ -5,7 +5,6 @@ use std::{
     collections::BTreeSet,
     os::unix::net::UnixDatagram,
     path::Path,
-    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -44,14 +43,6 @@ async fn post(client: &HttpClient, daemon: &Daemon, key: &str, message_id: &str)
         .await
         .http_status()
         .unwrap_or(0)
-}
-
-fn sigterm(daemon: &Daemon) {
-    assert!(Command::new("kill")
-        .args(["-TERM", &daemon.pid()])
-        .status()
-        .unwrap()
-        .success());
 }
 
 async fn stored_message_ids(dir: &Path) -> BTreeSet<String> {
@@ -103,7 +94,7 @@ async fn sd_notify_ready_comes_after_the_port_listens_then_watchdog_then_stoppin
             watchdogs += 1;
         }
     }
-    sigterm(&daemon);
+    daemon.signal("TERM");
     loop {
         let message = receive(&mut buffer);
         if message.contains("STOPPING=1") {
@@ -129,11 +120,7 @@ async fn sighup_swaps_source_keys_without_losing_events_and_keeps_the_old_config
     acknowledged.insert("before-reload".to_owned());
 
     config_with_key(dir.path(), "key-two");
-    assert!(Command::new("kill")
-        .args(["-HUP", &daemon.pid()])
-        .status()
-        .unwrap()
-        .success());
+    daemon.signal("HUP");
     // The reload is asynchronous: poll until the new key is taken.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut n = 0;
@@ -158,11 +145,7 @@ async fn sighup_swaps_source_keys_without_losing_events_and_keeps_the_old_config
 
     // A broken file: logged, and the running config keeps serving.
     std::fs::write(&config, "[server\nlisten = ").unwrap();
-    assert!(Command::new("kill")
-        .args(["-HUP", &daemon.pid()])
-        .status()
-        .unwrap()
-        .success());
+    daemon.signal("HUP");
     let deadline = tokio::time::Instant::now() + WAIT;
     while !daemon.logs().contains("Config reload failed") {
         assert!(
@@ -214,7 +197,7 @@ async fn sigterm_during_steady_ingest_keeps_every_acknowledged_event() {
     while acknowledged.lock().unwrap().len() < 200 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    sigterm(&daemon);
+    daemon.signal("TERM");
     for sender in senders {
         sender.await.unwrap();
     }
@@ -238,11 +221,7 @@ async fn a_sighup_right_after_the_ready_line_reloads_instead_of_killing_the_daem
     let dir = tempfile::tempdir().unwrap();
     let config = config_with_key(dir.path(), "k");
     let mut daemon = Daemon::start(&config);
-    assert!(Command::new("kill")
-        .args(["-HUP", &daemon.pid()])
-        .status()
-        .unwrap()
-        .success());
+    daemon.signal("HUP");
     let deadline = tokio::time::Instant::now() + WAIT;
     while !daemon.logs().contains("Config reloaded.") {
         assert!(
