@@ -30,6 +30,9 @@ use crate::{
 
 /// How long `/readyz` waits for its test write.
 const READY_WRITE_DEADLINE: Duration = Duration::from_secs(2);
+/// A failed ingest commit keeps `/readyz` not-ready this long (unless a
+/// commit succeeds sooner), so a balancer backs off, then tries again.
+const COMMIT_FAILURE_MEMORY_MS: i64 = 10_000;
 
 /// Shared state of the admin service.
 pub struct Admin {
@@ -37,6 +40,7 @@ pub struct Admin {
     pub config: ConfigHandle,
     pub metrics: Arc<Metrics>,
     pub dispatcher: Arc<Dispatcher>,
+    pub writer: crate::store::writer::Writer,
     /// Readiness allows this long between scheduler ticks.
     pub tick_allowance: Duration,
 }
@@ -268,6 +272,19 @@ impl Admin {
             crate::store::maintenance::heartbeat(&self.store, now, READY_WRITE_DEADLINE).await
         {
             problems.push(problem);
+        }
+        if let Some((at, why)) = self.writer.last_failure() {
+            if now - at < COMMIT_FAILURE_MEMORY_MS {
+                problems.push(format!("ingest commits are failing: {why}"));
+            }
+        }
+        if let Ok(Some(room)) = self.store.ingest_room().await {
+            let wanted = 2 * self.config.get().server.max_request_bytes as u64;
+            if room < wanted {
+                problems.push(format!(
+                    "the database is full: store.max_database_bytes leaves {room} bytes for ingest"
+                ));
+            }
         }
         let since_tick = self.dispatcher.since_last_tick(now);
         if since_tick > self.tick_allowance.as_millis() as i64 {

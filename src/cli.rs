@@ -367,6 +367,7 @@ async fn open(path: Option<&std::path::Path>) -> Result<Store, Failure> {
     let options = StoreOptions {
         synchronous_full: true,
         busy_timeout: store.busy_timeout,
+        ..StoreOptions::default()
     };
     Store::open(&store.path, &options).await.map_err(|error| {
         Failure::Runtime(

@@ -61,10 +61,29 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let options = StoreOptions {
         synchronous_full: config.store.synchronous == Synchronous::Full,
         busy_timeout: config.store.busy_timeout,
+        ingest_cap_bytes: config.store.max_database_bytes,
     };
     Store::open(&config.store.path, &options)
         .await
         .with_context(|| format!("opening database {}", config.store.path.display()))
+}
+
+/// Raises the soft open-files limit to the hard one (systemd's default soft
+/// limit is 1024), so `server.max_connections`, not EMFILE, is what bounds
+/// connections; warns when even the hard limit is too low.
+fn raise_open_files_limit(max_connections: usize) {
+    // Two listeners (ingest, admin) plus the database, its WAL, the outbound
+    // pool and the log.
+    let wanted = 2 * max_connections as u64 + 64;
+    match rlimit::increase_nofile_limit(wanted) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            limit,
+            max_connections,
+            "The open-files limit is below what server.max_connections needs; raise LimitNOFILE."
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "Could not raise the open-files limit."),
+    }
 }
 
 /// Every other tick may be missed before the scheduler counts as stuck.
@@ -77,6 +96,7 @@ fn tick_allowance(schedule: &str) -> Duration {
 /// Starts every part of the daemon, serving ingest on `listener` and the
 /// admin API on `server.admin_listen` (bound here; port 0 works).
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App> {
+    raise_open_files_limit(config.server.max_connections);
     let store = open_store(&config).await?;
     let recovered = store::dispatch::recover_sending(&store, clock::now_ms()).await?;
     if recovered > 0 {
@@ -100,6 +120,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
     })
     .await?;
     let shutdown_timeout = config.server.shutdown_timeout;
+    let limits = crate::server::Limits::from_config(&config.server);
     let tick_allowance = tick_allowance(&config.dispatch.schedule);
     let schedule_text = config.dispatch.schedule.clone();
     let admin_listen = config.server.admin_listen;
@@ -125,13 +146,14 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
                 config: handle.clone(),
                 metrics: Arc::clone(&metrics),
                 dispatcher: Arc::clone(&dispatcher),
+                writer: writer.clone(),
                 tick_allowance,
             });
             servers.push(tokio::spawn(crate::server::serve(
                 admin_listener,
                 move |request| Arc::clone(&admin).handle(request),
                 stopped.clone(),
-                shutdown_timeout,
+                limits,
             )));
             Some(admin_addr)
         }
@@ -143,7 +165,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
         listener,
         move |request| Arc::clone(&ingest).handle(request),
         stopped,
-        shutdown_timeout,
+        limits,
     )));
     let admin_text = admin_addr.map_or("disabled".to_owned(), |a| a.to_string());
     tracing::info!(listen = %ingest_addr, admin = %admin_text, "ldbridge is ready.");

@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{channel::Channel, BodyExt, Either, Full};
 use hyper::{body::Incoming, HeaderMap, Request, Response, StatusCode};
 use serde_json::Value;
 use tokio::{net::TcpListener, sync::watch};
@@ -51,6 +51,18 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (a slow or hanging receiver).
     pub delay: Duration,
+    /// Misbehave while sending the answer.
+    pub fault: Option<Fault>,
+}
+
+/// Ways a receiver can go wrong after it has started answering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Send the status line, headers and half the body, then drop the
+    /// connection.
+    CutOff,
+    /// Send the body one byte at a time, this long apart.
+    Trickle(Duration),
 }
 
 impl Reply {
@@ -60,6 +72,7 @@ impl Reply {
             headers: Vec::new(),
             body: String::new(),
             delay: Duration::ZERO,
+            fault: None,
         }
     }
 
@@ -75,6 +88,11 @@ impl Reply {
 
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    pub fn fault(mut self, fault: Fault) -> Reply {
+        self.fault = Some(fault);
         self
     }
 }
@@ -122,7 +140,10 @@ impl Receiver {
             listener,
             move |request| answer(Arc::clone(&handler_state), request),
             stopped,
-            Duration::from_millis(100),
+            crate::server::Limits {
+                drain: Duration::from_millis(100),
+                ..crate::server::Limits::default()
+            },
         ));
         Ok(Receiver { addr, state, stop })
     }
@@ -207,7 +228,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+type Body = Either<Full<Bytes>, Channel<Bytes, std::io::Error>>;
+
+async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
     let at = std::time::Instant::now();
     let (parts, body) = request.into_parts();
     let raw = match body.collect().await {
@@ -264,7 +287,18 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    let body = Bytes::from(reply.body);
+    let mut response = match reply.fault {
+        None => Response::new(Either::Left(Full::new(body))),
+        Some(fault) => Response::new(Either::Right(misbehave(fault, body))),
+    };
+    if reply.fault == Some(Fault::CutOff) {
+        // Promise more than is sent, so the cut is visible to the client.
+        response.headers_mut().insert(
+            hyper::header::CONTENT_LENGTH,
+            hyper::header::HeaderValue::from(CUT_OFF_PROMISED),
+        );
+    }
     *response.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in reply.headers {
@@ -276,4 +310,32 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Full<
         }
     }
     response
+}
+
+/// The declared length of a cut-off answer: more than it ever sends.
+const CUT_OFF_PROMISED: u64 = 100_000;
+
+/// Streams `body` as `fault` says, from a task of its own.
+fn misbehave(fault: Fault, body: Bytes) -> Channel<Bytes, std::io::Error> {
+    let (mut sender, channel) = Channel::new(1);
+    tokio::spawn(async move {
+        match fault {
+            Fault::CutOff => {
+                let half = body.slice(..body.len() / 2);
+                if !half.is_empty() {
+                    let _ = sender.send_data(half).await;
+                }
+                sender.abort(std::io::Error::other("receiver cut the connection"));
+            }
+            Fault::Trickle(every) => {
+                for i in 0..body.len() {
+                    tokio::time::sleep(every).await;
+                    if sender.send_data(body.slice(i..i + 1)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    channel
 }

@@ -1,55 +1,102 @@
 //! The HTTP accept loop shared by every listener (ingest, admin, the demo's
 //! stand-in receivers): HTTP/1.1 and HTTP/2, a header-read timeout against
-//! slow clients, and graceful shutdown with a deadline.
+//! slow clients (it also closes keep-alive connections left idle), a bound on
+//! open connections, and graceful shutdown with a deadline.
 //!
 //! Knows nothing of routes; callers pass the service function and the
 //! listener (bound by the caller, so tests can use port 0).
 
-use std::{convert::Infallible, future::Future, time::Duration};
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn, Request, Response};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{watch, Semaphore},
+};
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a listener allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a client may take to send request headers, and how long an
+    /// idle keep-alive connection is kept.
+    pub header_timeout: Duration,
+    /// Connections served at once; the rest are answered 503 and closed.
+    pub max_connections: usize,
+    /// How long graceful shutdown waits for open requests.
+    pub drain: Duration,
+}
+
+impl Limits {
+    /// The `[server]` settings.
+    pub fn from_config(server: &crate::config::ServerConfig) -> Limits {
+        Limits {
+            header_timeout: server.header_timeout,
+            max_connections: server.max_connections,
+            drain: server.shutdown_timeout,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::from_config(&crate::config::ServerConfig::default())
+    }
+}
+
+/// Sent, best effort, to a connection over `max_connections` before it is
+/// closed: clients that retry on 503 come back later.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
+content-type: application/json\r\ncontent-length: 71\r\nconnection: close\r\n\r\n\
+{\"success\":false,\"code\":\"unavailable\",\"message\":\"too many connections\"}";
 
 /// Serves connections from `listener` with `handler` until `shutdown`
-/// becomes true, then stops accepting and waits up to `drain` for open
-/// connections to finish their requests. Returns false if some connection
-/// had to be abandoned at the deadline.
-pub async fn serve<H, F>(
+/// becomes true, then stops accepting and waits up to `limits.drain` for
+/// open connections to finish their requests. Returns false if some
+/// connection had to be abandoned at the deadline.
+pub async fn serve<H, F, B>(
     listener: TcpListener,
     handler: H,
     mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
+    limits: Limits,
 ) -> bool
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
+    let open = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(pair) => pair,
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
                     Err(error) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(%error, "Accept failed.");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
+                };
+                let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                    refuse(stream);
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
@@ -61,15 +108,23 @@ where
                 let connection = graceful.watch(connection.into_owned());
                 tokio::spawn(async move {
                     let _ = connection.await;
+                    drop(permit);
                 });
             }
             _ = stop_requested(&mut shutdown) => break,
         }
     }
     drop(listener);
-    tokio::time::timeout(drain, graceful.shutdown())
+    tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_ok()
+}
+
+/// Answers a connection over the limit with a 503 (if its socket buffer
+/// takes it at once) and closes it.
+fn refuse(stream: TcpStream) {
+    tracing::debug!("Connection refused: server.max_connections reached.");
+    let _ = stream.try_write(OVER_CAPACITY);
 }
 
 /// Completes once `shutdown` holds `true` (or its sender is gone). The

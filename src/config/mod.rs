@@ -49,6 +49,10 @@ const MAX_BATCH_EVENTS_LIMIT: usize = 2500;
 /// request limit.
 const MAX_BATCH_BYTES_RANGE: (usize, usize) = (1000, 500_000);
 const MAX_IN_FLIGHT_LIMIT: usize = 64;
+/// Largest `server.max_connections`.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+/// Smallest `store.max_database_bytes` (1 MB): the schema alone takes pages.
+const MIN_DATABASE_BYTES: u64 = 1_000_000;
 
 /// Why a configuration was rejected. Every variant is a usage/config error
 /// (exit code 2); the variants exist for messages, not for branching. No
@@ -155,6 +159,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_server(&self.server)?;
         validate_dispatch(&self.dispatch)?;
+        validate_store(&self.store)?;
         validate_url("launchdarkly.events_url", &self.launchdarkly.events_url)?;
         validate_url("segment.api_url", &self.segment.api_url)?;
         validate_names(self)?;

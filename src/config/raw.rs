@@ -30,6 +30,9 @@ pub(super) struct Server {
     pub max_request_bytes: Option<usize>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub log_filter: Option<String>,
+    pub header_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -39,6 +42,7 @@ pub(super) struct Store {
     pub retain: Option<Spanned<String>>,
     pub synchronous: Option<Synchronous>,
     pub busy_timeout: Option<Spanned<String>>,
+    pub max_database_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -67,6 +67,17 @@ impl Resolver<'_> {
                 },
                 None => None,
             },
+            header_timeout: self.duration_or(
+                raw.header_timeout,
+                "server.header_timeout",
+                d.header_timeout,
+            )?,
+            body_timeout: self.duration_or(
+                raw.body_timeout,
+                "server.body_timeout",
+                d.body_timeout,
+            )?,
+            max_connections: raw.max_connections.unwrap_or(d.max_connections),
         })
     }
 
@@ -81,6 +92,7 @@ impl Resolver<'_> {
                 "store.busy_timeout",
                 d.busy_timeout,
             )?,
+            max_database_bytes: raw.max_database_bytes,
         })
     }
 

@@ -51,6 +51,15 @@ pub struct ServerConfig {
     /// Log filter (tracing `EnvFilter` syntax), applied at start and on
     /// SIGHUP unless `LDBRIDGE_LOG` is set (extension).
     pub log_filter: Option<String>,
+    /// How long a client may take to send a request's headers, and how long
+    /// a keep-alive connection may sit idle between requests (extension).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body once its headers
+    /// are in; slower clients get 408 (extension).
+    pub body_timeout: Duration,
+    /// Open connections per listener; connections beyond it are answered
+    /// 503 and closed at once (extension).
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +71,9 @@ impl Default for ServerConfig {
             max_request_bytes: 512_000,
             shutdown_timeout: Duration::from_secs(10),
             log_filter: None,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
         }
     }
 }
@@ -99,6 +111,10 @@ pub struct StoreConfig {
     pub synchronous: Synchronous,
     /// SQLite busy timeout (extension).
     pub busy_timeout: Duration,
+    /// Ingest stops taking new events (503) when the database file would
+    /// grow past this many bytes; delivery, which needs a little room for its
+    /// bookkeeping, is not capped. `None`: no cap (extension).
+    pub max_database_bytes: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -108,6 +124,7 @@ impl Default for StoreConfig {
             retain: Duration::from_secs(7 * 24 * 3600),
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
+            max_database_bytes: None,
         }
     }
 }

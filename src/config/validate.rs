@@ -21,10 +21,28 @@ pub(super) fn validate_server(server: &ServerConfig) -> Result<(), ConfigError> 
             ),
         ));
     }
+    check_positive("server.header_timeout", server.header_timeout)?;
+    check_positive("server.body_timeout", server.body_timeout)?;
+    check_range(
+        "server.max_connections",
+        server.max_connections,
+        1,
+        MAX_CONNECTIONS_LIMIT,
+    )?;
     match server.admin_listen {
         Some(addr) if !addr.ip().is_loopback() && server.admin_token.is_none() => Err(invalid(
             "server.admin_token",
             format!("required because server.admin_listen ({addr}) is not a loopback address"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn validate_store(store: &StoreConfig) -> Result<(), ConfigError> {
+    match store.max_database_bytes {
+        Some(bytes) if bytes < MIN_DATABASE_BYTES => Err(invalid(
+            "store.max_database_bytes",
+            format!("{bytes} is too small (minimum {MIN_DATABASE_BYTES})"),
         )),
         _ => Ok(()),
     }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
     body::Incoming,
-    header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER},
+    header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER},
     Method, Request, Response, StatusCode,
 };
 use serde_json::json;
@@ -160,7 +160,19 @@ impl Ingest {
         let config = self.config.get();
         let received_at = clock::now_ms();
         let (parts, incoming) = request.into_parts();
-        let bytes = body::read(&parts.headers, incoming, config.server.max_request_bytes).await?;
+        let read = body::read(&parts.headers, incoming, config.server.max_request_bytes);
+        let bytes = tokio::time::timeout(config.server.body_timeout, read)
+            .await
+            .map_err(|_| {
+                Refusal::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within server.body_timeout ({})",
+                        humantime::format_duration(config.server.body_timeout)
+                    ),
+                )
+            })??;
         let batch = parse(&parts.headers, &bytes, &config, received_at)?;
         let (source, events) = (batch.source.clone(), batch.events.len());
         self.commit(batch).await?;
@@ -208,6 +220,12 @@ fn refusal(refused: &Refusal) -> Response<Full<Bytes>> {
         "error": refused.message,
     });
     let mut response = json_response(refused.status, body.to_string());
+    if refused.status == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body may still be on its way: do not reuse.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     if refused.status == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()

@@ -95,6 +95,10 @@ pub struct StoreOptions {
     pub synchronous_full: bool,
     /// How long a statement waits for another writer (CLI, dispatcher).
     pub busy_timeout: Duration,
+    /// How large the ingest writer may grow the file (`None`: no cap). Other
+    /// connections are not capped, so delivery bookkeeping continues when
+    /// ingest is full.
+    pub ingest_cap_bytes: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -102,6 +106,7 @@ impl Default for StoreOptions {
         StoreOptions {
             synchronous_full: true,
             busy_timeout: Duration::from_secs(5),
+            ingest_cap_bytes: None,
         }
     }
 }
@@ -146,6 +151,7 @@ pub struct Store {
     pool: SqlitePool,
     options: SqliteConnectOptions,
     busy_timeout: Duration,
+    ingest_cap_bytes: Option<u64>,
 }
 
 impl Store {
@@ -163,6 +169,7 @@ impl Store {
             pool,
             options: connect,
             busy_timeout: options.busy_timeout,
+            ingest_cap_bytes: options.ingest_cap_bytes,
         })
     }
 
@@ -175,6 +182,28 @@ impl Store {
     /// How long a write may wait for another writer's lock.
     pub fn busy_timeout(&self) -> Duration {
         self.busy_timeout
+    }
+
+    /// The ingest writer's size cap (`store.max_database_bytes`).
+    pub(crate) fn ingest_cap_bytes(&self) -> Option<u64> {
+        self.ingest_cap_bytes
+    }
+
+    /// Bytes ingest may still add under `store.max_database_bytes`, counting
+    /// free pages as room; `None` when there is no cap.
+    pub async fn ingest_room(&self) -> Result<Option<u64>, StoreError> {
+        let Some(cap) = self.ingest_cap_bytes else {
+            return Ok(None);
+        };
+        let (pages, free, page_size): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT page_count FROM pragma_page_count), \
+                    (SELECT freelist_count FROM pragma_freelist_count), \
+                    (SELECT page_size FROM pragma_page_size)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let used = (pages - free).max(0) as u64 * page_size.max(0) as u64;
+        Ok(Some(cap.saturating_sub(used)))
     }
 
     pub(crate) fn pool(&self) -> &SqlitePool {

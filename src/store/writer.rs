@@ -76,6 +76,9 @@ struct Job {
 #[derive(Clone, Debug)]
 pub struct Writer {
     queue: mpsc::Sender<Job>,
+    /// The last commit's failure (when, in ms, and why), cleared by the next
+    /// commit that succeeds.
+    failure: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 }
 
 impl std::fmt::Debug for Job {
@@ -118,10 +121,22 @@ impl Writer {
         sqlx::query("PRAGMA busy_timeout = 2")
             .execute(&mut conn)
             .await?;
+        if let Some(cap) = store.ingest_cap_bytes() {
+            // SQLite refuses to grow the file past this (SQLITE_FULL): the
+            // commit fails, nothing is acknowledged, and the answer is 503.
+            let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+                .fetch_one(&mut conn)
+                .await?;
+            let pages = cap / page_size.max(512) as u64;
+            sqlx::query(AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
+                .execute(&mut conn)
+                .await?;
+        }
         let budget = store.busy_timeout();
         let (queue, jobs) = mpsc::channel(queue_len.max(1));
-        let task = tokio::spawn(run(conn, jobs, on_commit, budget));
-        Ok((Writer { queue }, task))
+        let failure = Arc::default();
+        let task = tokio::spawn(run(conn, jobs, on_commit, budget, Arc::clone(&failure)));
+        Ok((Writer { queue, failure }, task))
     }
 
     /// Queues `batch` and waits until it is committed. Returns how many
@@ -145,6 +160,14 @@ impl Writer {
 }
 
 impl Writer {
+    /// When and why the last commit failed, unless one has succeeded since.
+    pub fn last_failure(&self) -> Option<(i64, String)> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     /// Proves the writer is alive and committing: an empty transaction
     /// through its queue (waiting for room, unlike `submit`).
     pub async fn ping(&self) -> Result<(), WriteError> {
@@ -170,6 +193,7 @@ async fn run(
     mut jobs: mpsc::Receiver<Job>,
     on_commit: impl Fn(CommitStats),
     budget: std::time::Duration,
+    failure: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut events = first.batch.events.len();
@@ -191,6 +215,12 @@ async fn run(
             duration: started.elapsed(),
             ok: result.is_ok(),
         });
+        *failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = match &result {
+            Ok(_) => None,
+            Err(error) => Some((crate::clock::now_ms(), error.to_string())),
+        };
         match result {
             Ok(counts) => {
                 for (job, committed) in group.into_iter().zip(counts) {

@@ -12,13 +12,13 @@ use serde_json::{json, Value};
 use crate::helpers::{basic, fixture, fixture_json, spawn_app, spawn_app_with, TestApp};
 
 /// How an SDK posts: path, credential header, schema header.
-struct Sdk {
+pub struct Sdk {
     path: String,
     authorization: Option<String>,
     schema: &'static str,
 }
 
-fn server() -> Sdk {
+pub fn server() -> Sdk {
     Sdk {
         path: "/bulk".to_owned(),
         authorization: Some(SDK_KEY.to_owned()),
@@ -34,7 +34,7 @@ fn browser() -> Sdk {
     }
 }
 
-async fn post_ld(
+pub async fn post_ld(
     app: &TestApp,
     sdk: &Sdk,
     payload_id: Option<&str>,

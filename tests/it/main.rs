@@ -4,6 +4,7 @@
 //! - `helpers`: spawn_app, posting, waiting, fixture loading
 //! - `segment_ingest`: every way a Segment library posts, and every refusal
 //! - `delivery`: retries, splits, failures and the attempt log
+//! - `faults`: the receiver fault matrix, and memory through failures
 //! - `launchdarkly`: LaunchDarkly SDK traffic, mapped to Segment and relayed unchanged
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
@@ -12,6 +13,7 @@
 //! - `tls`: delivery over HTTPS
 
 mod delivery;
+mod faults;
 mod helpers;
 mod launchdarkly;
 mod operator;

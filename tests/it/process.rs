@@ -23,7 +23,7 @@ pub fn binary() -> &'static str {
 }
 
 /// Writes a config file; the write key travels as `env:` like in production.
-fn write_config(dir: &Path, receiver: &Receiver, schedule: &str) -> PathBuf {
+pub fn write_config(dir: &Path, receiver: &Receiver, schedule: &str) -> PathBuf {
     let path = dir.join("ldbridge.toml");
     let text = format!(
         r#"
@@ -159,7 +159,7 @@ impl Daemon {
 
 /// Posts a batch of uniquely named track events; returns their names once
 /// acknowledged.
-async fn post_events(addr: SocketAddr, prefix: &str, count: usize) -> Vec<String> {
+pub async fn post_events(addr: SocketAddr, prefix: &str, count: usize) -> Vec<String> {
     let names: Vec<String> = (0..count).map(|n| format!("{prefix}-{n}")).collect();
     let batch: Vec<Value> = names
         .iter()
