@@ -100,14 +100,18 @@ where
                 };
                 let _ = stream.set_nodelay(true);
                 let handler = handler.clone();
-                let service = service_fn(move |request| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(request).await) }
-                });
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let _ = connection.await;
+                    if !opening_arrives(&stream, limits.header_timeout).await {
+                        return;
+                    }
+                    let service = service_fn(move |request| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(handler(request).await) }
+                    });
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection.into_owned()).await;
                     drop(permit);
                 });
             }
@@ -118,6 +122,30 @@ where
     tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_ok()
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits (up to `timeout`) until a new connection has sent enough to tell
+/// HTTP/1 from HTTP/2; false if it sent nothing in time or closed. hyper's
+/// own header timeout only starts after that, so without this a client that
+/// connects and stays silent would hold its slot forever.
+async fn opening_arrives(stream: &TcpStream, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut opening = [0u8; H2_PREFACE.len()];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.peek(&mut opening)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) if n == H2_PREFACE.len() || opening[..n] != H2_PREFACE[..n] => return true,
+            // Part of the HTTP/2 preface: peek returns at once until more
+            // arrives, so wait a little between looks.
+            Ok(Ok(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(Ok(_)) => return false,
+        }
+    }
 }
 
 /// Answers a connection over the limit with a 503 (if its socket buffer

@@ -70,10 +70,109 @@ pub fn is_browser(endpoint: &Endpoint) -> bool {
     endpoint.kind == LdEndpoint::Client
 }
 
-/// The fields ingest looks at; everything else is kept verbatim.
-#[derive(Deserialize)]
+/// The fields ingest looks at (`kind`); everything else is kept verbatim,
+/// but checked to be JSON the mappers can read later: every number in range
+/// (`1e400` is refused) and every string escape valid, which skimming with
+/// `IgnoredAny` does not check.
 struct Probe {
     kind: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Probe;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Probe, A::Error> {
+                let mut kind = None;
+                while let Some(IsKind(is_kind)) = map.next_key()? {
+                    if is_kind {
+                        kind = map.next_value()?;
+                    } else {
+                        map.next_value::<Checked>()?;
+                    }
+                }
+                Ok(Probe { kind })
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// Whether an object key is `kind` (without allocating the key).
+struct IsKind(bool);
+
+impl<'de> Deserialize<'de> for IsKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl serde::de::Visitor<'_> for Key {
+            type Value = IsKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<IsKind, E> {
+                Ok(IsKind(key == "kind"))
+            }
+        }
+        deserializer.deserialize_str(Key)
+    }
+}
+
+/// Any JSON value, read in full and dropped.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Any;
+        impl<'de> serde::de::Visitor<'de> for Any {
+            type Value = Checked;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_unit<E>(self) -> Result<Checked, E> {
+                Ok(Checked)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Checked, A::Error> {
+                while seq.next_element::<Checked>()?.is_some() {}
+                Ok(Checked)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Checked, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, Checked>()?
+                    .is_some()
+                {}
+                Ok(Checked)
+            }
+        }
+        deserializer.deserialize_any(Any)
+    }
 }
 
 /// Authenticates, validates and splits one request into events. Nothing is
@@ -194,8 +293,13 @@ fn invalid_json(error: &serde_json::Error) -> Refusal {
 /// The `kind` of one event, or the refusal naming where it is missing.
 /// `label` is `[i]` for an element of a payload, `body` for a diagnostic.
 fn kind_of(raw: &RawValue, label: &str) -> Result<String, Refusal> {
-    let probe: Probe = serde_json::from_str(raw.get())
-        .map_err(|_| Refusal::bad_request(format!("{label}: must be a JSON object")))?;
+    let probe: Probe = serde_json::from_str(raw.get()).map_err(|error| {
+        if raw.get().starts_with('{') {
+            Refusal::bad_request(format!("{label}: {error}"))
+        } else {
+            Refusal::bad_request(format!("{label}: must be a JSON object"))
+        }
+    })?;
     match probe.kind {
         Some(serde_json::Value::String(kind)) if !kind.is_empty() => Ok(kind),
         _ => Err(Refusal::bad_request(format!(

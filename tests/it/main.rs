@@ -5,6 +5,7 @@
 //! - `segment_ingest`: every way a Segment library posts, and every refusal
 //! - `delivery`: retries, splits, failures and the attempt log
 //! - `faults`: the receiver fault matrix, and memory through failures
+//! - `hostile`: malformed, huge and nested bodies, slow clients, idle floods
 //! - `launchdarkly`: LaunchDarkly SDK traffic, mapped to Segment and relayed unchanged
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
@@ -15,6 +16,7 @@
 mod delivery;
 mod faults;
 mod helpers;
+mod hostile;
 mod launchdarkly;
 mod operator;
 mod process;
