@@ -331,3 +331,17 @@ pub fn refuse_event(receiver: &Receiver, key: &'static str, status: u16) {
         }))
     });
 }
+
+/// `PRAGMA integrity_check` of the database at `path`: "ok" when sound.
+pub async fn integrity_check(path: &std::path::Path) -> String {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.join("; ")
+}

@@ -3,6 +3,7 @@
 //!
 //! - `helpers`: spawn_app, posting, waiting, fixture loading
 //! - `segment_ingest`: every way a Segment library posts, and every refusal
+//! - `crash`: 20 random SIGKILLs under load; every acknowledged event arrives
 //! - `delivery`: retries, splits, failures and the attempt log
 //! - `faults`: the receiver fault matrix, and memory through failures
 //! - `hostile`: malformed, huge and nested bodies, slow clients, idle floods
@@ -13,6 +14,7 @@
 //! - `systemd`: sd_notify, SIGHUP reload, SIGTERM under load
 //! - `tls`: delivery over HTTPS
 
+mod crash;
 mod delivery;
 mod faults;
 mod helpers;
