@@ -162,6 +162,18 @@ impl Store {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
+            // A COMMIT that fails in I/O (read-only file, full disk) leaves
+            // sqlx counting the connection as inside a transaction (its
+            // ROLLBACK then fails: SQLite already rolled back), and every
+            // later BEGIN on it fails. Such a connection is closed, not
+            // reused. The ping first runs any rollback a dropped transaction
+            // queued.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(connect.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;

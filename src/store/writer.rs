@@ -107,35 +107,16 @@ impl Writer {
         queue_len: usize,
         on_commit: impl Fn(CommitStats) + Send + 'static,
     ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
-        let mut conn = store.dedicated_connection().await?;
-        // Checkpoints never run inside an ingest commit (they would delay its
-        // acknowledgement by the time it takes to copy and fsync the WAL):
-        // `Store::checkpoint` runs them in the background instead.
-        sqlx::query("PRAGMA wal_autocheckpoint = 0")
-            .execute(&mut conn)
-            .await?;
-        // SQLite's busy handler backs off to 100 ms sleeps and can miss the
-        // short gaps another writer (retention, the CLI) leaves between its
-        // transactions; the writer polls every millisecond itself instead
-        // (`begin`), up to the configured busy timeout.
-        sqlx::query("PRAGMA busy_timeout = 2")
-            .execute(&mut conn)
-            .await?;
-        if let Some(cap) = store.ingest_cap_bytes() {
-            // SQLite refuses to grow the file past this (SQLITE_FULL): the
-            // commit fails, nothing is acknowledged, and the answer is 503.
-            let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-                .fetch_one(&mut conn)
-                .await?;
-            let pages = cap / page_size.max(512) as u64;
-            sqlx::query(AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
-                .execute(&mut conn)
-                .await?;
-        }
-        let budget = store.busy_timeout();
+        let conn = connect(store).await?;
         let (queue, jobs) = mpsc::channel(queue_len.max(1));
         let failure = Arc::default();
-        let task = tokio::spawn(run(conn, jobs, on_commit, budget, Arc::clone(&failure)));
+        let task = tokio::spawn(run(
+            store.clone(),
+            conn,
+            jobs,
+            on_commit,
+            Arc::clone(&failure),
+        ));
         Ok((Writer { queue, failure }, task))
     }
 
@@ -188,13 +169,48 @@ impl Writer {
     }
 }
 
+/// Opens the writer's own connection.
+async fn connect(store: &Store) -> Result<SqliteConnection, StoreError> {
+    let mut conn = store.dedicated_connection().await?;
+    // Checkpoints never run inside an ingest commit (they would delay its
+    // acknowledgement by the time it takes to copy and fsync the WAL):
+    // `Store::checkpoint` runs them in the background instead.
+    sqlx::query("PRAGMA wal_autocheckpoint = 0")
+        .execute(&mut conn)
+        .await?;
+    // SQLite's busy handler backs off to 100 ms sleeps and can miss the
+    // short gaps another writer (retention, the CLI) leaves between its
+    // transactions; the writer polls every millisecond itself instead
+    // (`begin`), up to the configured busy timeout.
+    sqlx::query("PRAGMA busy_timeout = 2")
+        .execute(&mut conn)
+        .await?;
+    if let Some(cap) = store.ingest_cap_bytes() {
+        // SQLite refuses to grow the file past this (SQLITE_FULL): the
+        // commit fails, nothing is acknowledged, and the answer is 503.
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&mut conn)
+            .await?;
+        let pages = cap / page_size.max(512) as u64;
+        sqlx::query(AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
+            .execute(&mut conn)
+            .await?;
+    }
+    Ok(conn)
+}
+
 async fn run(
-    mut conn: SqliteConnection,
+    store: Store,
+    conn: SqliteConnection,
     mut jobs: mpsc::Receiver<Job>,
     on_commit: impl Fn(CommitStats),
-    budget: std::time::Duration,
     failure: Arc<std::sync::Mutex<Option<(i64, String)>>>,
 ) {
+    let budget = store.busy_timeout();
+    // `None` after a failed commit: the connection is replaced before the
+    // next one, since a commit that fails in I/O (a read-only file, a full
+    // disk) can leave it stuck inside its transaction.
+    let mut conn = Some(conn);
     while let Some(first) = jobs.recv().await {
         let mut events = first.batch.events.len();
         let mut group = vec![first];
@@ -208,7 +224,22 @@ async fn run(
             }
         }
         let started = std::time::Instant::now();
-        let result = commit(&mut conn, &group, budget).await;
+        let open = match conn.take() {
+            Some(open) => Ok(open),
+            None => connect(&store).await.map_err(|error| error.to_string()),
+        };
+        let result = match open {
+            Ok(mut open) => {
+                let result = commit(&mut open, &group, budget).await;
+                if result.is_ok() {
+                    conn = Some(open);
+                } else {
+                    let _ = open.close().await;
+                }
+                result.map_err(|error| error.to_string())
+            }
+            Err(error) => Err(error),
+        };
         on_commit(CommitStats {
             requests: group.len(),
             events,
@@ -219,7 +250,7 @@ async fn run(
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = match &result {
             Ok(_) => None,
-            Err(error) => Some((crate::clock::now_ms(), error.to_string())),
+            Err(error) => Some((crate::clock::now_ms(), error.clone())),
         };
         match result {
             Ok(counts) => {
@@ -229,14 +260,15 @@ async fn run(
             }
             Err(error) => {
                 tracing::warn!(%error, requests = group.len(), "Ingest commit failed; requests refused.");
-                let message = error.to_string();
                 for job in group {
-                    let _ = job.reply.send(Err(WriteError::Commit(message.clone())));
+                    let _ = job.reply.send(Err(WriteError::Commit(error.clone())));
                 }
             }
         }
     }
-    let _ = conn.close().await;
+    if let Some(conn) = conn {
+        let _ = conn.close().await;
+    }
 }
 
 /// Whether `error` is SQLITE_BUSY (any extended form): another connection
