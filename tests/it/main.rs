@@ -11,6 +11,7 @@
 //! - `launchdarkly`: LaunchDarkly SDK traffic, mapped to Segment and relayed unchanged
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
+//! - `properties`: proptest of both parsers and all mappers
 //! - `process`: the real binary: SIGKILL and restart, SIGTERM, CLI, demo
 //! - `systemd`: sd_notify, SIGHUP reload, SIGTERM under load
 //! - `tls`: delivery over HTTPS
@@ -24,6 +25,7 @@ mod hostile;
 mod launchdarkly;
 mod operator;
 mod process;
+mod properties;
 mod segment_ingest;
 mod systemd;
 mod tls;
