@@ -151,7 +151,19 @@ impl Daemon {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }
+}
 
+/// A test that fails part-way must not leave its daemon running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Daemon {
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
