@@ -74,87 +74,80 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-/// A Segment-shaped message: a type (known or not) and any of the fields
-/// Segment defines, each holding any JSON value.
-fn segment_message() -> impl Strategy<Value = Value> {
-    let fields = [
-        "userId",
-        "anonymousId",
-        "event",
-        "properties",
-        "traits",
-        "timestamp",
-        "messageId",
-        "context",
-        "previousId",
-        "groupId",
-        "name",
-        "integrations",
-        "sentAt",
-    ];
+/// An object whose `tag` field is one of `known` (or any JSON value) and
+/// which has any of `fields`, each holding any JSON value.
+fn shaped(
+    tag: &'static str,
+    known: &'static [&'static str],
+    fields: &'static [&'static str],
+) -> impl Strategy<Value = Value> {
     (
         prop_oneof![
-            Just(Value::from("track")),
-            Just(Value::from("identify")),
-            Just(Value::from("page")),
-            Just(Value::from("screen")),
-            Just(Value::from("group")),
-            Just(Value::from("alias")),
+            prop::sample::select(known).prop_map(Value::from),
             json_value(),
         ],
-        prop::collection::vec((prop::sample::select(fields.to_vec()), json_value()), 0..8),
+        prop::collection::vec((prop::sample::select(fields), json_value()), 0..8),
     )
-        .prop_map(|(kind, fields)| {
-            let mut message = Map::new();
-            message.insert("type".to_owned(), kind);
+        .prop_map(move |(kind, fields)| {
+            let mut object = Map::new();
+            object.insert(tag.to_owned(), kind);
             for (name, value) in fields {
-                message.insert(name.to_owned(), value);
+                object.insert(name.to_owned(), value);
             }
-            Value::Object(message)
+            Value::Object(object)
         })
 }
 
-/// A LaunchDarkly-shaped event: a kind (known or not) and any of the fields
-/// the SDKs send, each holding any JSON value.
-fn ld_event() -> impl Strategy<Value = Value> {
-    let fields = [
-        "key",
-        "creationDate",
-        "context",
-        "contextKeys",
-        "data",
-        "metricValue",
-        "url",
-        "value",
-        "version",
-        "variation",
-        "default",
-        "reason",
-        "user",
-        "userKey",
-        "prereqOf",
-    ];
-    (
-        prop_oneof![
-            Just(Value::from("feature")),
-            Just(Value::from("custom")),
-            Just(Value::from("click")),
-            Just(Value::from("pageview")),
-            Just(Value::from("identify")),
-            Just(Value::from("index")),
-            Just(Value::from("summary")),
-            json_value(),
+/// A Segment-shaped message: a type (known or not) and any of the fields
+/// Segment defines.
+fn segment_message() -> impl Strategy<Value = Value> {
+    shaped(
+        "type",
+        &["track", "identify", "page", "screen", "group", "alias"],
+        &[
+            "userId",
+            "anonymousId",
+            "event",
+            "properties",
+            "traits",
+            "timestamp",
+            "messageId",
+            "context",
+            "previousId",
+            "groupId",
+            "name",
+            "integrations",
+            "sentAt",
         ],
-        prop::collection::vec((prop::sample::select(fields.to_vec()), json_value()), 0..8),
     )
-        .prop_map(|(kind, fields)| {
-            let mut event = Map::new();
-            event.insert("kind".to_owned(), kind);
-            for (name, value) in fields {
-                event.insert(name.to_owned(), value);
-            }
-            Value::Object(event)
-        })
+}
+
+/// A LaunchDarkly-shaped event: a kind (known or not) and any of the fields
+/// the SDKs send.
+fn ld_event() -> impl Strategy<Value = Value> {
+    shaped(
+        "kind",
+        &[
+            "feature", "custom", "click", "pageview", "identify", "index", "summary",
+        ],
+        &[
+            "key",
+            "creationDate",
+            "context",
+            "contextKeys",
+            "data",
+            "metricValue",
+            "url",
+            "value",
+            "version",
+            "variation",
+            "default",
+            "reason",
+            "user",
+            "userKey",
+            "prereqOf",
+        ],
+    )
 }
 
 fn assert_refusal_is_4xx(refused: &Refusal) {
