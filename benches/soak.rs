@@ -318,12 +318,23 @@ async fn main() {
         let elapsed = started.elapsed().as_secs();
         if elapsed >= next_purge {
             next_purge += 60;
-            let _ = tokio::process::Command::new(env!("CARGO_BIN_EXE_ldbridge"))
+            // In the background: the load must not pause while it runs.
+            let purge = tokio::process::Command::new(env!("CARGO_BIN_EXE_ldbridge"))
                 .arg("--config")
                 .arg(&config)
                 .args(["purge", "--older-than", "1m"])
-                .output()
-                .await;
+                .output();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                if let Ok(output) = purge.await {
+                    let text = String::from_utf8_lossy(&output.stdout);
+                    let first = text.lines().next().unwrap_or_default().to_owned();
+                    println!(
+                        "      retention: {first} ({:.1} s)",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            });
         }
         if elapsed >= next_sample {
             next_sample += 10;
