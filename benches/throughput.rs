@@ -21,7 +21,8 @@
 //! single connection sends 1/20 of the requests), BENCH_OPEN_RATE [5000]
 //! and BENCH_OPEN_SECONDS [10] for the open loop, BENCH_DISPATCH_EVENTS
 //! [200000] per route, BENCH_E2E_RATE [30000] events/s and BENCH_E2E_SECONDS
-//! [30].
+//! [30]. BENCH_PHASES [ingest,dispatch,e2e] picks phases (the ceiling
+//! always runs); BENCH_KEEP_SEED=/path/prefix keeps the seeded databases.
 
 #[path = "throughput/fixtures.rs"]
 mod fixtures;
@@ -234,8 +235,14 @@ async fn ingest(dir: &Path, sizes: &Sizes, ceiling: f64, peak: &mut f64) {
             let requests = (requests / scale).max(connections);
             let (bodies, bytes) = fixtures::bodies(kind, next, requests);
             next += requests * 100;
+            let cpu = daemon.cpu_seconds();
             let result = load::closed(&target, bodies, connections).await;
+            let cpu = daemon.cpu_seconds() - cpu;
             let name = format!("{name}, {connections} conn");
+            row(
+                &format!("{name}: daemon CPU per event (µs)"),
+                format!("{:.1}", cpu * 1e6 / result.events.max(1) as f64),
+            );
             if kind == Kind::SegmentTrack {
                 report(&name, "requests", &result);
             } else {
@@ -306,6 +313,10 @@ async fn dispatch(root: &Path, sizes: &Sizes, peak: &mut f64) {
     ] {
         let seeded = root.join(format!("seed-{route}"));
         let events = seed(&seeded, kind, sizes.dispatch_events, peak).await;
+        if let Ok(keep) = std::env::var("BENCH_KEEP_SEED") {
+            // For looking inside (sqlite3 `dbstat`): where do the bytes go?
+            let _ = std::fs::copy(seeded.join("ldbridge.db"), format!("{keep}-{route}.db"));
+        }
         for delay in [Duration::ZERO, Duration::from_millis(50)] {
             let dir = root.join(format!("dispatch-{route}-{}", delay.as_millis()));
             std::fs::create_dir_all(&dir).unwrap();
@@ -459,10 +470,17 @@ async fn main() {
         "ceiling: raw insert, one transaction (events/s)",
         format!("{ceiling:.0}"),
     );
-    ingest(&root.join("ingest"), &sizes, ceiling, &mut peak).await;
-    let _ = std::fs::remove_dir_all(root.join("ingest"));
-    dispatch(&root, &sizes, &mut peak).await;
-    end_to_end(&root.join("e2e"), &sizes, &mut peak).await;
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "ingest,dispatch,e2e".into());
+    if phases.contains("ingest") {
+        ingest(&root.join("ingest"), &sizes, ceiling, &mut peak).await;
+        let _ = std::fs::remove_dir_all(root.join("ingest"));
+    }
+    if phases.contains("dispatch") {
+        dispatch(&root, &sizes, &mut peak).await;
+    }
+    if phases.contains("e2e") {
+        end_to_end(&root.join("e2e"), &sizes, &mut peak).await;
+    }
     row("daemon peak RSS, whole run (MB)", format!("{peak:.1}"));
     let _ = std::fs::remove_dir_all(&root);
 }
