@@ -205,13 +205,15 @@ fn report_size(name: &str, dir: &Path, events: usize, raw: usize) {
     );
 }
 
-/// Phase 2: every ingest endpoint at every connection count, then the
-/// open loop, and the database size per event.
+/// Phase 2: the open loop on a quiet daemon, every ingest endpoint at every
+/// connection count, the open loop again (the WAL now has a checkpoint
+/// backlog), and the database size per event.
 async fn ingest(dir: &Path, sizes: &Sizes, ceiling: f64, peak: &mut f64) {
     let (launchdarkly, segment) = receivers(Duration::ZERO).await;
     let daemon = start_daemon(dir, NEVER, &launchdarkly.url(), &segment.url());
     let target = Target::new(&daemon.addr);
-    let (mut next, mut stored, mut raw) = (0, 0, 0);
+    let mut next = 0;
+    let (mut stored_total, mut raw_total) = open_loop(&target, sizes, "quiet", &mut next).await;
     for &connections in &sizes.connections {
         // One connection waits for an fsync per request: a smaller run.
         let scale = if connections == 1 { 20 } else { 1 };
@@ -252,26 +254,33 @@ async fn ingest(dir: &Path, sizes: &Sizes, ceiling: f64, peak: &mut f64) {
                     format!("{:.2}", result.rate() / ceiling),
                 );
             }
-            stored += result.events;
-            raw += bytes;
+            stored_total += result.events;
+            raw_total += bytes;
         }
     }
-    let requests = sizes.open_rate * sizes.open_seconds;
-    let (bodies, bytes) = fixtures::bodies(Kind::SegmentTrack, next, requests);
-    let result = load::open(&target, bodies, sizes.open_rate as f64).await;
-    let name = format!(
-        "Segment /v1/track open loop at {} req/s offered",
-        sizes.open_rate
-    );
-    report(&name, "requests", &result);
-    stored += result.events;
-    raw += bytes;
+    let (stored, raw) = open_loop(&target, sizes, "after the bursts", &mut next).await;
+    (stored_total, raw_total) = (stored_total + stored, raw_total + raw);
     row(
         "daemon peak RSS, ingest phase (MB)",
         format!("{:.1}", daemon.peak_rss_mb()),
     );
     stop(daemon, peak);
-    report_size("mixed ingest, undelivered", dir, stored, raw);
+    report_size("mixed ingest, undelivered", dir, stored_total, raw_total);
+}
+
+/// Single `/v1/track` requests at a fixed arrival rate; `when` names the
+/// daemon's state. Returns the events stored and their raw JSON bytes.
+async fn open_loop(target: &Target, sizes: &Sizes, when: &str, next: &mut usize) -> (usize, usize) {
+    let requests = sizes.open_rate * sizes.open_seconds;
+    let (bodies, bytes) = fixtures::bodies(Kind::SegmentTrack, *next, requests);
+    *next += requests * 100;
+    let result = load::open(target, bodies, sizes.open_rate as f64).await;
+    let name = format!(
+        "Segment /v1/track open loop, {} req/s offered, {when}",
+        sizes.open_rate
+    );
+    report(&name, "requests", &result);
+    (result.events, bytes)
 }
 
 /// Ingests `events` events of `kind` into a fresh database in `dir` and
