@@ -22,7 +22,8 @@
 //! and BENCH_OPEN_SECONDS [10] for the open loop, BENCH_DISPATCH_EVENTS
 //! [200000] per route, BENCH_E2E_RATE [30000] events/s and BENCH_E2E_SECONDS
 //! [30]. BENCH_PHASES [ingest,dispatch,e2e] picks phases (the ceiling
-//! always runs); BENCH_KEEP_SEED=/path/prefix keeps the seeded databases.
+//! always runs); BENCH_KEEP_SEED=/path/prefix keeps the seeded databases;
+//! BENCH_DEBUG prints the open loop's slowest requests and when they were due.
 
 #[path = "throughput/fixtures.rs"]
 mod fixtures;
@@ -258,6 +259,11 @@ async fn ingest(dir: &Path, sizes: &Sizes, ceiling: f64, peak: &mut f64) {
             raw_total += bytes;
         }
     }
+    let wal = std::fs::metadata(dir.join("ldbridge.db-wal")).map_or(0, |m| m.len());
+    row(
+        "WAL size after the bursts (MB)",
+        format!("{:.0}", wal as f64 / 1e6),
+    );
     let (stored, raw) = open_loop(&target, sizes, "after the bursts", &mut next).await;
     (stored_total, raw_total) = (stored_total + stored, raw_total + raw);
     row(
@@ -274,13 +280,22 @@ async fn open_loop(target: &Target, sizes: &Sizes, when: &str, next: &mut usize)
     let requests = sizes.open_rate * sizes.open_seconds;
     let (bodies, bytes) = fixtures::bodies(Kind::SegmentTrack, *next, requests);
     *next += requests * 100;
+    // Earlier phases leave the kernel writing back hundreds of MB of dirty
+    // pages, which stalls the daemon's fsyncs for tens of ms; start with
+    // them on disk so the figure is the daemon's own.
+    let _ = std::process::Command::new("sync").status();
+    // Warm-up, not counted: the first requests after a pause stall once for
+    // up to ~80 ms (seen at the start of every open loop without it).
+    let (warm_bodies, warm_raw) = fixtures::bodies(Kind::SegmentTrack, *next, 1000);
+    *next += 1000 * 100;
+    let warm = load::closed(target, warm_bodies, 16).await;
     let result = load::open(target, bodies, sizes.open_rate as f64).await;
     let name = format!(
         "Segment /v1/track open loop, {} req/s offered, {when}",
         sizes.open_rate
     );
     report(&name, "requests", &result);
-    (result.events, bytes)
+    (result.events + warm.events, bytes + warm_raw)
 }
 
 /// Ingests `events` events of `kind` into a fresh database in `dir` and

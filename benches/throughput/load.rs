@@ -194,5 +194,13 @@ pub async fn open(target: &Target, bodies: Vec<Body>, rate: f64) -> LoadResult {
         result.add(task.await.unwrap());
     }
     result.elapsed = started.elapsed();
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        let mut slow: Vec<(usize, Duration)> =
+            result.latencies.iter().copied().enumerate().collect();
+        slow.sort_by_key(|(_, l)| std::cmp::Reverse(*l));
+        for (i, l) in slow.iter().take(8) {
+            eprintln!("slow: at {:.3}s {:?}", *i as f64 / rate, l);
+        }
+    }
     result
 }
