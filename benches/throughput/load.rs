@@ -146,6 +146,15 @@ pub async fn closed(target: &Target, bodies: Vec<Body>, connections: usize) -> L
                 let sent = Instant::now();
                 let ok = target.send(body).await;
                 latencies.push(sent.elapsed());
+                if std::env::var_os("BENCH_DEBUG").is_some()
+                    && sent.elapsed() > Duration::from_millis(200)
+                {
+                    eprintln!(
+                        "slow: sent at {:?} took {:?}",
+                        sent - started,
+                        sent.elapsed()
+                    );
+                }
                 if ok {
                     events += body.events;
                 } else {

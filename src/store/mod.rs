@@ -138,6 +138,12 @@ fn connect_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions 
         // Multi-row inserts come in a handful of shapes per table; keep them all.
         .statement_cache_capacity(256)
         .pragma("temp_store", "memory")
+        // No connection checkpoints inside its own commit: under ingest the
+        // WAL holds hundreds of MB, and a dispatcher commit that crossed the
+        // 1000-page mark copied all of it first. The daemon checkpoints in
+        // the background (`Store::checkpoint`); closing the last connection
+        // checkpoints too (the CLI).
+        .pragma("wal_autocheckpoint", "0")
         // After a checkpoint the WAL is cut back to 64 MB, so a burst does
         // not leave a large file behind.
         .pragma("journal_size_limit", "67108864")
