@@ -2,47 +2,59 @@
 //!
 //! Runs the real release binary as its own process (so its peak RSS is the
 //! daemon's alone) and drives it from here with a hyper keep-alive load
-//! generator. Prints one table; BENCHMARKS.md records the figures.
-//!
-//! Phases:
+//! generator (`throughput/load.rs`). Prints one table; BENCHMARKS.md records
+//! the figures. Phases:
 //! 1. ceiling: the same event rows committed by the store's writer in ONE
 //!    transaction (same pragmas, no HTTP);
-//! 2. durable ingest of Segment `/v1/batch` (100 events a request) and of
-//!    single `/v1/track` requests, from N concurrent connections;
-//! 3. dispatch: the stored events delivered to a loopback receiver that
-//!    answers 202 at once.
+//! 2. durable ingest of Segment `/v1/batch` (100 events a request),
+//!    LaunchDarkly `/bulk` (100 events) and single `/v1/track` requests at
+//!    each connection count (closed loop), then single requests at a fixed
+//!    arrival rate (open loop);
+//! 3. dispatch per route, alone, of a seeded database to a loopback receiver
+//!    that answers at once, and to one that answers after 50 ms;
+//! 4. end to end: mixed ingest at a fixed rate while both routes deliver,
+//!    sampling the age of the oldest undelivered event.
 //!
-//! Sizes come from the environment: BENCH_BATCH_REQUESTS (default 2000 =
-//! 200k events), BENCH_SINGLE_REQUESTS (default 40000), BENCH_CONNECTIONS
-//! (default 32).
+//! Sizes come from the environment (defaults in brackets):
+//! BENCH_BATCH_REQUESTS [2000] batched requests per endpoint and connection
+//! count, BENCH_SINGLE_REQUESTS [40000], BENCH_CONNECTIONS [1,32,256] (a
+//! single connection sends 1/20 of the requests), BENCH_OPEN_RATE [5000]
+//! and BENCH_OPEN_SECONDS [10] for the open loop, BENCH_DISPATCH_EVENTS
+//! [200000] per route, BENCH_E2E_RATE [30000] events/s and BENCH_E2E_SECONDS
+//! [30]. BENCH_PHASES [ingest,dispatch,e2e] picks phases (the ceiling
+//! always runs); BENCH_KEEP_SEED=/path/prefix keeps the seeded databases;
+//! BENCH_DEBUG prints the open loop's slowest requests and when they were due.
+
+#[path = "throughput/fixtures.rs"]
+mod fixtures;
+#[path = "throughput/load.rs"]
+mod load;
+
+mod common;
 
 use std::{
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{header, Request};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-mod common;
-
 use common::Daemon;
 use ldbridge::{
-    receiver::Receiver,
+    clock,
+    receiver::{Receiver, Reply},
     store::{
+        log::oldest_undelivered,
         writer::{IngestBatch, NewEvent, Writer},
         Protocol, Route, Store, StoreOptions,
     },
 };
-use serde_json::{json, Value};
+use load::{Body, Kind, LoadResult, Target};
 
-const WRITE_KEY: &str = "bench-write-key";
-const SDK_KEY: &str = "sdk-bench-0000";
+const NEVER: &str = "0 0 0 1 1 * 2099";
+const EVERY_SECOND: &str = "*/1 * * * * *";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -51,181 +63,65 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A realistic Segment track message (~560 bytes, like analytics-node's).
-fn message(n: usize) -> Value {
-    json!({
-        "type": "track",
-        "event": "Order Completed",
-        "userId": format!("user-{}", n % 5000),
-        "anonymousId": "3f1a8c2e-7b4d-4e9a-9c51-2d6e8f0a1b37",
-        "messageId": format!("bench-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f"),
-        "timestamp": "2024-05-14T09:31:27.412Z",
-        "properties": {"orderId": format!("ord_{n}"), "revenue": 84.5, "currency": "USD",
-                       "products": [{"sku": "SKU-1187", "quantity": 2, "price": 42.25}]},
-        "context": {"ip": "203.0.113.24", "library": {"name": "@segment/analytics-node", "version": "3.1.0"}},
-        "integrations": {},
-        "_metadata": {"nodeVersion": "v20.12.2", "jsRuntime": "node"}
-    })
+/// Run sizes, from the environment.
+struct Sizes {
+    batch_requests: usize,
+    single_requests: usize,
+    connections: Vec<usize>,
+    open_rate: usize,
+    open_seconds: usize,
+    dispatch_events: usize,
+    e2e_rate: usize,
+    e2e_seconds: usize,
 }
 
-/// A realistic server-SDK custom event (~330 bytes, inline context).
-fn ld_event(n: usize) -> Value {
-    json!({
-        "kind": "custom",
-        "creationDate": 1_715_679_101_456_i64 + n as i64,
-        "key": "order-completed",
-        "context": {"kind": "user", "key": format!("user-{}", n % 5000), "name": "Ada Lovelace", "plan": "enterprise"},
-        "data": {"orderId": format!("ord_{n}"), "currency": "USD"},
-        "metricValue": 84.5
-    })
+impl Sizes {
+    fn from_env() -> Sizes {
+        let connections = std::env::var("BENCH_CONNECTIONS")
+            .ok()
+            .map(|text| {
+                text.split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![1, 32, 256]);
+        Sizes {
+            batch_requests: env_usize("BENCH_BATCH_REQUESTS", 2000),
+            single_requests: env_usize("BENCH_SINGLE_REQUESTS", 40_000),
+            connections,
+            open_rate: env_usize("BENCH_OPEN_RATE", 5000),
+            open_seconds: env_usize("BENCH_OPEN_SECONDS", 10),
+            dispatch_events: env_usize("BENCH_DISPATCH_EVENTS", 200_000),
+            e2e_rate: env_usize("BENCH_E2E_RATE", 30_000),
+            e2e_seconds: env_usize("BENCH_E2E_SECONDS", 30),
+        }
+    }
 }
 
-fn config_text(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-[store]
-path = "{db}"
-[dispatch]
-schedule = "{schedule}"
-max_in_flight = 8
-writer_queue = 4096
-[launchdarkly]
-events_url = "{events_url}"
-[segment]
-api_url = "{segment_url}"
-[[segment_source]]
-name = "bench"
-write_key = "{WRITE_KEY}"
-to_launchdarkly = {{ client_side_id = "6488674dc2ea1d6673731ba2" }}
-[[launchdarkly_source]]
-name = "bench-ld"
-sdk_key = "{SDK_KEY}"
-client_side_id = "6488674dc2ea1d6673731ba2"
-project_id = "5744c96707c9900708000004"
-to_segment = {{ write_key = "bench-destination-key" }}
-"#,
-        db = dir.join("ldbridge.db").display()
-    )
-}
-
-/// Writes the bench config and starts the daemon on it.
+/// Writes the bench config into `dir` and starts the daemon on it.
 fn start_daemon(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("bench.toml");
-    std::fs::write(&config, config_text(dir, schedule, events_url, segment_url)).unwrap();
+    let text = fixtures::config_text(dir, schedule, events_url, segment_url);
+    std::fs::write(&config, text).unwrap();
     Daemon::start(&config)
 }
 
-struct LoadResult {
-    requests: usize,
-    events: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-    errors: usize,
+/// Stops `daemon`, keeping its peak RSS in `peak`.
+fn stop(daemon: Daemon, peak: &mut f64) {
+    *peak = peak.max(daemon.peak_rss_mb());
+    daemon.stop();
 }
 
-impl LoadResult {
-    fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        sorted
-            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    }
-}
-
-/// Sends `bodies` (pre-serialised) to `url` over `connections` keep-alive
-/// connections, as fast as acknowledgements come back.
-async fn load(
-    url: &str,
-    bodies: Vec<(Bytes, usize)>,
-    connections: usize,
-    launchdarkly: bool,
-) -> LoadResult {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(connections)
-        .build_http();
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
-    let auth = if launchdarkly {
-        SDK_KEY.to_owned()
-    } else {
-        let encoded = base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{WRITE_KEY}:"),
-        );
-        format!("Basic {encoded}")
-    };
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (client, bodies, next, url, auth) = (
-            client.clone(),
-            bodies.clone(),
-            next.clone(),
-            url.to_owned(),
-            auth.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let (mut errors, mut events) = (0, 0);
-            loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, count)) = bodies.get(index) else {
-                    break;
-                };
-                let mut request = Request::post(&url)
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .header(header::AUTHORIZATION, &auth);
-                if launchdarkly {
-                    request = request.header("x-launchdarkly-event-schema", "4").header(
-                        "x-launchdarkly-payload-id",
-                        format!("bench-payload-{index}"),
-                    );
-                }
-                let request = request.body(Full::new(body.clone())).unwrap();
-                let sent = Instant::now();
-                match client.request(request).await {
-                    Ok(response) => {
-                        let status = response.status();
-                        let body = response
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        latencies.push(sent.elapsed());
-                        if status.is_success() {
-                            events += count
-                        } else {
-                            if errors == 0 {
-                                eprintln!("refused: {status} {}", String::from_utf8_lossy(&body));
-                            }
-                            errors += 1
-                        }
-                    }
-                    Err(_) => errors += 1,
-                }
-            }
-            (latencies, errors, events)
-        }));
-    }
-    let mut result = LoadResult {
-        requests: bodies.len(),
-        events: 0,
-        elapsed: Duration::ZERO,
-        latencies: Vec::new(),
-        errors: 0,
-    };
-    for task in tasks {
-        let (latencies, errors, events) = task.await.unwrap();
-        result.latencies.extend(latencies);
-        result.errors += errors;
-        result.events += events;
-    }
-    result.elapsed = started.elapsed();
-    result
+/// Receivers for both destinations, answering after `delay`.
+async fn receivers(delay: Duration) -> (Receiver, Receiver) {
+    let launchdarkly = Receiver::start().await.unwrap();
+    let segment = Receiver::start().await.unwrap();
+    launchdarkly.stop_recording();
+    segment.stop_recording();
+    launchdarkly.set_default(Reply::status(202).delay(delay));
+    segment.set_default(Reply::status(200).body(r#"{"success":true}"#).delay(delay));
+    (launchdarkly, segment)
 }
 
 async fn ceiling(dir: &Path, events: usize) -> f64 {
@@ -235,7 +131,7 @@ async fn ceiling(dir: &Path, events: usize) -> f64 {
     let (writer, _task) = Writer::start(&store, 16, |_| {}).await.unwrap();
     let rows: Vec<NewEvent> = (0..events)
         .map(|n| {
-            let body = message(n);
+            let body = fixtures::message(n);
             NewEvent {
                 dedupe_key: body["messageId"].as_str().unwrap().to_owned(),
                 kind: "track".to_owned(),
@@ -253,9 +149,13 @@ async fn ceiling(dir: &Path, events: usize) -> f64 {
     };
     let started = Instant::now();
     writer.submit(batch).await.unwrap();
-    events as f64 / started.elapsed().as_secs_f64()
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    drop(writer);
+    store.close().await;
+    rate
 }
 
+/// The database's size on disk (file and WAL).
 fn db_bytes(dir: &Path) -> u64 {
     ["ldbridge.db", "ldbridge.db-wal"]
         .iter()
@@ -264,30 +164,154 @@ fn db_bytes(dir: &Path) -> u64 {
 }
 
 fn row(name: &str, value: String) {
-    println!("| {name:<58} | {value:>22} |");
+    println!("| {name:<62} | {value:>24} |");
 }
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
 
-/// Reports one load run; returns events/s.
-fn report(name: &str, unit: &str, result: &LoadResult) -> f64 {
-    let rate = result.events as f64 / result.elapsed.as_secs_f64();
+/// Reports one load run: rate, latency, refusals.
+fn report(name: &str, unit: &str, result: &LoadResult) {
+    let rate = if unit == "requests" {
+        result.requests.saturating_sub(result.errors) as f64 / result.elapsed.as_secs_f64()
+    } else {
+        result.rate()
+    };
     row(&format!("{name} ({unit}/s)"), format!("{rate:.0}"));
     row(
-        &format!("{name} ack latency p50 / p99 (ms)"),
+        &format!("{name} ack p50 / p99 / max (ms)"),
         format!(
-            "{:.1} / {:.1}",
+            "{:.1} / {:.1} / {:.1}",
             ms(result.percentile(0.5)),
-            ms(result.percentile(0.99))
+            ms(result.percentile(0.99)),
+            ms(result.percentile(1.0))
         ),
     );
+    if result.errors > 0 {
+        row(
+            &format!("{name} refused"),
+            format!("{} of {}", result.errors, result.requests),
+        );
+    }
+}
+
+/// Bytes on disk per stored event, and that over the raw JSON per event.
+fn report_size(name: &str, dir: &Path, events: usize, raw: usize) {
+    let per_event = db_bytes(dir) as f64 / events.max(1) as f64;
+    let raw = raw as f64 / events.max(1) as f64;
     row(
-        &format!("{name} refused requests"),
-        format!("{} of {}", result.errors, result.requests),
+        &format!("{name}: DB bytes per event / raw JSON / ratio"),
+        format!("{per_event:.0} / {raw:.0} / {:.2}", per_event / raw),
     );
-    rate
+}
+
+/// Phase 2: the open loop on a quiet daemon, every ingest endpoint at every
+/// connection count, the open loop again (the WAL now has a checkpoint
+/// backlog), and the database size per event.
+async fn ingest(dir: &Path, sizes: &Sizes, ceiling: f64, peak: &mut f64) {
+    let (launchdarkly, segment) = receivers(Duration::ZERO).await;
+    let daemon = start_daemon(dir, NEVER, &launchdarkly.url(), &segment.url());
+    let target = Target::new(&daemon.addr);
+    let mut next = 0;
+    let (mut stored_total, mut raw_total) = open_loop(&target, sizes, "quiet", &mut next).await;
+    for &connections in &sizes.connections {
+        // One connection waits for an fsync per request: a smaller run.
+        let scale = if connections == 1 { 20 } else { 1 };
+        for (kind, name, requests) in [
+            (
+                Kind::SegmentBatch,
+                "Segment /v1/batch x100",
+                sizes.batch_requests,
+            ),
+            (
+                Kind::LaunchDarklyBulk,
+                "LaunchDarkly /bulk x100",
+                sizes.batch_requests,
+            ),
+            (
+                Kind::SegmentTrack,
+                "Segment /v1/track",
+                sizes.single_requests,
+            ),
+        ] {
+            let requests = (requests / scale).max(connections);
+            let (bodies, bytes) = fixtures::bodies(kind, next, requests);
+            next += requests * 100;
+            let cpu = daemon.cpu_seconds();
+            let result = load::closed(&target, bodies, connections).await;
+            let cpu = daemon.cpu_seconds() - cpu;
+            let name = format!("{name}, {connections} conn");
+            row(
+                &format!("{name}: daemon CPU per event (µs)"),
+                format!("{:.1}", cpu * 1e6 / result.events.max(1) as f64),
+            );
+            if kind == Kind::SegmentTrack {
+                report(&name, "requests", &result);
+            } else {
+                report(&name, "events", &result);
+                row(
+                    &format!("{name}: ingest ÷ ceiling"),
+                    format!("{:.2}", result.rate() / ceiling),
+                );
+            }
+            stored_total += result.events;
+            raw_total += bytes;
+        }
+    }
+    let wal = std::fs::metadata(dir.join("ldbridge.db-wal")).map_or(0, |m| m.len());
+    row(
+        "WAL size after the bursts (MB)",
+        format!("{:.0}", wal as f64 / 1e6),
+    );
+    let (stored, raw) = open_loop(&target, sizes, "after the bursts", &mut next).await;
+    (stored_total, raw_total) = (stored_total + stored, raw_total + raw);
+    row(
+        "daemon peak RSS, ingest phase (MB)",
+        format!("{:.1}", daemon.peak_rss_mb()),
+    );
+    stop(daemon, peak);
+    report_size("mixed ingest, undelivered", dir, stored_total, raw_total);
+}
+
+/// Single `/v1/track` requests at a fixed arrival rate; `when` names the
+/// daemon's state. Returns the events stored and their raw JSON bytes.
+async fn open_loop(target: &Target, sizes: &Sizes, when: &str, next: &mut usize) -> (usize, usize) {
+    let requests = sizes.open_rate * sizes.open_seconds;
+    let (bodies, bytes) = fixtures::bodies(Kind::SegmentTrack, *next, requests);
+    *next += requests * 100;
+    // Earlier phases leave the kernel writing back hundreds of MB of dirty
+    // pages, which stalls the daemon's fsyncs for tens of ms; start with
+    // them on disk so the figure is the daemon's own.
+    let _ = std::process::Command::new("sync").status();
+    // Warm-up, not counted: the first requests after a pause stall once for
+    // up to ~80 ms (seen at the start of every open loop without it).
+    let (warm_bodies, warm_raw) = fixtures::bodies(Kind::SegmentTrack, *next, 1000);
+    *next += 1000 * 100;
+    let warm = load::closed(target, warm_bodies, 16).await;
+    let result = load::open(target, bodies, sizes.open_rate as f64).await;
+    let name = format!(
+        "Segment /v1/track open loop, {} req/s offered, {when}",
+        sizes.open_rate
+    );
+    report(&name, "requests", &result);
+    (result.events + warm.events, bytes + warm_raw)
+}
+
+/// Ingests `events` events of `kind` into a fresh database in `dir` and
+/// stops; reports its size per event. Returns the events stored.
+async fn seed(dir: &Path, kind: Kind, events: usize, peak: &mut f64) -> usize {
+    let (launchdarkly, segment) = receivers(Duration::ZERO).await;
+    let daemon = start_daemon(dir, NEVER, &launchdarkly.url(), &segment.url());
+    let (bodies, raw) = fixtures::bodies(kind, 0, events.div_ceil(100));
+    let result = load::closed(&Target::new(&daemon.addr), bodies, 32).await;
+    stop(daemon, peak);
+    let name = match kind {
+        Kind::LaunchDarklyBulk => "LaunchDarkly events",
+        _ => "Segment events",
+    };
+    report_size(&format!("{name}, undelivered"), dir, result.events, raw);
+    result.events
 }
 
 /// Waits until `receiver` has `expected` events; returns events/s from the
@@ -304,133 +328,183 @@ async fn delivered_rate(receiver: &Receiver, expected: usize) -> f64 {
     receiver.element_count() as f64 / first.elapsed().as_secs_f64()
 }
 
+/// Phase 3: each route alone, from a copy of its seeded database, to an
+/// instant and to a 50 ms receiver.
+async fn dispatch(root: &Path, sizes: &Sizes, peak: &mut f64) {
+    for (kind, route) in [
+        (Kind::SegmentBatch, Route::SegmentToLaunchDarkly),
+        (Kind::LaunchDarklyBulk, Route::LaunchDarklyToSegment),
+    ] {
+        let seeded = root.join(format!("seed-{route}"));
+        let events = seed(&seeded, kind, sizes.dispatch_events, peak).await;
+        if let Ok(keep) = std::env::var("BENCH_KEEP_SEED") {
+            // For looking inside (sqlite3 `dbstat`): where do the bytes go?
+            let _ = std::fs::copy(seeded.join("ldbridge.db"), format!("{keep}-{route}.db"));
+        }
+        for delay in [Duration::ZERO, Duration::from_millis(50)] {
+            let dir = root.join(format!("dispatch-{route}-{}", delay.as_millis()));
+            std::fs::create_dir_all(&dir).unwrap();
+            for file in ["ldbridge.db", "ldbridge.db-wal"] {
+                let _ = std::fs::copy(seeded.join(file), dir.join(file));
+            }
+            let (launchdarkly, segment) = receivers(delay).await;
+            let daemon = start_daemon(&dir, EVERY_SECOND, &launchdarkly.url(), &segment.url());
+            let receiver = match route {
+                Route::SegmentToLaunchDarkly => &launchdarkly,
+                _ => &segment,
+            };
+            let rate = delivered_rate(receiver, events).await;
+            row(
+                &format!(
+                    "dispatch {route}, receiver +{} ms (events/s)",
+                    delay.as_millis()
+                ),
+                format!("{rate:.0}"),
+            );
+            stop(daemon, peak);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let _ = std::fs::remove_dir_all(&seeded);
+    }
+}
+
+/// One sample of the end-to-end run.
+struct Sample {
+    at: Duration,
+    delivered: usize,
+    /// Age of the oldest undelivered event over both routes (ms).
+    oldest_ms: i64,
+}
+
+/// Samples delivery progress and the oldest undelivered event every 250 ms
+/// until `done`.
+async fn sample(
+    store: Store,
+    receivers: Arc<(Receiver, Receiver)>,
+    started: Instant,
+    done: Arc<AtomicBool>,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    while !done.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = clock::now_ms();
+        let mut oldest_ms = 0;
+        for route in [Route::SegmentToLaunchDarkly, Route::LaunchDarklyToSegment] {
+            if let Ok(Some(at)) = oldest_undelivered(&store, route.as_str()).await {
+                oldest_ms = oldest_ms.max(now - at);
+            }
+        }
+        samples.push(Sample {
+            at: started.elapsed(),
+            delivered: receivers.0.element_count() + receivers.1.element_count(),
+            oldest_ms,
+        });
+    }
+    samples
+}
+
+/// Phase 4: Segment batches and LaunchDarkly bulks alternating at a fixed
+/// event rate while the daemon delivers both routes every second.
+async fn end_to_end(dir: &Path, sizes: &Sizes, peak: &mut f64) {
+    let pair = Arc::new(receivers(Duration::ZERO).await);
+    let daemon = start_daemon(dir, EVERY_SECOND, &pair.0.url(), &pair.1.url());
+    let store = Store::open(&dir.join("ldbridge.db"), &StoreOptions::default())
+        .await
+        .unwrap();
+    let requests = sizes.e2e_rate * sizes.e2e_seconds / 100;
+    let (segment, _) = fixtures::bodies(Kind::SegmentBatch, 0, requests.div_ceil(2));
+    let (launchdarkly, _) = fixtures::bodies(Kind::LaunchDarklyBulk, 0, requests / 2);
+    let mut bodies: Vec<Body> = Vec::with_capacity(requests);
+    let mut launchdarkly = launchdarkly.into_iter();
+    for body in segment {
+        bodies.push(body);
+        bodies.extend(launchdarkly.next());
+    }
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sample(store.clone(), pair.clone(), started, done.clone()));
+    let target = Target::new(&daemon.addr);
+    let result = load::open(&target, bodies, sizes.e2e_rate as f64 / 100.0).await;
+    let load_ended = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pair.0.element_count() + pair.1.element_count() < result.events
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drained = started.elapsed() - load_ended;
+    done.store(true, Ordering::SeqCst);
+    let samples = sampler.await.unwrap();
+    // Steady state: from the end of the first fifth to the end of the load.
+    let warm = load_ended / 5;
+    let steady: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.at >= warm && s.at <= load_ended)
+        .collect();
+    let delivered_rate = match (steady.first(), steady.last()) {
+        (Some(a), Some(b)) if b.at > a.at => {
+            (b.delivered - a.delivered) as f64 / (b.at - a.at).as_secs_f64()
+        }
+        _ => 0.0,
+    };
+    let mut ages: Vec<i64> = steady.iter().map(|s| s.oldest_ms).collect();
+    ages.sort();
+    let name = format!("end to end at {} events/s offered", sizes.e2e_rate);
+    report(&format!("{name}: ingest"), "events", &result);
+    row(
+        &format!("{name}: delivered, steady state (events/s)"),
+        format!("{delivered_rate:.0}"),
+    );
+    row(
+        &format!("{name}: oldest undelivered p50 / max (s)"),
+        format!(
+            "{:.2} / {:.2}",
+            ages.get(ages.len() / 2).copied().unwrap_or(0) as f64 / 1e3,
+            ages.last().copied().unwrap_or(0) as f64 / 1e3
+        ),
+    );
+    row(
+        &format!("{name}: all delivered after load stopped (s)"),
+        format!("{:.2}", drained.as_secs_f64()),
+    );
+    row(
+        &format!("{name}: delivered / acknowledged"),
+        format!(
+            "{} / {}",
+            pair.0.element_count() + pair.1.element_count(),
+            result.events
+        ),
+    );
+    store.close().await;
+    stop(daemon, peak);
+}
+
 #[tokio::main]
 async fn main() {
-    let batch_requests = env_usize("BENCH_BATCH_REQUESTS", 2000);
-    let single_requests = env_usize("BENCH_SINGLE_REQUESTS", 40_000);
-    let connections = env_usize("BENCH_CONNECTIONS", 32);
-    let dir: PathBuf = tempfile::tempdir().unwrap().keep();
+    let sizes = Sizes::from_env();
+    let root: PathBuf = tempfile::tempdir().unwrap().keep();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("ldbridge throughput benchmark ({cores} cores, {connections} connections)\n");
-    println!("| {:<58} | {:>22} |", "measure", "figure");
-    println!("|{}|{}|", "-".repeat(60), "-".repeat(24));
+    println!("ldbridge throughput benchmark ({cores} cores)\n");
+    println!("| {:<62} | {:>24} |", "measure", "figure");
+    println!("|{}|{}|", "-".repeat(64), "-".repeat(26));
+    let mut peak = 0.0_f64;
 
-    let ceiling = ceiling(&dir, batch_requests * 100).await;
+    let ceiling = ceiling(&root, sizes.batch_requests * 100).await;
     row(
         "ceiling: raw insert, one transaction (events/s)",
         format!("{ceiling:.0}"),
     );
-
-    let launchdarkly = Receiver::start().await.unwrap();
-    let segment = Receiver::start().await.unwrap();
-    launchdarkly.stop_recording();
-    segment.stop_recording();
-    segment.set_default(ldbridge::receiver::Reply::status(200).body(r#"{"success":true}"#));
-    let never = "0 0 0 1 1 * 2099";
-    let daemon = start_daemon(&dir, never, &launchdarkly.url(), &segment.url());
-
-    let mut raw_json = 0;
-    let batches: Vec<(Bytes, usize)> = (0..batch_requests)
-        .map(|r| {
-            let items: Vec<Value> = (0..100).map(|i| message(r * 100 + i)).collect();
-            raw_json += items.iter().map(|m| m.to_string().len()).sum::<usize>();
-            (
-                Bytes::from(
-                    json!({"batch": items, "sentAt": "2024-05-14T09:31:28.000Z"}).to_string(),
-                ),
-                100,
-            )
-        })
-        .collect();
-    let batch = load(
-        &format!("http://{}/v1/batch", daemon.addr),
-        batches,
-        connections,
-        false,
-    )
-    .await;
-    let batch_rate = report("Segment /v1/batch x100", "events", &batch);
-    row(
-        "Segment batch ingest ÷ ceiling",
-        format!("{:.2}", batch_rate / ceiling),
-    );
-
-    let singles: Vec<(Bytes, usize)> = (0..single_requests)
-        .map(|n| {
-            let mut m = message(10_000_000 + n);
-            m.as_object_mut().unwrap().remove("type");
-            (Bytes::from(m.to_string()), 1)
-        })
-        .collect();
-    let single = load(
-        &format!("http://{}/v1/track", daemon.addr),
-        singles,
-        connections,
-        false,
-    )
-    .await;
-    report("Segment /v1/track single", "requests", &single);
-
-    let payloads: Vec<(Bytes, usize)> = (0..batch_requests)
-        .map(|r| {
-            let events: Vec<Value> = (0..100).map(|i| ld_event(r * 100 + i)).collect();
-            (Bytes::from(Value::Array(events).to_string()), 100)
-        })
-        .collect();
-    let ld = load(
-        &format!("http://{}/bulk", daemon.addr),
-        payloads,
-        connections,
-        true,
-    )
-    .await;
-    report("LaunchDarkly /bulk x100", "events", &ld);
-
-    let segment_events = batch.events + single.events;
-    row(
-        "daemon peak RSS after ingest (MB)",
-        format!("{:.1}", daemon.peak_rss_mb()),
-    );
-    row(
-        "database bytes per stored event (undelivered)",
-        format!(
-            "{:.0}",
-            db_bytes(&dir) as f64 / (segment_events + ld.events) as f64
-        ),
-    );
-    row(
-        "raw JSON bytes per Segment event (as sent)",
-        format!("{:.0}", raw_json as f64 / (batch_requests * 100) as f64),
-    );
-    daemon.stop();
-
-    // Dispatch: the same database, now with a schedule, to instant receivers.
-    // Both routes run at once, sharing the cores.
-    let daemon = start_daemon(&dir, "*/1 * * * * *", &launchdarkly.url(), &segment.url());
-    let (to_ld, to_segment) = tokio::join!(
-        delivered_rate(&launchdarkly, segment_events),
-        delivered_rate(&segment, ld.events)
-    );
-    row(
-        "dispatch segment-to-launchdarkly, concurrent (events/s)",
-        format!("{to_ld:.0}"),
-    );
-    row(
-        "dispatch launchdarkly-to-segment, concurrent (events/s)",
-        format!("{to_segment:.0}"),
-    );
-    row(
-        "events delivered / stored",
-        format!(
-            "{} / {}",
-            launchdarkly.element_count() + segment.element_count(),
-            segment_events + ld.events
-        ),
-    );
-    row(
-        "daemon peak RSS overall (MB)",
-        format!("{:.1}", daemon.peak_rss_mb()),
-    );
-    daemon.stop();
-    let _ = std::fs::remove_dir_all(&dir);
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "ingest,dispatch,e2e".into());
+    if phases.contains("ingest") {
+        ingest(&root.join("ingest"), &sizes, ceiling, &mut peak).await;
+        let _ = std::fs::remove_dir_all(root.join("ingest"));
+    }
+    if phases.contains("dispatch") {
+        dispatch(&root, &sizes, &mut peak).await;
+    }
+    if phases.contains("e2e") {
+        end_to_end(&root.join("e2e"), &sizes, &mut peak).await;
+    }
+    row("daemon peak RSS, whole run (MB)", format!("{peak:.1}"));
+    let _ = std::fs::remove_dir_all(&root);
 }

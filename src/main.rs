@@ -8,6 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use ldbridge::cli::{self, Cli};
 
+// Under batched ingest glibc's malloc/free took ~30 % of the daemon's CPU
+// (perf; BENCHMARKS.md): many small JSON values, freed on other threads than
+// the ones that made them. mimalloc's per-thread free lists make that cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log = ldbridge::logging::init(cli.log_format);

@@ -239,13 +239,21 @@ impl Dispatcher {
         self.metrics
             .deliveries(route.as_str(), "failed", settled.failed.len() as u64);
         outcome.batches_formed += batches.len();
+        // Each prepared event is in exactly one group: moved, not copied.
+        let mut jsons: Vec<String> = sendable
+            .iter_mut()
+            .map(|(_, _, _, json)| std::mem::take(json))
+            .collect();
         Ok(batches
             .into_iter()
             .zip(groups)
             .map(|(batch, group)| Job {
                 batch,
                 event_ids: group.iter().map(|&i| sendable[i].0.event_id).collect(),
-                elements: group.iter().map(|&i| sendable[i].3.clone()).collect(),
+                elements: group
+                    .iter()
+                    .map(|&i| std::mem::take(&mut jsons[i]))
+                    .collect(),
                 meta: sendable[group[0]].0.meta.clone(),
             })
             .collect())

@@ -41,7 +41,9 @@ fn from_mapped(mapped: Mapped, max_bytes: Option<usize>) -> Prepared {
     match mapped {
         Mapped::Skip(reason) => Prepared::Skip(reason),
         Mapped::Send(value) => {
-            let json = value.to_string();
+            // Into a byte buffer directly; `Value`'s `Display` goes through
+            // `fmt::Formatter` for every token (it showed in the profile).
+            let json = serde_json::to_string(&value).expect("a JSON value always serialises");
             match max_bytes {
                 Some(limit) if json.len() > limit => Prepared::Fail(format!(
                     "mapped message is {} bytes; Segment accepts at most {limit} bytes per message",

@@ -8,6 +8,8 @@
 //! (`originalTimestamp`, `sentAt`). Output is an [`IngestBatch`] for the
 //! writer. Does not own mapping or delivery.
 
+use std::fmt::Display;
+
 use base64::Engine;
 use hyper::{header::AUTHORIZATION, HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -60,8 +62,10 @@ pub fn endpoint(path: &str) -> Option<Endpoint> {
 /// The batch envelope. Other top-level keys (analytics-go's request
 /// `messageId`) are ignored.
 #[derive(Deserialize, Default)]
-struct Envelope {
-    batch: Option<Vec<Box<RawValue>>>,
+struct Envelope<'a> {
+    /// Borrowed from the body: each message is parsed once, not copied first.
+    #[serde(borrow)]
+    batch: Option<Vec<&'a RawValue>>,
     #[serde(rename = "writeKey")]
     write_key: Option<Value>,
     #[serde(rename = "sentAt")]
@@ -116,14 +120,14 @@ pub fn parse(
     }
     let context = Shared::new(&envelope, received_at)?;
     let label_of = |index: usize| match (endpoint, first_raw.is_some()) {
-        (Endpoint::Batch, _) => format!("batch[{index}]."),
-        (Endpoint::Webhook, true) => format!("[{index}]."),
-        _ => String::new(),
+        (Endpoint::Batch, _) => Label::Item("batch", index),
+        (Endpoint::Webhook, true) => Label::Item("", index),
+        _ => Label::Whole,
     };
     let events = messages
         .into_iter()
         .enumerate()
-        .map(|(index, message)| normalize(message, &label_of(index), path_kind, &context, webhook))
+        .map(|(index, message)| normalize(message, label_of(index), path_kind, &context, webhook))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(IngestBatch {
         source: source.name.clone(),
@@ -291,8 +295,8 @@ fn single_message(body: &[u8]) -> Result<Map<String, Value>, Refusal> {
     }
 }
 
-fn batch_messages(body: &[u8]) -> Result<(Vec<Map<String, Value>>, Envelope), Refusal> {
-    let mut envelope: Envelope = serde_json::from_slice(body).map_err(|error| {
+fn batch_messages(body: &[u8]) -> Result<(Vec<Map<String, Value>>, Envelope<'_>), Refusal> {
+    let mut envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
             Refusal::bad_request(format!("batch envelope: {error}"))
         } else {
@@ -341,7 +345,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(envelope: &Envelope, received_at: i64) -> Result<Shared, Refusal> {
+    fn new(envelope: &Envelope<'_>, received_at: i64) -> Result<Shared, Refusal> {
         let sent_at = match &envelope.sent_at {
             None | Some(Value::Null) => None,
             Some(value) => Some(timestamp(value, "sentAt")?),
@@ -375,13 +379,32 @@ fn timestamp(value: &Value, field: &str) -> Result<(String, i64), Refusal> {
     Ok((text.to_owned(), ms))
 }
 
+/// Where a message sits in its request, as refusals name it (`batch[3].`).
+/// Written only into a refusal, never formatted for a message that passes.
+#[derive(Debug, Clone, Copy)]
+enum Label {
+    /// The body is the message.
+    Whole,
+    /// Element `.1` of the array named `.0` (`""` for a top-level array).
+    Item(&'static str, usize),
+}
+
+impl Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Whole => Ok(()),
+            Label::Item(array, index) => write!(f, "{array}[{index}]."),
+        }
+    }
+}
+
 /// Validates one message and turns it into the stored form.
 /// `webhook`: the message was pushed by Segment, which already set
 /// `receivedAt` and corrected `timestamp`: it is not corrected again, and
 /// Segment's `delete` requests are accepted (no route sends them on).
 fn normalize(
     mut message: Map<String, Value>,
-    label: &str,
+    label: Label,
     path_kind: Option<&str>,
     shared: &Shared,
     webhook: bool,
@@ -412,7 +435,9 @@ fn normalize(
             id
         }
     };
-    let body = Value::Object(message).to_string();
+    // Straight into a byte buffer: `Value`'s `Display` goes through
+    // `fmt::Formatter` for every token, which showed in the ingest profile.
+    let body = serde_json::to_string(&message).expect("a JSON map always serialises");
     Ok(NewEvent {
         dedupe_key,
         kind,
@@ -422,7 +447,7 @@ fn normalize(
 
 fn message_type(
     message: &Map<String, Value>,
-    label: &str,
+    label: impl Display,
     path_kind: Option<&str>,
 ) -> Result<String, Refusal> {
     match (message.get("type"), path_kind) {
@@ -446,7 +471,7 @@ fn present(message: &Map<String, Value>, field: &str) -> bool {
         && message.get(field) != Some(&Value::String(String::new()))
 }
 
-fn validate(message: &Map<String, Value>, label: &str, kind: &str) -> Result<(), Refusal> {
+fn validate(message: &Map<String, Value>, label: impl Display, kind: &str) -> Result<(), Refusal> {
     let fail =
         |field: &str, reason: &str| Err(Refusal::bad_request(format!("{label}{field}: {reason}")));
     for field in ["userId", "anonymousId", "previousId", "groupId"] {
@@ -529,7 +554,7 @@ fn deep_merge(target: &mut Value, base: &Value) {
 /// `timestamp` the receive time is used.
 fn correct_clock(
     message: &mut Map<String, Value>,
-    label: &str,
+    label: impl Display,
     shared: &Shared,
 ) -> Result<(), Refusal> {
     let own_sent_at = match message.get("sentAt") {

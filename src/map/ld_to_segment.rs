@@ -131,11 +131,13 @@ pub fn message_id(name: &str) -> String {
 /// First 24 lowercase hex chars of SHA-1(`name`). Any string, the empty one
 /// included, gives a 24-char id.
 pub fn event_id(name: &str) -> String {
-    Sha1::digest(name.as_bytes())
-        .iter()
-        .take(12)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    use std::fmt::Write;
+    let mut id = String::with_capacity(24);
+    for byte in Sha1::digest(name.as_bytes()).iter().take(12) {
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{byte:02x}");
+    }
+    id
 }
 
 /// The Segment message, keys in LaunchDarkly's order, or the skip reason.

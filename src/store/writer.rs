@@ -171,13 +171,10 @@ impl Writer {
 
 /// Opens the writer's own connection.
 async fn connect(store: &Store) -> Result<SqliteConnection, StoreError> {
+    // Like every connection, it never checkpoints inside a commit
+    // (`wal_autocheckpoint = 0`): that would delay acknowledgements by the
+    // time it takes to copy and fsync the WAL.
     let mut conn = store.dedicated_connection().await?;
-    // Checkpoints never run inside an ingest commit (they would delay its
-    // acknowledgement by the time it takes to copy and fsync the WAL):
-    // `Store::checkpoint` runs them in the background instead.
-    sqlx::query("PRAGMA wal_autocheckpoint = 0")
-        .execute(&mut conn)
-        .await?;
     // SQLite's busy handler backs off to 100 ms sleeps and can miss the
     // short gaps another writer (retention, the CLI) leaves between its
     // transactions; the writer polls every millisecond itself instead
@@ -230,7 +227,7 @@ async fn run(
         };
         let result = match open {
             Ok(mut open) => {
-                let result = commit(&mut open, &group, budget).await;
+                let result = commit(&mut open, &mut group, budget).await;
                 if result.is_ok() {
                     conn = Some(open);
                 } else {
@@ -285,7 +282,7 @@ fn is_busy(error: &sqlx::Error) -> bool {
 
 async fn commit(
     conn: &mut SqliteConnection,
-    group: &[Job],
+    group: &mut [Job],
     budget: std::time::Duration,
 ) -> Result<Vec<Committed>, sqlx::Error> {
     // IMMEDIATE takes the write lock up front, so a wait for another writer
@@ -300,14 +297,38 @@ async fn commit(
             Err(error) => return Err(error),
         }
     };
+    // Rows get ids above the highest one (no AUTOINCREMENT, and the write
+    // lock is ours), so each job's new rows are the ids in (before, last]:
+    // no `RETURNING id` (one row sent back across the sqlx worker channel
+    // per event) and no delivery row bound one by one. Consecutive jobs
+    // taking the same routes share one delivery statement per route.
+    let mut before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    let mut open: Option<(i64, &[Route])> = None; // (range start, routes)
     let mut counts = Vec::with_capacity(group.len());
-    for job in group {
-        let ids = insert_events(&mut tx, &job.batch).await?;
-        insert_deliveries(&mut tx, &ids, &job.batch.routes).await?;
+    for job in group.iter_mut() {
+        let events = job.batch.events.len();
+        let (stored, last) = insert_events(&mut tx, &mut job.batch).await?;
         counts.push(Committed {
-            stored: ids.len(),
-            duplicates: job.batch.events.len() - ids.len(),
+            stored,
+            duplicates: events - stored,
         });
+        if stored == 0 {
+            continue;
+        }
+        match open {
+            Some((_, routes)) if routes == job.batch.routes.as_slice() => {}
+            Some((from, routes)) => {
+                insert_deliveries(&mut tx, from, before, routes).await?;
+                open = Some((before, &job.batch.routes));
+            }
+            None => open = Some((before, &job.batch.routes)),
+        }
+        before = last;
+    }
+    if let Some((from, routes)) = open {
+        insert_deliveries(&mut tx, from, before, routes).await?;
     }
     tx.commit().await?;
     Ok(counts)
@@ -345,63 +366,67 @@ fn events_sql(rows: usize) -> String {
     let values = vec!["(?,?,?,?,?,?,?)"; rows].join(",");
     format!(
         "INSERT INTO events (source, protocol, dedupe_key, kind, received_at, meta, body) \
-         VALUES {values} ON CONFLICT (dedupe_key, source) DO NOTHING RETURNING id"
+         VALUES {values} ON CONFLICT (dedupe_key, source) DO NOTHING"
     )
 }
 
-fn deliveries_sql(rows: usize) -> String {
-    let values = vec!["(?,?,'pending')"; rows].join(",");
-    format!("INSERT INTO deliveries (event_id, route, status) VALUES {values}")
-}
-
 static EVENTS_SQL: [OnceLock<Arc<str>>; 7] = [const { OnceLock::new() }; 7];
-static DELIVERIES_SQL: [OnceLock<Arc<str>>; 7] = [const { OnceLock::new() }; 7];
 
+/// Inserts the events of `batch`, skipping those already stored; returns
+/// how many were new and the id of the last one. The events' strings are moved into the statement
+/// (nothing is copied): after this call `batch.events` holds empty strings.
 async fn insert_events(
     conn: &mut SqliteConnection,
-    batch: &IngestBatch,
-) -> Result<Vec<i64>, sqlx::Error> {
-    let mut ids = Vec::with_capacity(batch.events.len());
-    let mut rest = &batch.events[..];
-    for rows in chunk_sizes(batch.events.len()) {
-        let (chunk, tail) = rest.split_at(rows);
+    batch: &mut IngestBatch,
+) -> Result<(usize, i64), sqlx::Error> {
+    // Shared by every row: bound as `Arc<str>`, which sqlx keeps without copying.
+    let source: Arc<str> = Arc::from(batch.source.as_str());
+    let protocol: Arc<str> = Arc::from(batch.protocol.as_str());
+    let meta: Option<Arc<str>> = batch.meta.as_deref().map(Arc::from);
+    let (mut stored, mut last) = (0, 0);
+    let mut rest = &mut batch.events[..];
+    for rows in chunk_sizes(rest.len()) {
+        let (chunk, tail) = rest.split_at_mut(rows);
         rest = tail;
         let sql = cached_sql(&EVENTS_SQL, rows, events_sql);
-        let mut query = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
         for event in chunk {
             query = query
-                .bind(batch.source.clone())
-                .bind(batch.protocol.as_str())
-                .bind(event.dedupe_key.clone())
-                .bind(event.kind.clone())
+                .bind(Arc::clone(&source))
+                .bind(Arc::clone(&protocol))
+                .bind(std::mem::take(&mut event.dedupe_key))
+                .bind(std::mem::take(&mut event.kind))
                 .bind(batch.received_at)
-                .bind(batch.meta.clone())
-                .bind(event.body.clone());
+                .bind(meta.clone())
+                .bind(std::mem::take(&mut event.body));
         }
-        ids.extend(query.fetch_all(&mut *conn).await?);
+        let done = query.execute(&mut *conn).await?;
+        if done.rows_affected() > 0 {
+            stored += done.rows_affected() as usize;
+            last = done.last_insert_rowid();
+        }
     }
-    Ok(ids)
+    Ok((stored, last))
 }
 
+/// One `pending` delivery per route for every event with an id in
+/// (`after`, `last`].
 async fn insert_deliveries(
     conn: &mut SqliteConnection,
-    ids: &[i64],
+    after: i64,
+    last: i64,
     routes: &[Route],
 ) -> Result<(), sqlx::Error> {
-    let pairs: Vec<(i64, Route)> = ids
-        .iter()
-        .flat_map(|id| routes.iter().map(move |route| (*id, *route)))
-        .collect();
-    let mut rest = &pairs[..];
-    for rows in chunk_sizes(pairs.len()) {
-        let (chunk, tail) = rest.split_at(rows);
-        rest = tail;
-        let sql = cached_sql(&DELIVERIES_SQL, rows, deliveries_sql);
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (id, route) in chunk {
-            query = query.bind(*id).bind(route.as_str());
-        }
-        query.execute(&mut *conn).await?;
+    for route in routes {
+        sqlx::query(
+            "INSERT INTO deliveries (event_id, route, status) \
+             SELECT id, ?3, 'pending' FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id",
+        )
+        .bind(after)
+        .bind(last)
+        .bind(route.as_str())
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }

@@ -1,0 +1,110 @@
+//! What the benchmark sends and the daemon configuration it runs with.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::load::{Body, Kind};
+
+pub const WRITE_KEY: &str = "bench-write-key";
+pub const SDK_KEY: &str = "sdk-bench-0000";
+
+/// A realistic Segment track message (~520 bytes, like analytics-node's).
+/// `n` makes its messageId (and so its dedupe key) unique.
+pub fn message(n: usize) -> Value {
+    json!({
+        "type": "track",
+        "event": "Order Completed",
+        "userId": format!("user-{}", n % 5000),
+        "anonymousId": "3f1a8c2e-7b4d-4e9a-9c51-2d6e8f0a1b37",
+        "messageId": format!("bench-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f"),
+        "timestamp": "2024-05-14T09:31:27.412Z",
+        "properties": {"orderId": format!("ord_{n}"), "revenue": 84.5, "currency": "USD",
+                       "products": [{"sku": "SKU-1187", "quantity": 2, "price": 42.25}]},
+        "context": {"ip": "203.0.113.24", "library": {"name": "@segment/analytics-node", "version": "3.1.0"}},
+        "integrations": {},
+        "_metadata": {"nodeVersion": "v20.12.2", "jsRuntime": "node"}
+    })
+}
+
+/// A realistic server-SDK custom event (~250 bytes, inline context).
+pub fn ld_event(n: usize) -> Value {
+    json!({
+        "kind": "custom",
+        "creationDate": 1_715_679_101_456_i64 + n as i64,
+        "key": "order-completed",
+        "context": {"kind": "user", "key": format!("user-{}", n % 5000), "name": "Ada Lovelace", "plan": "enterprise"},
+        "data": {"orderId": format!("ord_{n}"), "currency": "USD"},
+        "metricValue": 84.5
+    })
+}
+
+/// Bodies of `requests` requests of `kind` (100 events each for the batch
+/// kinds), numbered from `first` so that every run sends new events. The
+/// second value is the raw JSON size of their events.
+pub fn bodies(kind: Kind, first: usize, requests: usize) -> (Vec<Body>, usize) {
+    let mut raw = 0;
+    let bodies = (0..requests)
+        .map(|r| {
+            let n = first + r * 100;
+            let (bytes, events) = match kind {
+                Kind::SegmentBatch => {
+                    let items: Vec<Value> = (n..n + 100).map(message).collect();
+                    raw += items.iter().map(|m| m.to_string().len()).sum::<usize>();
+                    let envelope = json!({"batch": items, "sentAt": "2024-05-14T09:31:28.000Z"});
+                    (envelope.to_string(), 100)
+                }
+                Kind::SegmentTrack => {
+                    let mut m = message(n);
+                    m.as_object_mut().unwrap().remove("type");
+                    let text = m.to_string();
+                    raw += text.len();
+                    (text, 1)
+                }
+                Kind::LaunchDarklyBulk => {
+                    let items: Vec<Value> = (n..n + 100).map(ld_event).collect();
+                    raw += items.iter().map(|e| e.to_string().len()).sum::<usize>();
+                    (Value::Array(items).to_string(), 100)
+                }
+            };
+            Body {
+                kind,
+                bytes: Bytes::from(bytes),
+                events,
+            }
+        })
+        .collect();
+    (bodies, raw)
+}
+
+/// The daemon's config: one Segment source mapped to LaunchDarkly, one
+/// LaunchDarkly source mapped to Segment, both destinations at `…_url`.
+pub fn config_text(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> String {
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+[store]
+path = "{db}"
+[dispatch]
+schedule = "{schedule}"
+max_in_flight = 8
+writer_queue = 4096
+[launchdarkly]
+events_url = "{events_url}"
+[segment]
+api_url = "{segment_url}"
+[[segment_source]]
+name = "bench"
+write_key = "{WRITE_KEY}"
+to_launchdarkly = {{ client_side_id = "6488674dc2ea1d6673731ba2" }}
+[[launchdarkly_source]]
+name = "bench-ld"
+sdk_key = "{SDK_KEY}"
+client_side_id = "6488674dc2ea1d6673731ba2"
+project_id = "5744c96707c9900708000004"
+to_segment = {{ write_key = "bench-destination-key" }}
+"#,
+        db = dir.join("ldbridge.db").display()
+    )
+}
