@@ -134,7 +134,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
         .context("starting the retention job")?;
     let (stop, stopped) = watch::channel(false);
     let mut servers = Vec::new();
-    tokio::spawn(checkpoints(store.clone(), stopped.clone()));
+    tokio::spawn(checkpoints(store.clone(), writer.clone(), stopped.clone()));
     let admin_addr = match admin_listen {
         Some(address) => {
             let admin_listener = TcpListener::bind(address)
@@ -188,17 +188,36 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
 
 /// Checkpoints the WAL every second until shutdown (the ingest writer's
 /// connection does not checkpoint itself).
-async fn checkpoints(store: Store, mut stopped: watch::Receiver<bool>) {
+async fn checkpoints(store: Store, writer: Writer, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(CHECKPOINT_EVERY) => {}
             _ = crate::server::stop_requested(&mut stopped) => return,
         }
         if let Err(error) = store.checkpoint().await {
             tracing::debug!(%error, "WAL checkpoint failed; retrying in a second.");
+            continue;
+        }
+        // A WAL grown by a burst keeps its size (SQLite reuses it from the
+        // start); once ingest has been quiet a while, give the space back.
+        let idle = clock::now_ms() - writer.last_commit_ms() >= WAL_TRUNCATE_IDLE_MS;
+        if idle && store.wal_bytes() > WAL_KEEP_BYTES {
+            match store.truncate_wal().await {
+                Ok(()) => tracing::debug!("WAL truncated while ingest was idle."),
+                Err(error) => tracing::debug!(%error, "WAL truncation failed; retrying later."),
+            }
         }
     }
 }
+
+/// How often the WAL is checkpointed (PASSIVE). Often, so each checkpoint's
+/// fsync of the database file is small: a large one delays the fsync of an
+/// ingest commit that lands at the same time.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// The WAL may stay this large without being truncated.
+const WAL_KEEP_BYTES: u64 = 64 * 1024 * 1024;
+/// How long ingest must have been quiet before the WAL is truncated.
+const WAL_TRUNCATE_IDLE_MS: i64 = 2_000;
 
 impl App {
     /// Stops in order (see the module doc), each step within the shutdown

@@ -149,9 +149,11 @@ fn connect_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions 
         // the background (`Store::checkpoint`); closing the last connection
         // checkpoints too (the CLI).
         .pragma("wal_autocheckpoint", "0")
-        // After a checkpoint the WAL is cut back to 64 MB, so a burst does
-        // not leave a large file behind.
-        .pragma("journal_size_limit", "67108864")
+    // No `journal_size_limit`: SQLite would cut the WAL back inside the
+    // commit that restarts it, and truncating a few hundred MB took
+    // 120-360 ms, stalling every acknowledgement in that commit
+    // (BENCHMARKS.md). The daemon truncates it while ingest is idle
+    // instead (`Store::truncate_wal`).
 }
 
 /// An open database: a pool for reads and short writes (dispatcher, CLI,
@@ -237,6 +239,22 @@ impl Store {
     /// since the ingest writer never checkpoints on its own.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The WAL file's size in bytes (0 when there is none).
+    pub fn wal_bytes(&self) -> u64 {
+        let mut wal = self.options.get_filename().as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(wal).map_or(0, |meta| meta.len())
+    }
+
+    /// Checkpoints everything and truncates the WAL to zero bytes. Waits for
+    /// (and briefly blocks) writers: call it when ingest is idle.
+    pub async fn truncate_wal(&self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -76,9 +76,17 @@ struct Job {
 #[derive(Clone, Debug)]
 pub struct Writer {
     queue: mpsc::Sender<Job>,
+    health: Arc<Health>,
+}
+
+/// What the writer task reports about itself.
+#[derive(Debug, Default)]
+struct Health {
     /// The last commit's failure (when, in ms, and why), cleared by the next
     /// commit that succeeds.
-    failure: Arc<std::sync::Mutex<Option<(i64, String)>>>,
+    failure: std::sync::Mutex<Option<(i64, String)>>,
+    /// When (Unix ms) the last commit of events ended.
+    last_commit: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for Job {
@@ -109,15 +117,15 @@ impl Writer {
     ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
         let conn = connect(store).await?;
         let (queue, jobs) = mpsc::channel(queue_len.max(1));
-        let failure = Arc::default();
+        let health = Arc::<Health>::default();
         let task = tokio::spawn(run(
             store.clone(),
             conn,
             jobs,
             on_commit,
-            Arc::clone(&failure),
+            Arc::clone(&health),
         ));
-        Ok((Writer { queue, failure }, task))
+        Ok((Writer { queue, health }, task))
     }
 
     /// Queues `batch` and waits until it is committed. Returns how many
@@ -143,10 +151,18 @@ impl Writer {
 impl Writer {
     /// When and why the last commit failed, unless one has succeeded since.
     pub fn last_failure(&self) -> Option<(i64, String)> {
-        self.failure
+        self.health
+            .failure
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// When (Unix ms) ingest last committed events; 0 if never.
+    pub fn last_commit_ms(&self) -> i64 {
+        self.health
+            .last_commit
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Proves the writer is alive and committing: an empty transaction
@@ -201,7 +217,7 @@ async fn run(
     conn: SqliteConnection,
     mut jobs: mpsc::Receiver<Job>,
     on_commit: impl Fn(CommitStats),
-    failure: Arc<std::sync::Mutex<Option<(i64, String)>>>,
+    health: Arc<Health>,
 ) {
     let budget = store.busy_timeout();
     // `None` after a failed commit: the connection is replaced before the
@@ -243,11 +259,19 @@ async fn run(
             duration: started.elapsed(),
             ok: result.is_ok(),
         });
-        *failure
+        let now = crate::clock::now_ms();
+        if events > 0 {
+            // Liveness pings (empty commits) do not count as ingest.
+            health
+                .last_commit
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+        }
+        *health
+            .failure
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = match &result {
             Ok(_) => None,
-            Err(error) => Some((crate::clock::now_ms(), error.clone())),
+            Err(error) => Some((now, error.clone())),
         };
         match result {
             Ok(counts) => {
