@@ -186,8 +186,9 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
     })
 }
 
-/// Checkpoints the WAL every second until shutdown (the ingest writer's
-/// connection does not checkpoint itself).
+/// Checkpoints the WAL every `CHECKPOINT_EVERY` until shutdown (no
+/// connection checkpoints inside its own commits), and truncates it once
+/// ingest has been idle.
 async fn checkpoints(store: Store, writer: Writer, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -195,7 +196,7 @@ async fn checkpoints(store: Store, writer: Writer, mut stopped: watch::Receiver<
             _ = crate::server::stop_requested(&mut stopped) => return,
         }
         if let Err(error) = store.checkpoint().await {
-            tracing::debug!(%error, "WAL checkpoint failed; retrying in a second.");
+            tracing::debug!(%error, "WAL checkpoint failed; retrying shortly.");
             continue;
         }
         // A WAL grown by a burst keeps its size (SQLite reuses it from the

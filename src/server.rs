@@ -167,3 +167,18 @@ pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OVER_CAPACITY;
+
+    #[test]
+    fn the_over_capacity_answer_declares_its_true_length_and_is_json() {
+        let text = std::str::from_utf8(OVER_CAPACITY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "));
+        assert!(head.contains(&format!("content-length: {}\r\n", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["code"], "unavailable");
+    }
+}
