@@ -172,3 +172,57 @@ async fn read_only_database_refuses_ingest_and_recovers_without_a_restart() {
         .all(|key| key.starts_with("before-") || key.starts_with("after-")));
     assert_eq!(integrity_check(&app.database).await, "ok");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wal_grown_by_a_burst_is_truncated_once_ingest_is_idle() {
+    use sqlx::Connection;
+    let app = spawn_app_with(|_| {}).await;
+    let wal = {
+        let mut name = app.database.clone().into_os_string();
+        name.push("-wal");
+        std::path::PathBuf::from(name)
+    };
+    let wal_bytes = || std::fs::metadata(&wal).map_or(0, |meta| meta.len());
+    // A reader holding an old snapshot keeps checkpoints from catching up,
+    // as a long burst does: the WAL grows past 64 MB.
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&app.database);
+    let mut reader = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    let pad = "w".repeat(8_000);
+    let mut round = 0;
+    while wal_bytes() < 70 * 1024 * 1024 {
+        let batch: Vec<Value> = (0..50)
+            .map(|n| {
+                json!({"type": "track", "userId": "u1", "event": format!("wal-{round}-{n}"),
+                            "messageId": format!("wal-{round}-{n}"), "properties": {"pad": pad}})
+            })
+            .collect();
+        let body = json!({"batch": batch, "writeKey": WRITE_KEY}).to_string();
+        let reply = app
+            .post("/v1/batch", body.as_bytes(), crate::helpers::Dress::Basic)
+            .await;
+        assert_eq!(reply.http_status(), Some(200));
+        round += 1;
+        assert!(round < 1000, "the WAL never grew");
+    }
+    sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+    drop(reader);
+    // Quiet now: within a few seconds the daemon gives the space back.
+    let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
+    while wal_bytes() > 64 * 1024 * 1024 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the WAL stayed at {} bytes",
+            wal_bytes()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.events_stored().await, round * 50);
+    assert_eq!(integrity_check(&app.database).await, "ok");
+}

@@ -5,7 +5,8 @@
 //! - `segment_ingest`: every way a Segment library posts, and every refusal
 //! - `crash`: 20 random SIGKILLs under load; every acknowledged event arrives
 //! - `delivery`: retries, splits, failures and the attempt log
-//! - `disk`: the database full (size cap) or read-only; ingest 503s and recovers
+//! - `disk`: the database full (size cap) or read-only; ingest 503s and recovers;
+//!   the WAL is given back after a burst
 //! - `faults`: the receiver fault matrix, and memory through failures
 //! - `hostile`: malformed, huge and nested bodies, slow clients, idle floods
 //! - `launchdarkly`: LaunchDarkly SDK traffic, mapped to Segment and relayed unchanged
