@@ -115,16 +115,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|line| line.starts_with("VmRSS:"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn db_mb(dir: &Path) -> f64 {
     ["ldbridge.db", "ldbridge.db-wal"]
         .iter()
@@ -204,7 +194,6 @@ async fn main() {
     )
     .unwrap();
     let daemon = Daemon::start(&config);
-    let pid = daemon.child.id();
     let base = format!("http://{}", daemon.addr);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
@@ -343,7 +332,7 @@ async fn main() {
             let acked = acked_segment.lock().unwrap().len() + acked_ld.lock().unwrap().len();
             let delivered =
                 at_ld.lock().unwrap().unique.len() + at_segment.lock().unwrap().unique.len();
-            let (rss, db) = (rss_mb(pid), db_mb(dir.path()));
+            let (rss, db) = (daemon.rss_mb(), db_mb(dir.path()));
             samples.push((elapsed, rss, db, worst));
             let ages_text: Vec<String> = ages
                 .iter()

@@ -51,13 +51,24 @@ impl Daemon {
     }
 
     /// Peak resident memory so far (VmHWM), in MB.
-    #[allow(dead_code)] // used by one of the two benchmarks
+    #[allow(dead_code)] // not every benchmark reports it
     pub fn peak_rss_mb(&self) -> f64 {
+        self.status_mb("VmHWM:")
+    }
+
+    /// Resident memory now (VmRSS), in MB.
+    #[allow(dead_code)] // not every benchmark reports it
+    pub fn rss_mb(&self) -> f64 {
+        self.status_mb("VmRSS:")
+    }
+
+    /// A kB figure of `/proc/<pid>/status`, in MB (0 once the process is gone).
+    fn status_mb(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find(|line| line.starts_with("VmHWM:"))
+            .find(|line| line.starts_with(field))
             .and_then(|line| line.split_whitespace().nth(1))
             .and_then(|kb| kb.parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)

@@ -93,6 +93,13 @@ async fn a_full_database_refuses_ingest_keeps_delivering_and_resumes_once_purged
     assert_eq!(integrity_check(&app.database).await, "ok");
 }
 
+/// `path` with `suffix` appended to its file name (SQLite's `-wal`).
+fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
 /// Sets or clears the immutable attribute; false if the filesystem has none.
 fn immutable(path: &Path, on: bool) -> bool {
     Command::new("chattr")
@@ -133,14 +140,7 @@ async fn regression_a_commit_failing_in_io_left_the_writer_stuck_until_restart()
 async fn read_only_database_refuses_ingest_and_recovers_without_a_restart() {
     let app = spawn_app_with(|_| {}).await;
     assert_eq!(post_batch(&app, "before", 10).await.0, 200);
-    let files: Vec<_> = ["", "-wal"]
-        .iter()
-        .map(|suffix| {
-            let mut name = app.database.clone().into_os_string();
-            name.push(suffix);
-            std::path::PathBuf::from(name)
-        })
-        .collect();
+    let files = vec![app.database.clone(), beside(&app.database, "-wal")];
     let mut read_only = ReadOnly(files.clone());
     if !files.iter().all(|file| immutable(file, true)) {
         eprintln!("SKIPPED: chattr +i is not supported here (needs root and ext4/xfs)");
@@ -177,11 +177,7 @@ async fn read_only_database_refuses_ingest_and_recovers_without_a_restart() {
 async fn a_wal_grown_by_a_burst_is_truncated_once_ingest_is_idle() {
     use sqlx::Connection;
     let app = spawn_app_with(|_| {}).await;
-    let wal = {
-        let mut name = app.database.clone().into_os_string();
-        name.push("-wal");
-        std::path::PathBuf::from(name)
-    };
+    let wal = beside(&app.database, "-wal");
     let wal_bytes = || std::fs::metadata(&wal).map_or(0, |meta| meta.len());
     // A reader holding an old snapshot keeps checkpoints from catching up,
     // as a long burst does: the WAL grows past 64 MB.
