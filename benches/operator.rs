@@ -56,6 +56,7 @@ async fn seed(path: &Path, events: usize) {
             protocol: Protocol::Segment,
             received_at: old + start as i64,
             meta: None,
+            payload_id: None,
             routes: vec![Route::SegmentToLaunchDarkly],
             events: rows,
         };

@@ -144,6 +144,7 @@ async fn ceiling(dir: &Path, events: usize) -> f64 {
         protocol: Protocol::Segment,
         received_at: 0,
         meta: None,
+        payload_id: None,
         routes: vec![Route::SegmentToLaunchDarkly],
         events: rows,
     };

@@ -78,7 +78,11 @@ impl Target {
             let id = PAYLOAD.fetch_add(1, Ordering::Relaxed);
             request = request
                 .header("x-launchdarkly-event-schema", "4")
-                .header("x-launchdarkly-payload-id", format!("bench-payload-{id}"));
+                // UUID-shaped, like the SDKs' (the stored size depends on it).
+                .header(
+                    "x-launchdarkly-payload-id",
+                    format!("5b2d3c4e-9f1a-4b7c-8d2e-{id:012x}"),
+                );
         }
         let request = request.body(Full::new(body.bytes.clone())).unwrap();
         match self.client.request(request).await {

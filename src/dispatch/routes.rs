@@ -16,6 +16,7 @@ use crate::{
     deliver::{launchdarkly, segment, Outbound},
     map::{self, ld_to_segment, Mapped},
     store::{
+        self,
         dispatch::{ClaimedBatch, StoredEvent},
         LdEndpoint, LdMeta, Route,
     },
@@ -80,10 +81,13 @@ pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> 
     if route == Route::LaunchDarklyRelay {
         return relay_lane(event);
     }
-    let value: Value = match serde_json::from_str(&event.body) {
+    let mut value: Value = match serde_json::from_str(&event.body) {
         Ok(value) => value,
         Err(error) => return Prepared::Fail(format!("stored event is not valid JSON: {error}")),
     };
+    if matches!(route, Route::SegmentToLaunchDarkly | Route::SegmentRelay) {
+        store::body::restore(&mut value, &event.dedupe_key, event.received_at);
+    }
     match route {
         Route::SegmentToLaunchDarkly => from_mapped(map::segment_to_ld::map(&value, now), None),
         Route::SegmentRelay => from_mapped(

@@ -194,8 +194,8 @@ pub fn parse(
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
     };
-    let events = if endpoint.diagnostic {
-        vec![diagnostic_event(body)?]
+    let (events, payload_id) = if endpoint.diagnostic {
+        (vec![diagnostic_event(body)?], None)
     } else {
         let payload_id = match header("x-launchdarkly-payload-id") {
             Some(id) if id.is_empty() || id.len() > MAX_PAYLOAD_ID => {
@@ -207,7 +207,7 @@ pub fn parse(
             // Old SDKs send none: such a payload cannot be recognised again.
             None => uuid::Uuid::new_v4().to_string(),
         };
-        analytics_events(body, &payload_id)?
+        (analytics_events(body, &payload_id)?, Some(payload_id))
     };
     let meta = LdMeta {
         endpoint: endpoint.kind,
@@ -223,6 +223,7 @@ pub fn parse(
         protocol: Protocol::LaunchDarkly,
         received_at,
         meta: serde_json::to_string(&meta).ok(),
+        payload_id,
         routes: routes(source),
         events,
     })

@@ -134,6 +134,7 @@ pub fn parse(
         protocol: Protocol::Segment,
         received_at,
         meta: None,
+        payload_id: None,
         routes: routes(source),
         events,
     })
@@ -435,6 +436,7 @@ fn normalize(
             id
         }
     };
+    crate::store::body::strip(&mut message, &dedupe_key, &shared.received_text);
     // Straight into a byte buffer: `Value`'s `Display` goes through
     // `fmt::Formatter` for every token, which showed in the ingest profile.
     let body = serde_json::to_string(&message).expect("a JSON map always serialises");

@@ -16,6 +16,8 @@ pub struct StoredEvent {
     pub event_id: i64,
     pub source: String,
     pub dedupe_key: String,
+    /// When it was received (Unix ms).
+    pub received_at: i64,
     /// Protocol extras of the request it came in (JSON), if any.
     pub meta: Option<String>,
     pub body: String,
@@ -99,12 +101,13 @@ pub async fn recover_sending(store: &Store, now: i64) -> Result<u64, StoreError>
 /// due. Reads only, so an idle tick writes nothing.
 pub async fn has_work(store: &Store, route: Route, now: i64) -> Result<bool, StoreError> {
     let row = sqlx::query(
-        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE route = ?1 AND status = 'pending') \
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE route = ?3 AND status = 'pending') \
              OR EXISTS (SELECT 1 FROM batches WHERE route = ?1 \
                         AND status IN ('pending', 'retrying') AND next_attempt_at <= ?2)",
     )
     .bind(route.as_str())
     .bind(now)
+    .bind(route.code())
     .fetch_one(store.pool())
     .await?;
     Ok(row.get::<bool, _>(0))
@@ -116,12 +119,14 @@ pub async fn pending_events(
     route: Route,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT d.event_id, e.source, e.dedupe_key, e.meta, e.body FROM deliveries d \
-         JOIN events e ON e.id = d.event_id \
-         WHERE d.route = ?1 AND d.status = 'pending' ORDER BY d.event_id LIMIT ?2",
-    )
-    .bind(route.as_str())
+    let rows = sqlx::query(concat!(
+        "SELECT d.event_id, e.source, ",
+        event_key!(),
+        ", e.received_at, q.meta, e.body FROM deliveries d JOIN events e ON e.id = d.event_id",
+        event_request!(),
+        "WHERE d.route = ?1 AND d.status = 'pending' ORDER BY d.event_id LIMIT ?2"
+    ))
+    .bind(route.code())
     .bind(limit as i64)
     .fetch_all(store.pool())
     .await?;
@@ -133,8 +138,9 @@ fn stored_event(row: &sqlx::sqlite::SqliteRow) -> StoredEvent {
         event_id: row.get(0),
         source: row.get(1),
         dedupe_key: row.get(2),
-        meta: row.get(3),
-        body: row.get(4),
+        received_at: row.get(3),
+        meta: row.get(4),
+        body: row.get(5),
     }
 }
 
@@ -202,7 +208,7 @@ async fn settle(
              WHERE route = ?2 AND status = 'pending' AND event_id IN (SELECT value FROM json_each(?1))",
         )
         .bind(id_list(&event_ids))
-        .bind(route.as_str())
+        .bind(route.code())
         .bind(reason)
         .bind(status)
         .execute(&mut *conn)
@@ -273,7 +279,7 @@ async fn assign_events(
          WHERE route = ?2 AND status = ?4 AND event_id IN (SELECT value FROM json_each(?1))",
     )
     .bind(id_list(event_ids))
-    .bind(route.as_str())
+    .bind(route.code())
     .bind(batch_id)
     .bind(from_status)
     .execute(&mut *conn)
@@ -335,10 +341,13 @@ pub async fn claim_due(
 
 /// The events of a batch in event order. Empty if the batch has none.
 pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT e.id, e.source, e.dedupe_key, e.meta, e.body FROM deliveries d JOIN events e ON e.id = d.event_id \
-         WHERE d.batch_id = ?1 ORDER BY e.id",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT e.id, e.source, ",
+        event_key!(),
+        ", e.received_at, q.meta, e.body FROM deliveries d JOIN events e ON e.id = d.event_id",
+        event_request!(),
+        "WHERE d.batch_id = ?1 ORDER BY e.id"
+    ))
     .bind(batch_id)
     .fetch_all(store.pool())
     .await?;

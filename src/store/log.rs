@@ -108,9 +108,12 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> BatchSummary {
 
 /// Counts of deliveries by route and status, for tests and `stats`.
 pub async fn delivery_counts(store: &Store) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let rows = sqlx::query("SELECT route, status, COUNT(*) FROM deliveries GROUP BY route, status ORDER BY route, status")
-        .fetch_all(store.pool())
-        .await?;
+    let rows = sqlx::query(
+        "SELECT r.name, d.status, COUNT(*) FROM deliveries d JOIN routes r ON r.id = d.route \
+         GROUP BY r.name, d.status ORDER BY r.name, d.status",
+    )
+    .fetch_all(store.pool())
+    .await?;
     Ok(rows
         .into_iter()
         .map(|row| (row.get(0), row.get(1), row.get(2)))
@@ -202,10 +205,14 @@ pub struct BatchMember {
 /// The events a batch carries, in order. Empty for an unknown batch or a
 /// split one (its events moved to the halves).
 pub async fn batch_members(store: &Store, batch_id: i64) -> Result<Vec<BatchMember>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT e.id, d.route, e.dedupe_key, e.kind, d.status FROM deliveries d JOIN events e ON e.id = d.event_id \
-         WHERE d.batch_id = ?1 ORDER BY e.id",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT e.id, r.name, ",
+        event_key!(),
+        ", e.kind, d.status FROM deliveries d JOIN events e ON e.id = d.event_id \
+         JOIN routes r ON r.id = d.route",
+        event_request!(),
+        "WHERE d.batch_id = ?1 ORDER BY e.id"
+    ))
     .bind(batch_id)
     .fetch_all(store.pool())
     .await?;
@@ -237,15 +244,34 @@ pub struct EventSummary {
 /// empty when nothing matches.
 pub async fn find_events(store: &Store, needle: &str) -> Result<Vec<EventSummary>, StoreError> {
     let id: Option<i64> = needle.parse().ok();
-    // The prefix range `needle:` … `needle;` finds "<payload id>:<index>"
-    // keys through the (dedupe_key, source) index.
-    let rows = sqlx::query(
-        "SELECT id, source, protocol, dedupe_key, kind, received_at FROM events \
-         WHERE id = ?1 OR dedupe_key = ?2 OR (dedupe_key >= ?2 || ':' AND dedupe_key < ?2 || ';') \
-         ORDER BY id LIMIT 1000",
-    )
+    // "<payload id>:<index>": one event of a payload.
+    let (payload, index) = match needle.rsplit_once(':') {
+        Some((payload, index)) => (Some(payload), index.parse::<i64>().ok()),
+        None => (None, None),
+    };
+    // Each arm is one index lookup: the event id; a key stored as text
+    // (Segment messageIds, and LaunchDarkly keys stored before migration
+    // 0004, whose payload is the prefix range `needle:` … `needle;`); a
+    // payload's events (its request's id range); one event of a payload.
+    let rows = sqlx::query(concat!(
+        "SELECT e.id, e.source, e.protocol, ",
+        event_key!(),
+        ", e.kind, e.received_at FROM events e",
+        event_request!(),
+        "WHERE e.id IN ( \
+            SELECT id FROM events WHERE id = ?1 \
+            UNION SELECT id FROM events WHERE dedupe_key = ?2 \
+            UNION SELECT id FROM events WHERE dedupe_key >= ?2 || ':' AND dedupe_key < ?2 || ';' \
+            UNION SELECT p.id FROM requests r JOIN events p ON p.id >= r.first_event \
+                  AND p.id < r.first_event + r.event_count AND p.request = r.id WHERE r.payload_id = ?2 \
+            UNION SELECT p.id FROM requests r JOIN events p ON p.id = r.first_event + ?4 \
+                  AND p.request = r.id WHERE r.payload_id = ?3) \
+         ORDER BY e.id LIMIT 1000"
+    ))
     .bind(id)
     .bind(needle)
+    .bind(payload)
+    .bind(index)
     .fetch_all(store.pool())
     .await?;
     Ok(rows
@@ -274,10 +300,11 @@ pub struct RouteState {
 /// it takes none.
 pub async fn event_routes(store: &Store, event_id: i64) -> Result<Vec<RouteState>, StoreError> {
     let rows = sqlx::query(
-        "SELECT d.route AS d_route, d.status AS d_status, d.reason, b.id, b.route, b.source, b.lane, b.status, \
+        "SELECT r.name AS d_route, d.status AS d_status, d.reason, b.id, b.route, b.source, b.lane, b.status, \
                 b.payload_id, b.event_count, b.attempts, b.created_at, b.updated_at, b.next_attempt_at, \
                 b.last_error, b.parent_id \
-         FROM deliveries d LEFT JOIN batches b ON b.id = d.batch_id WHERE d.event_id = ?1 ORDER BY d.route",
+         FROM deliveries d JOIN routes r ON r.id = d.route LEFT JOIN batches b ON b.id = d.batch_id \
+         WHERE d.event_id = ?1 ORDER BY r.name",
     )
     .bind(event_id)
     .fetch_all(store.pool())
@@ -299,8 +326,10 @@ pub async fn event_routes(store: &Store, event_id: i64) -> Result<Vec<RouteState
 pub async fn open_deliveries(store: &Store) -> Result<Vec<(String, String, i64)>, StoreError> {
     let mut counts: Vec<(String, String, i64)> = Vec::new();
     for sql in [
-        "SELECT route, 'pending', COUNT(*) FROM deliveries WHERE status = 'pending' GROUP BY route",
-        "SELECT route, status, COUNT(*) FROM deliveries WHERE status IN ('batched', 'failed') GROUP BY route, status",
+        "SELECT (SELECT name FROM routes WHERE id = d.route), 'pending', COUNT(*) FROM deliveries d \
+         WHERE status = 'pending' GROUP BY route",
+        "SELECT (SELECT name FROM routes WHERE id = d.route), status, COUNT(*) FROM deliveries d \
+         WHERE status IN ('batched', 'failed') GROUP BY route, status",
     ] {
         let rows = sqlx::query(sql).fetch_all(store.pool()).await?;
         counts.extend(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2))));
@@ -315,7 +344,8 @@ pub async fn open_deliveries(store: &Store) -> Result<Vec<(String, String, i64)>
 pub async fn oldest_undelivered(store: &Store, route: &str) -> Result<Option<i64>, StoreError> {
     let pending: Option<i64> = sqlx::query_scalar(
         "SELECT e.received_at FROM events e \
-         WHERE e.id = (SELECT MIN(event_id) FROM deliveries WHERE route = ?1 AND status = 'pending')",
+         WHERE e.id = (SELECT MIN(event_id) FROM deliveries \
+                       WHERE route = (SELECT id FROM routes WHERE name = ?1) AND status = 'pending')",
     )
     .bind(route)
     .fetch_optional(store.pool())

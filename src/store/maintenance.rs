@@ -96,19 +96,24 @@ pub struct Purged {
 pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, StoreError> {
     let mut purged = Purged::default();
     let mut after = i64::MIN;
+    let bound = received_before(store, cutoff).await?;
     loop {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM events e WHERE received_at < ?1 AND id > ?2 AND NOT EXISTS \
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, request FROM events e WHERE id > ?2 AND id <= ?4 AND received_at < ?1 AND NOT EXISTS \
                (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ('delivered', 'skipped')) \
              ORDER BY id LIMIT ?3",
         )
         .bind(cutoff)
         .bind(after)
         .bind(chunk as i64)
+        .bind(bound)
         .fetch_all(store.pool())
         .await?;
-        let Some(last) = ids.last() else { break };
-        after = *last;
+        let Some(&(last, _)) = rows.last() else { break };
+        after = last;
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        let mut requests: Vec<i64> = rows.iter().filter_map(|(_, request)| *request).collect();
+        requests.dedup();
         let started = std::time::Instant::now();
         let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         let list = id_list(&ids);
@@ -127,6 +132,15 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
         )
         .bind(&list)
+        .execute(&mut *tx)
+        .await?;
+        // A request's row goes with its last event.
+        sqlx::query(
+            "DELETE FROM requests WHERE id IN (SELECT value FROM json_each(?1)) AND NOT EXISTS \
+               (SELECT 1 FROM events e WHERE e.id >= requests.first_event \
+                  AND e.id < requests.first_event + requests.event_count AND e.request = requests.id)",
+        )
+        .bind(id_list(&requests))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -177,6 +191,38 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         purged.batches += batches.rows_affected();
     }
     Ok(purged)
+}
+
+/// The highest event id received before `cutoff`, found by bisecting ids
+/// (events are stored in the order they arrive, so `received_at` grows
+/// with the id); `i64::MIN` when there is none. A clock stepped back only
+/// makes it stop early: the purge still checks every event's own time.
+async fn received_before(store: &Store, cutoff: i64) -> Result<i64, StoreError> {
+    let at_or_after = |id: i64| {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT id, received_at FROM events WHERE id >= ?1 ORDER BY id LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(store.pool())
+    };
+    let (mut low, mut high) = match at_or_after(i64::MIN).await? {
+        Some((first, received)) if received < cutoff => {
+            let last: i64 = sqlx::query_scalar("SELECT MAX(id) FROM events")
+                .fetch_one(store.pool())
+                .await?;
+            (first, last.saturating_add(1))
+        }
+        _ => return Ok(i64::MIN),
+    };
+    // `low` was received before the cutoff; no id from `high` on was.
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        match at_or_after(middle).await? {
+            Some((id, received)) if id < high && received < cutoff => low = id,
+            _ => high = middle,
+        }
+    }
+    Ok(low)
 }
 
 fn id_list(ids: &[i64]) -> String {

@@ -7,6 +7,23 @@
 //! It makes no HTTP calls and decides no policy: callers pass in what to
 //! write, including times.
 
+/// An event's dedupe key in SQL, for a query joining `events e` with
+/// [`event_request!`]: its own key, or one derived from its request's
+/// payload id and its position ("<payload id>:<index>").
+macro_rules! event_key {
+    () => {
+        "COALESCE(e.dedupe_key, q.payload_id || ':' || (e.id - q.first_event))"
+    };
+}
+
+/// Joins an event `e` with its request `q` (payload id, metadata), if any.
+macro_rules! event_request {
+    () => {
+        " LEFT JOIN requests q ON q.id = e.request "
+    };
+}
+
+pub mod body;
 pub mod dispatch;
 pub mod log;
 pub mod maintenance;
@@ -21,7 +38,7 @@ use sqlx::sqlite::{
 use sqlx::Connection;
 
 /// Routes an event can take (architecture.md §1). The string form is what is
-/// stored and shown.
+/// shown and what batches store; deliveries store [`Route::code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Route {
     SegmentToLaunchDarkly,
@@ -44,6 +61,17 @@ impl Route {
             Route::LaunchDarklyToSegment => "launchdarkly-to-segment",
             Route::LaunchDarklyRelay => "launchdarkly-relay",
             Route::SegmentRelay => "segment-relay",
+        }
+    }
+
+    /// The small integer a delivery stores for the route (the `routes`
+    /// table of migration 0004 names them).
+    pub fn code(self) -> i64 {
+        match self {
+            Route::SegmentToLaunchDarkly => 1,
+            Route::LaunchDarklyToSegment => 2,
+            Route::LaunchDarklyRelay => 3,
+            Route::SegmentRelay => 4,
         }
     }
 }

@@ -40,6 +40,11 @@ pub struct IngestBatch {
     pub received_at: i64,
     /// Protocol extras shared by every event of the request (JSON), if any.
     pub meta: Option<String>,
+    /// A LaunchDarkly payload id: the request is stored once per (payload
+    /// id, source), as a whole, and its events' dedupe keys are derived
+    /// from it ("<payload id>:<index>"); their own keys are not stored.
+    /// `None`: each event is deduplicated by its own `dedupe_key`.
+    pub payload_id: Option<String>,
     /// One `pending` delivery per route is created for every new event.
     pub routes: Vec<Route>,
     pub events: Vec<NewEvent>,
@@ -174,6 +179,7 @@ impl Writer {
             protocol: Protocol::Segment,
             received_at: 0,
             meta: None,
+            payload_id: None,
             routes: Vec::new(),
             events: Vec::new(),
         };
@@ -333,7 +339,20 @@ async fn commit(
     let mut counts = Vec::with_capacity(group.len());
     for job in group.iter_mut() {
         let events = job.batch.events.len();
-        let (stored, last) = insert_events(&mut tx, &mut job.batch).await?;
+        let (stored, last) = match insert_request(&mut tx, &job.batch, before).await? {
+            Request::Seen => (0, before),
+            Request::Stored(request) => {
+                let done = insert_events(&mut tx, &mut job.batch, request).await?;
+                if let (Some(request), 0) = (request, done.0) {
+                    // Every event was a duplicate: the row would name none.
+                    sqlx::query("DELETE FROM requests WHERE id = ?1")
+                        .bind(request)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                done
+            }
+        };
         counts.push(Committed {
             stored,
             duplicates: events - stored,
@@ -389,9 +408,55 @@ fn cached_sql(
 fn events_sql(rows: usize) -> String {
     let values = vec!["(?,?,?,?,?,?,?)"; rows].join(",");
     format!(
-        "INSERT INTO events (source, protocol, dedupe_key, kind, received_at, meta, body) \
-         VALUES {values} ON CONFLICT (dedupe_key, source) DO NOTHING"
+        "INSERT INTO events (source, protocol, dedupe_key, request, kind, received_at, body) \
+         VALUES {values} ON CONFLICT (dedupe_key, source) WHERE dedupe_key IS NOT NULL DO NOTHING"
     )
+}
+
+/// Where a request's shared row stands.
+enum Request {
+    /// Its payload was stored before: every event is a duplicate.
+    Seen,
+    /// Its `requests` row (`None`: it needs none).
+    Stored(Option<i64>),
+}
+
+/// Stores the shared row of `batch` (payload id, metadata), if it has
+/// one, for events that will get ids from `before + 1`. A payload id
+/// already stored for the source, in this form or as the text keys of
+/// events stored before migration 0004, makes the whole request a duplicate.
+async fn insert_request(
+    conn: &mut SqliteConnection,
+    batch: &IngestBatch,
+    before: i64,
+) -> Result<Request, sqlx::Error> {
+    if batch.meta.is_none() && batch.payload_id.is_none() {
+        return Ok(Request::Stored(None));
+    }
+    if let Some(payload_id) = &batch.payload_id {
+        let seen: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM requests WHERE payload_id = ?1 AND source = ?2) \
+                 OR EXISTS (SELECT 1 FROM events WHERE dedupe_key = ?1 || ':0' AND source = ?2)",
+        )
+        .bind(payload_id)
+        .bind(&batch.source)
+        .fetch_one(&mut *conn)
+        .await?;
+        if seen {
+            return Ok(Request::Seen);
+        }
+    }
+    let done = sqlx::query(
+        "INSERT INTO requests (source, payload_id, meta, first_event, event_count) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .bind(&batch.source)
+    .bind(&batch.payload_id)
+    .bind(&batch.meta)
+    .bind(before + 1)
+    .bind(batch.events.len() as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Request::Stored(Some(done.last_insert_rowid())))
 }
 
 static EVENTS_SQL: [OnceLock<Arc<str>>; 7] = [const { OnceLock::new() }; 7];
@@ -402,11 +467,13 @@ static EVENTS_SQL: [OnceLock<Arc<str>>; 7] = [const { OnceLock::new() }; 7];
 async fn insert_events(
     conn: &mut SqliteConnection,
     batch: &mut IngestBatch,
+    request: Option<i64>,
 ) -> Result<(usize, i64), sqlx::Error> {
     // Shared by every row: bound as `Arc<str>`, which sqlx keeps without copying.
     let source: Arc<str> = Arc::from(batch.source.as_str());
     let protocol: Arc<str> = Arc::from(batch.protocol.as_str());
-    let meta: Option<Arc<str>> = batch.meta.as_deref().map(Arc::from);
+    // Keys derived from the payload id are not stored.
+    let own_keys = batch.payload_id.is_none();
     let (mut stored, mut last) = (0, 0);
     let mut rest = &mut batch.events[..];
     for rows in chunk_sizes(rest.len()) {
@@ -418,10 +485,10 @@ async fn insert_events(
             query = query
                 .bind(Arc::clone(&source))
                 .bind(Arc::clone(&protocol))
-                .bind(std::mem::take(&mut event.dedupe_key))
+                .bind(own_keys.then(|| std::mem::take(&mut event.dedupe_key)))
+                .bind(request)
                 .bind(std::mem::take(&mut event.kind))
                 .bind(batch.received_at)
-                .bind(meta.clone())
                 .bind(std::mem::take(&mut event.body));
         }
         let done = query.execute(&mut *conn).await?;
@@ -448,7 +515,7 @@ async fn insert_deliveries(
         )
         .bind(after)
         .bind(last)
-        .bind(route.as_str())
+        .bind(route.code())
         .execute(&mut *conn)
         .await?;
     }

@@ -10,6 +10,7 @@
 //! - `faults`: the receiver fault matrix, and memory through failures
 //! - `hostile`: malformed, huge and nested bodies, slow clients, idle floods
 //! - `launchdarkly`: LaunchDarkly SDK traffic, mapped to Segment and relayed unchanged
+//! - `migration`: a database from an earlier schema upgrades with nothing lost
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
 //! - `properties`: proptest of both parsers and all mappers
@@ -24,6 +25,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod launchdarkly;
+mod migration;
 mod operator;
 mod process;
 mod properties;
