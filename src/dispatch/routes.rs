@@ -86,7 +86,12 @@ pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> 
         Err(error) => return Prepared::Fail(format!("stored event is not valid JSON: {error}")),
     };
     if matches!(route, Route::SegmentToLaunchDarkly | Route::SegmentRelay) {
-        store::body::restore(&mut value, &event.dedupe_key, event.received_at);
+        let row = store::body::Row {
+            kind: &event.kind,
+            dedupe_key: &event.dedupe_key,
+            received_at: event.received_at,
+        };
+        store::body::restore(&mut value, row);
     }
     match route {
         Route::SegmentToLaunchDarkly => from_mapped(map::segment_to_ld::map(&value, now), None),

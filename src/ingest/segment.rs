@@ -436,7 +436,12 @@ fn normalize(
             id
         }
     };
-    crate::store::body::strip(&mut message, &dedupe_key, &shared.received_text);
+    let row = crate::store::body::Row {
+        kind: &kind,
+        dedupe_key: &dedupe_key,
+        received_at: shared.received_at,
+    };
+    crate::store::body::strip(&mut message, row, &shared.received_text);
     // Straight into a byte buffer: `Value`'s `Display` goes through
     // `fmt::Formatter` for every token, which showed in the ingest profile.
     let body = serde_json::to_string(&message).expect("a JSON map always serialises");

@@ -1,19 +1,32 @@
 //! The stored form of a Segment message.
 //!
-//! Two fields of a normalised message are already columns of its event
-//! row, so the stored body leaves them out (~100 bytes an event, a sixth of
-//! a typical message): `messageId` (the `dedupe_key`) and the `receivedAt`
-//! ldbridge stamped (`received_at`). [`restore`] puts them back, so every
-//! route reads the message ingest normalised. A `receivedAt` that is not
-//! ldbridge's (Segment's own, on webhooks) stays in the body.
+//! Three fields of a normalised message are already columns of its event
+//! row, so the stored body leaves them out (~125 bytes an event, a fifth of
+//! a typical message): `type` (the `kind`), `messageId` (the `dedupe_key`)
+//! and the `receivedAt` ldbridge stamped (`received_at`). [`restore`] puts
+//! them back, so every route reads the message ingest normalised. A
+//! `receivedAt` that is not ldbridge's (Segment's own, on webhooks) stays in
+//! the body.
 
 use serde_json::{Map, Value};
 
-/// Leaves out of `message` what its row holds: `messageId` when it is
-/// `dedupe_key`, and `receivedAt` when it is `received_text` (the row's
-/// `received_at`, as formatted by ingest).
-pub fn strip(message: &mut Map<String, Value>, dedupe_key: &str, received_text: &str) {
-    for (field, column) in [("messageId", dedupe_key), ("receivedAt", received_text)] {
+/// The columns of an event row that a Segment body can leave out.
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    pub kind: &'a str,
+    pub dedupe_key: &'a str,
+    pub received_at: i64,
+}
+
+/// Leaves out of `message` what its row holds: `type` when it is the
+/// `kind`, `messageId` when it is the `dedupe_key`, and `receivedAt` when
+/// it is `received_text` (the row's `received_at` as ingest formats it).
+pub fn strip(message: &mut Map<String, Value>, row: Row<'_>, received_text: &str) {
+    for (field, column) in [
+        ("type", row.kind),
+        ("messageId", row.dedupe_key),
+        ("receivedAt", received_text),
+    ] {
         if message.get(field).and_then(Value::as_str) == Some(column) {
             message.shift_remove(field);
         }
@@ -21,14 +34,18 @@ pub fn strip(message: &mut Map<String, Value>, dedupe_key: &str, received_text: 
 }
 
 /// Puts back what [`strip`] left out: fields absent from `message` take the
-/// row's values. Bodies stored whole (before migration 0004) are unchanged.
-pub fn restore(message: &mut Value, dedupe_key: &str, received_at: i64) {
+/// row's values (`type` first, as Segment's libraries send it). Bodies
+/// stored whole (before migration 0004) are unchanged.
+pub fn restore(message: &mut Value, row: Row<'_>) {
     if let Value::Object(fields) = message {
+        if !fields.contains_key("type") {
+            fields.shift_insert(0, "type".to_owned(), Value::from(row.kind));
+        }
         if !fields.contains_key("messageId") {
-            fields.insert("messageId".to_owned(), Value::from(dedupe_key));
+            fields.insert("messageId".to_owned(), Value::from(row.dedupe_key));
         }
         if !fields.contains_key("receivedAt") {
-            let text = crate::clock::format_ms(received_at);
+            let text = crate::clock::format_ms(row.received_at);
             fields.insert("receivedAt".to_owned(), Value::String(text));
         }
     }
@@ -53,22 +70,38 @@ mod tests {
         let received = crate::clock::format_ms(RECEIVED_AT);
         let normalised = json!({"type": "track", "messageId": "m-1", "event": "E",
                                 "receivedAt": received, "timestamp": "2024-05-14T09:31:27.412Z"});
+        let row = Row {
+            kind: "track",
+            dedupe_key: "m-1",
+            received_at: RECEIVED_AT,
+        };
         let mut stored = object(normalised.clone());
-        strip(&mut stored, "m-1", &received);
-        assert!(!stored.contains_key("messageId") && !stored.contains_key("receivedAt"));
+        strip(&mut stored, row, &received);
+        assert_eq!(
+            Value::Object(stored.clone()),
+            json!({"event": "E", "timestamp": "2024-05-14T09:31:27.412Z"})
+        );
         let mut read = Value::Object(stored);
-        restore(&mut read, "m-1", RECEIVED_AT);
+        restore(&mut read, row);
         assert_eq!(read, normalised);
+        let keys: Vec<&String> = read.as_object().unwrap().keys().collect();
+        assert_eq!(keys[0], "type");
     }
 
     #[test]
     fn fields_that_differ_from_the_row_stay_in_the_body() {
         // A webhook message carries Segment's own receivedAt.
-        let theirs = json!({"messageId": "m-1", "receivedAt": "2024-01-01T00:00:00.000Z"});
+        let theirs =
+            json!({"type": "track", "messageId": "m-1", "receivedAt": "2024-01-01T00:00:00.000Z"});
+        let row = Row {
+            kind: "page",
+            dedupe_key: "other",
+            received_at: RECEIVED_AT,
+        };
         let mut stored = object(theirs.clone());
-        strip(&mut stored, "other", &crate::clock::format_ms(RECEIVED_AT));
+        strip(&mut stored, row, &crate::clock::format_ms(RECEIVED_AT));
         let mut read = Value::Object(stored);
-        restore(&mut read, "other", RECEIVED_AT);
+        restore(&mut read, row);
         assert_eq!(read, theirs);
     }
 }

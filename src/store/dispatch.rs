@@ -16,6 +16,8 @@ pub struct StoredEvent {
     pub event_id: i64,
     pub source: String,
     pub dedupe_key: String,
+    /// Segment message type or LaunchDarkly event kind.
+    pub kind: String,
     /// When it was received (Unix ms).
     pub received_at: i64,
     /// Protocol extras of the request it came in (JSON), if any.
@@ -122,7 +124,7 @@ pub async fn pending_events(
     let rows = sqlx::query(concat!(
         "SELECT d.event_id, e.source, ",
         event_key!(),
-        ", e.received_at, q.meta, e.body FROM deliveries d JOIN events e ON e.id = d.event_id",
+        ", e.kind, e.received_at, q.meta, e.body FROM deliveries d JOIN events e ON e.id = d.event_id",
         event_request!(),
         "WHERE d.route = ?1 AND d.status = 'pending' ORDER BY d.event_id LIMIT ?2"
     ))
@@ -138,9 +140,10 @@ fn stored_event(row: &sqlx::sqlite::SqliteRow) -> StoredEvent {
         event_id: row.get(0),
         source: row.get(1),
         dedupe_key: row.get(2),
-        received_at: row.get(3),
-        meta: row.get(4),
-        body: row.get(5),
+        kind: row.get(3),
+        received_at: row.get(4),
+        meta: row.get(5),
+        body: row.get(6),
     }
 }
 
@@ -344,7 +347,7 @@ pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<StoredEven
     let rows = sqlx::query(concat!(
         "SELECT e.id, e.source, ",
         event_key!(),
-        ", e.received_at, q.meta, e.body FROM deliveries d JOIN events e ON e.id = d.event_id",
+        ", e.kind, e.received_at, q.meta, e.body FROM deliveries d JOIN events e ON e.id = d.event_id",
         event_request!(),
         "WHERE d.batch_id = ?1 ORDER BY e.id"
     ))

@@ -15,7 +15,7 @@ use ldbridge::{
     config::Config,
     ingest::{launchdarkly, segment, Refusal},
     map::{ld_to_segment, segment_relay, segment_to_ld, Mapped},
-    store::writer::IngestBatch,
+    store::writer::{IngestBatch, NewEvent},
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -162,10 +162,27 @@ fn assert_refusal_is_4xx(refused: &Refusal) {
 
 /// Maps every stored Segment event on both Segment routes; each result is
 /// either a JSON object to send or a reason to skip.
+/// A stored Segment body as the dispatcher reads it: parsed, with the
+/// fields its row holds put back.
+fn read_back(batch: &IngestBatch, event: &NewEvent) -> Value {
+    let mut stored: Value = serde_json::from_str(&event.body).expect("stored body is JSON");
+    let row = ldbridge::store::body::Row {
+        kind: &event.kind,
+        dedupe_key: &event.dedupe_key,
+        received_at: batch.received_at,
+    };
+    ldbridge::store::body::restore(&mut stored, row);
+    stored
+}
+
 fn map_segment_batch(batch: &IngestBatch) {
     for event in &batch.events {
-        let stored: Value = serde_json::from_str(&event.body).expect("stored body is JSON");
+        let stored = read_back(batch, event);
         assert!(stored.is_object());
+        // What the row holds comes back: every route sees the whole message.
+        assert_eq!(stored["type"], Value::from(event.kind.as_str()));
+        assert_eq!(stored["messageId"], Value::from(event.dedupe_key.as_str()));
+        assert!(stored["receivedAt"].is_string());
         for mapped in [
             segment_to_ld::map(&stored, RECEIVED_AT),
             segment_relay::map(&stored),
@@ -275,7 +292,7 @@ proptest! {
         let batch = segment::parse(
             segment::Endpoint::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
         ).unwrap();
-        let stored: Value = serde_json::from_str(&batch.events[0].body).unwrap();
+        let stored = read_back(&batch, &batch.events[0]);
         let Mapped::Send(event) = segment_to_ld::map(&stored, RECEIVED_AT) else {
             panic!("a valid track was skipped");
         };
