@@ -300,8 +300,9 @@ async fn open_loop(target: &Target, sizes: &Sizes, when: &str, next: &mut usize)
 }
 
 /// Ingests `events` events of `kind` into a fresh database in `dir` and
-/// stops; reports its size per event. Returns the events stored.
-async fn seed(dir: &Path, kind: Kind, events: usize, peak: &mut f64) -> usize {
+/// stops; reports its size per event. Returns the events stored and their
+/// raw JSON bytes.
+async fn seed(dir: &Path, kind: Kind, events: usize, peak: &mut f64) -> (usize, usize) {
     let (launchdarkly, segment) = receivers(Duration::ZERO).await;
     let daemon = start_daemon(dir, NEVER, &launchdarkly.url(), &segment.url());
     let (bodies, raw) = fixtures::bodies(kind, 0, events.div_ceil(100));
@@ -312,7 +313,7 @@ async fn seed(dir: &Path, kind: Kind, events: usize, peak: &mut f64) -> usize {
         _ => "Segment events",
     };
     report_size(&format!("{name}, undelivered"), dir, result.events, raw);
-    result.events
+    (result.events, raw)
 }
 
 /// Waits until `receiver` has `expected` events; returns events/s from the
@@ -337,7 +338,7 @@ async fn dispatch(root: &Path, sizes: &Sizes, peak: &mut f64) {
         (Kind::LaunchDarklyBulk, Route::LaunchDarklyToSegment),
     ] {
         let seeded = root.join(format!("seed-{route}"));
-        let events = seed(&seeded, kind, sizes.dispatch_events, peak).await;
+        let (events, raw) = seed(&seeded, kind, sizes.dispatch_events, peak).await;
         if let Ok(keep) = std::env::var("BENCH_KEEP_SEED") {
             // For looking inside (sqlite3 `dbstat`): where do the bytes go?
             let _ = std::fs::copy(seeded.join("ldbridge.db"), format!("{keep}-{route}.db"));
@@ -363,6 +364,11 @@ async fn dispatch(root: &Path, sizes: &Sizes, peak: &mut f64) {
                 format!("{rate:.0}"),
             );
             stop(daemon, peak);
+            if delay.is_zero() {
+                // Delivered: the batch ids and attempts are in, the
+                // pending index entries gone.
+                report_size(&format!("{route} events, delivered"), &dir, events, raw);
+            }
             let _ = std::fs::remove_dir_all(&dir);
         }
         let _ = std::fs::remove_dir_all(&seeded);
