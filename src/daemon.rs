@@ -272,8 +272,28 @@ pub async fn serve(
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding server.listen {}", config.server.listen))?;
-    let app = start(config, listener).await?;
     let notifier = Arc::new(Notifier::from_env());
+    // Opening the database applies pending migrations, which on a large
+    // database can outlast systemd's start timeout (90 s by default): keep
+    // extending it while start-up runs, so a long migration is not killed
+    // (and rolled back) halfway.
+    const STARTING: &str =
+        "EXTEND_TIMEOUT_USEC=30000000\nSTATUS=Starting: opening (and migrating) the database";
+    let extender = notifier.enabled().then(|| {
+        notifier.notify(STARTING);
+        let notifier = Arc::clone(&notifier);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                notifier.notify(STARTING);
+            }
+        })
+    });
+    let started = start(config, listener).await;
+    if let Some(extender) = extender {
+        extender.abort();
+    }
+    let app = started?;
     // Migrated, recovered, listening: only now is the service ready.
     notifier.notify("READY=1\nSTATUS=Serving");
     let (stop_watchdog, watchdog_stopped) = watch::channel(false);
