@@ -369,8 +369,9 @@ impl Shared {
     }
 }
 
-/// Parses an ISO-8601 timestamp field, naming it when it is not one.
-fn timestamp(value: &Value, field: &str) -> Result<(String, i64), Refusal> {
+/// Parses an ISO-8601 timestamp field, naming it when it is not one
+/// (`field` is only formatted then).
+fn timestamp(value: &Value, field: impl Display) -> Result<(String, i64), Refusal> {
     let text = value
         .as_str()
         .ok_or_else(|| Refusal::bad_request(format!("{field}: must be an ISO-8601 date string")))?;
@@ -566,7 +567,7 @@ fn correct_clock(
 ) -> Result<(), Refusal> {
     let own_sent_at = match message.get("sentAt") {
         None | Some(Value::Null) => None,
-        Some(value) => Some(timestamp(value, &format!("{label}sentAt"))?),
+        Some(value) => Some(timestamp(value, format_args!("{label}sentAt"))?),
     };
     let sent_at = own_sent_at.or_else(|| shared.sent_at.clone());
     if let Some((text, _)) = &sent_at {
@@ -578,7 +579,7 @@ fn correct_clock(
     );
     let original = match message.get("timestamp") {
         None | Some(Value::Null) => None,
-        Some(value) => Some(timestamp(value, &format!("{label}timestamp"))?),
+        Some(value) => Some(timestamp(value, format_args!("{label}timestamp"))?),
     };
     let corrected = match (&original, &sent_at) {
         (Some((_, at)), Some((_, sent))) => clock::format_ms(shared.received_at - (sent - at)),
