@@ -268,3 +268,100 @@ pub async fn heartbeat(store: &Store, now: i64, deadline: Duration) -> Result<()
         Err(_) => Err(format!("database write did not finish within {deadline:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        writer::{IngestBatch, NewEvent, Writer},
+        Protocol,
+    };
+
+    /// Stores one event per receive time, in this order (ids ascending),
+    /// with no route: nothing keeps them but retention.
+    async fn store_received_at(store: &Store, times: &[i64]) {
+        let (writer, task) = Writer::start(store, 16, |_| {}).await.unwrap();
+        for (n, at) in times.iter().enumerate() {
+            let batch = IngestBatch {
+                source: "web".to_owned(),
+                protocol: Protocol::Segment,
+                received_at: *at,
+                meta: None,
+                payload_id: None,
+                routes: Vec::new(),
+                events: vec![NewEvent {
+                    dedupe_key: format!("m-{n}"),
+                    kind: "track".to_owned(),
+                    body: "{}".to_owned(),
+                }],
+            };
+            writer.submit(batch).await.unwrap();
+        }
+        drop(writer);
+        task.await.unwrap();
+    }
+
+    async fn times_left(store: &Store) -> Vec<i64> {
+        sqlx::query_scalar("SELECT received_at FROM events ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn retention_never_takes_a_young_event_even_after_the_clock_stepped_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), &Default::default())
+            .await
+            .unwrap();
+        // Arrival order; the clock stepped back after 5,000.
+        let times = [1000, 1500, 5000, 2000, 2500, 6000, 7000];
+        store_received_at(&store, &times).await;
+
+        let purged = purge(&store, 3000, 2).await.unwrap();
+        let left = times_left(&store).await;
+        assert!(left.iter().all(|at| !matches!(at, 1000 | 1500)), "{left:?}");
+        for young in [5000, 6000, 7000] {
+            assert!(left.contains(&young), "{young} purged: {left:?}");
+        }
+        assert_eq!(purged.events as usize, times.len() - left.len());
+
+        // A later cutoff takes whatever is older, stepped back or not.
+        purge(&store, 6500, 2).await.unwrap();
+        assert_eq!(times_left(&store).await, [7000]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_bisection_finds_the_last_event_received_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(received_before(&store, 10).await.unwrap(), i64::MIN);
+        let times: Vec<i64> = (0..100).map(|n| 1000 + n * 10).collect();
+        store_received_at(&store, &times).await;
+        // Ids are 1..=100; event n+1 was received at 1000 + 10n.
+        for (cutoff, last) in [
+            (1000, i64::MIN),
+            (1001, 1),
+            (1500, 50),
+            (1501, 51),
+            (9999, 100),
+        ] {
+            assert_eq!(
+                received_before(&store, cutoff).await.unwrap(),
+                last,
+                "cutoff {cutoff}"
+            );
+        }
+        // Gaps in the ids (deleted events) do not matter.
+        sqlx::query("DELETE FROM events WHERE id BETWEEN 20 AND 70")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(received_before(&store, 1500).await.unwrap(), 19);
+        assert_eq!(received_before(&store, 1801).await.unwrap(), 81);
+        store.close().await;
+    }
+}
