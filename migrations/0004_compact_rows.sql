@@ -49,7 +49,7 @@ CREATE TABLE events_v4 (
     request     INTEGER,                   -- requests.id (no foreign key: see above), or NULL
     kind        TEXT    NOT NULL,          -- Segment type / LaunchDarkly kind
     received_at INTEGER NOT NULL,
-    body        TEXT    NOT NULL           -- the event JSON (Segment: without messageId and the receivedAt ldbridge stamped, see store::body)
+    body        TEXT    NOT NULL           -- the event JSON (Segment: without type, messageId and the receivedAt ldbridge stamped, see store::body)
 );
 INSERT INTO events_v4 (id, source, protocol, dedupe_key, request, kind, received_at, body)
     SELECT e.id, e.source, e.protocol, e.dedupe_key, r.id, e.kind, e.received_at, e.body
