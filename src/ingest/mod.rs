@@ -9,6 +9,7 @@
 
 mod body;
 pub mod launchdarkly;
+mod message;
 pub mod segment;
 
 use std::sync::Arc;

@@ -13,9 +13,12 @@ use std::fmt::Display;
 use base64::Engine;
 use hyper::{header::AUTHORIZATION, HeaderMap, StatusCode};
 use serde::Deserialize;
-use serde_json::{value::RawValue, Map, Value};
+use serde_json::{value::RawValue, Value};
 
-use super::Refusal;
+use super::{
+    message::{self, Kind, Message},
+    Refusal,
+};
 use crate::{
     clock,
     config::{Config, SegmentSource},
@@ -68,8 +71,8 @@ struct Envelope<'a> {
     batch: Option<Vec<&'a RawValue>>,
     #[serde(rename = "writeKey")]
     write_key: Option<Value>,
-    #[serde(rename = "sentAt")]
-    sent_at: Option<Value>,
+    #[serde(rename = "sentAt", borrow)]
+    sent_at: Option<&'a RawValue>,
     context: Option<Value>,
     integrations: Option<Value>,
 }
@@ -104,8 +107,14 @@ pub fn parse(
         }
     };
     let key = basic
-        .or_else(|| string_of(envelope.write_key.as_ref()))
-        .or_else(|| messages.first().and_then(|m| string_of(m.get("writeKey"))))
+        .or_else(|| {
+            let key = envelope.write_key.as_ref().and_then(Value::as_str);
+            key.filter(|key| !key.is_empty()).map(str::to_owned)
+        })
+        .or_else(|| {
+            let key = messages.first().and_then(|m| m.string("writeKey"));
+            key.filter(|key| !key.is_empty())
+        })
         .ok_or_else(|| {
             Refusal::new(
                 StatusCode::UNAUTHORIZED,
@@ -198,37 +207,25 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Parsed messages of one request, in order.
-type Messages = Vec<Map<String, Value>>;
+/// Parsed messages of one request, in order, borrowed from its body.
+type Messages<'a> = Vec<Message<'a>>;
 
 /// A webhook body: one message (classic, or Actions single) or an array of
 /// them (Actions batch). For an array, also returns element 0's exact bytes,
 /// which the batch signature covers.
-fn webhook_messages(body: &[u8]) -> Result<(Messages, Option<String>), Refusal> {
-    let raw: Box<RawValue> = serde_json::from_slice(body).map_err(|error| invalid_json(&error))?;
+fn webhook_messages(body: &[u8]) -> Result<(Messages<'_>, Option<String>), Refusal> {
+    let raw: &RawValue = serde_json::from_slice(body).map_err(|error| invalid_json(&error))?;
     if !raw.get().starts_with('[') {
         return Ok((vec![single_message(body)?], None));
     }
-    let items: Vec<Box<RawValue>> =
+    let items: Vec<&RawValue> =
         serde_json::from_str(raw.get()).map_err(|error| invalid_json(&error))?;
     let first = items.first().map(|item| item.get().to_owned());
-    let mut messages = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        if item.get().len() > MAX_MESSAGE_BYTES {
-            return Err(Refusal::too_large(format!(
-                "[{index}]: message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message",
-                item.get().len()
-            )));
-        }
-        match serde_json::from_str::<Value>(item.get()) {
-            Ok(Value::Object(message)) => messages.push(message),
-            _ => {
-                return Err(Refusal::bad_request(format!(
-                    "[{index}]: must be a JSON object"
-                )))
-            }
-        }
-    }
+    let messages = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| item_message(item, format_args!("[{index}]")))
+        .collect::<Result<_, _>>()?;
     Ok((messages, first))
 }
 
@@ -240,13 +237,6 @@ fn find_source<'c>(config: &'c Config, key: &str) -> Result<&'c SegmentSource, R
             "unknown write key",
         )
     })
-}
-
-fn string_of(value: Option<&Value>) -> Option<String> {
-    value
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
 }
 
 /// The username of `Authorization: Basic …` (the write key); `None` when
@@ -280,23 +270,26 @@ fn basic_username(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     Ok((!username.is_empty()).then(|| username.to_owned()))
 }
 
-fn single_message(body: &[u8]) -> Result<Map<String, Value>, Refusal> {
+fn single_message(body: &[u8]) -> Result<Message<'_>, Refusal> {
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(Refusal::too_large(format!(
             "message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message",
             body.len()
         )));
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(message)) => Ok(message),
-        Ok(_) => Err(Refusal::bad_request(
-            "the body must be a JSON object (one Segment message)",
-        )),
-        Err(error) => Err(invalid_json(&error)),
-    }
+    let text = std::str::from_utf8(body).map_err(|error| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("request body is not valid JSON: {error}"),
+        )
+    })?;
+    message::check(text).map_err(|error| invalid_json(&error))?;
+    Message::parse(text)
+        .map_err(|_| Refusal::bad_request("the body must be a JSON object (one Segment message)"))
 }
 
-fn batch_messages(body: &[u8]) -> Result<(Vec<Map<String, Value>>, Envelope<'_>), Refusal> {
+fn batch_messages(body: &[u8]) -> Result<(Messages<'_>, Envelope<'_>), Refusal> {
     let mut envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
             Refusal::bad_request(format!("batch envelope: {error}"))
@@ -307,24 +300,27 @@ fn batch_messages(body: &[u8]) -> Result<(Vec<Map<String, Value>>, Envelope<'_>)
     let items = envelope.batch.take().ok_or_else(|| {
         Refusal::bad_request("batch: missing; a batch body is {\"batch\": [ ... ]}")
     })?;
-    let mut messages = Vec::with_capacity(items.len());
-    for (index, raw) in items.iter().enumerate() {
-        let size = raw.get().len();
-        if size > MAX_MESSAGE_BYTES {
-            return Err(Refusal::too_large(format!(
-                "batch[{index}]: message is {size} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message"
-            )));
-        }
-        match serde_json::from_str::<Value>(raw.get()) {
-            Ok(Value::Object(message)) => messages.push(message),
-            _ => {
-                return Err(Refusal::bad_request(format!(
-                    "batch[{index}]: must be a JSON object"
-                )))
-            }
-        }
-    }
+    let messages = items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| item_message(item, format_args!("batch[{index}]")))
+        .collect::<Result<_, _>>()?;
     Ok((messages, envelope))
+}
+
+/// One element of a batch (named `label` in refusals): within Segment's
+/// size limit, every value readable, and an object.
+fn item_message<'a>(item: &'a RawValue, label: impl Display) -> Result<Message<'a>, Refusal> {
+    let size = item.get().len();
+    if size > MAX_MESSAGE_BYTES {
+        return Err(Refusal::too_large(format!(
+            "{label}: message is {size} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message"
+        )));
+    }
+    message::check(item.get())
+        .map_err(|error| Refusal::bad_request(format!("{label}: {error}")))?;
+    Message::parse(item.get())
+        .map_err(|_| Refusal::bad_request(format!("{label}: must be a JSON object")))
 }
 
 fn invalid_json(error: &serde_json::Error) -> Refusal {
@@ -347,8 +343,9 @@ struct Shared {
 
 impl Shared {
     fn new(envelope: &Envelope<'_>, received_at: i64) -> Result<Shared, Refusal> {
-        let sent_at = match &envelope.sent_at {
-            None | Some(Value::Null) => None,
+        let sent_at = match envelope.sent_at {
+            None => None,
+            Some(value) if message::kind_of(value) == Kind::Null => None,
             Some(value) => Some(timestamp(value, "sentAt")?),
         };
         for (name, value) in [
@@ -371,14 +368,16 @@ impl Shared {
 
 /// Parses an ISO-8601 timestamp field, naming it when it is not one
 /// (`field` is only formatted then).
-fn timestamp(value: &Value, field: impl Display) -> Result<(String, i64), Refusal> {
-    let text = value
-        .as_str()
-        .ok_or_else(|| Refusal::bad_request(format!("{field}: must be an ISO-8601 date string")))?;
-    let ms = clock::parse_ms(text).ok_or_else(|| {
+fn timestamp(value: &RawValue, field: impl Display) -> Result<(String, i64), Refusal> {
+    let text: String = match message::kind_of(value) {
+        message::Kind::String => serde_json::from_str(value.get()).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Refusal::bad_request(format!("{field}: must be an ISO-8601 date string")))?;
+    let ms = clock::parse_ms(&text).ok_or_else(|| {
         Refusal::bad_request(format!("{field}: `{text}` is not an ISO-8601 date"))
     })?;
-    Ok((text.to_owned(), ms))
+    Ok((text, ms))
 }
 
 /// Where a message sits in its request, as refusals name it (`batch[3].`).
@@ -405,19 +404,19 @@ impl Display for Label {
 /// `receivedAt` and corrected `timestamp`: it is not corrected again, and
 /// Segment's `delete` requests are accepted (no route sends them on).
 fn normalize(
-    mut message: Map<String, Value>,
+    mut message: Message<'_>,
     label: Label,
     path_kind: Option<&str>,
     shared: &Shared,
     webhook: bool,
 ) -> Result<NewEvent, Refusal> {
-    let is_delete = webhook && message.get("type") == Some(&Value::String("delete".to_owned()));
+    let is_delete = webhook && message.string("type").as_deref() == Some("delete");
     let kind = if is_delete {
         "delete".to_owned()
     } else {
         message_type(&message, label, path_kind)?
     };
-    message.insert("type".to_owned(), Value::String(kind.clone()));
+    message.set_string("type", &kind);
     if !is_delete {
         validate(&message, label, &kind)?;
     }
@@ -425,15 +424,15 @@ fn normalize(
     message.remove("writeKey");
     merge_envelope(&mut message, shared);
     let already_corrected =
-        webhook && !matches!(message.get("receivedAt"), None | Some(Value::Null));
+        webhook && !matches!(message.kind("receivedAt"), None | Some(Kind::Null));
     if !already_corrected {
         correct_clock(&mut message, label, shared)?;
     }
-    let dedupe_key = match message.get("messageId") {
-        Some(Value::String(id)) => id.clone(),
-        _ => {
+    let dedupe_key = match message.string("messageId") {
+        Some(id) => id,
+        None => {
             let id = uuid::Uuid::new_v4().to_string();
-            message.insert("messageId".to_owned(), Value::String(id.clone()));
+            message.set_string("messageId", &id);
             id
         }
     };
@@ -442,69 +441,78 @@ fn normalize(
         dedupe_key: &dedupe_key,
         received_at: shared.received_at,
     };
-    crate::store::body::strip(&mut message, row, &shared.received_text);
-    // Straight into a byte buffer: `Value`'s `Display` goes through
-    // `fmt::Formatter` for every token, which showed in the ingest profile.
-    let body = serde_json::to_string(&message).expect("a JSON map always serialises");
+    for (field, column) in crate::store::body::row_fields(&row, &shared.received_text) {
+        if message.string(field).as_deref() == Some(column) {
+            message.remove(field);
+        }
+    }
     Ok(NewEvent {
         dedupe_key,
         kind,
-        body,
+        body: message.to_json(),
     })
 }
 
 fn message_type(
-    message: &Map<String, Value>,
+    message: &Message<'_>,
     label: impl Display,
     path_kind: Option<&str>,
 ) -> Result<String, Refusal> {
-    match (message.get("type"), path_kind) {
-        (Some(Value::String(kind)), _) if !TYPES.contains(&kind.as_str()) => Err(Refusal::bad_request(format!(
+    let kind = match message.kind("type") {
+        None | Some(Kind::Null) => None,
+        Some(Kind::String) => message.string("type"),
+        Some(_) => {
+            return Err(Refusal::bad_request(format!(
+                "{label}type: must be a string"
+            )))
+        }
+    };
+    match (kind, path_kind) {
+        (Some(kind), _) if !TYPES.contains(&kind.as_str()) => Err(Refusal::bad_request(format!(
             "{label}type: `{kind}` is not a Segment call type (track, identify, page, screen, group, alias)"
         ))),
-        (Some(Value::String(kind)), Some(path)) if kind != path => Err(Refusal::bad_request(format!(
+        (Some(kind), Some(path)) if kind != path => Err(Refusal::bad_request(format!(
             "{label}type: `{kind}` does not match the endpoint for {path} calls"
         ))),
-        (Some(Value::String(kind)), _) => Ok(kind.clone()),
-        (None | Some(Value::Null), Some(path)) => Ok(path.to_owned()),
-        (None | Some(Value::Null), None) => Err(Refusal::bad_request(format!("{label}type: required in a batch"))),
-        (Some(_), _) => Err(Refusal::bad_request(format!("{label}type: must be a string"))),
+        (Some(kind), _) => Ok(kind),
+        (None, Some(path)) => Ok(path.to_owned()),
+        (None, None) => Err(Refusal::bad_request(format!("{label}type: required in a batch"))),
     }
 }
 
 /// Present means: not missing, not `null`, not `""` (real libraries send
 /// `"userId": null`; an empty id is no id).
-fn present(message: &Map<String, Value>, field: &str) -> bool {
-    !matches!(message.get(field), None | Some(Value::Null))
-        && message.get(field) != Some(&Value::String(String::new()))
+fn present(message: &Message<'_>, field: &str) -> bool {
+    !matches!(message.kind(field), None | Some(Kind::Null)) && !message.is_empty_string(field)
 }
 
-fn validate(message: &Map<String, Value>, label: impl Display, kind: &str) -> Result<(), Refusal> {
+fn validate(message: &Message<'_>, label: impl Display, kind: &str) -> Result<(), Refusal> {
     let fail =
         |field: &str, reason: &str| Err(Refusal::bad_request(format!("{label}{field}: {reason}")));
     for field in ["userId", "anonymousId", "previousId", "groupId"] {
         if !matches!(
-            message.get(field),
-            None | Some(Value::Null | Value::String(_) | Value::Number(_))
+            message.kind(field),
+            None | Some(Kind::Null | Kind::String | Kind::Number)
         ) {
             return fail(field, "must be a string");
         }
     }
     for field in ["properties", "traits", "context", "integrations"] {
-        if !matches!(
-            message.get(field),
-            None | Some(Value::Null | Value::Object(_))
-        ) {
+        if !matches!(message.kind(field), None | Some(Kind::Null | Kind::Object)) {
             return fail(field, "must be an object");
         }
     }
-    match message.get("messageId") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(id)) if id.is_empty() => return fail("messageId", "must not be empty"),
-        Some(Value::String(id)) if id.chars().count() > MAX_MESSAGE_ID_CHARS => {
-            return fail("messageId", "longer than Segment's limit of 100 characters")
+    match message.kind("messageId") {
+        None | Some(Kind::Null) => {}
+        Some(Kind::String) => {
+            let id = message.string("messageId").unwrap_or_default();
+            if id.is_empty() {
+                return fail("messageId", "must not be empty");
+            }
+            if id.chars().count() > MAX_MESSAGE_ID_CHARS {
+                return fail("messageId", "longer than Segment's limit of 100 characters");
+            }
         }
-        Some(Value::String(_)) => {}
         Some(_) => return fail("messageId", "must be a string"),
     }
     match kind {
@@ -516,7 +524,9 @@ fn validate(message: &Map<String, Value>, label: impl Display, kind: &str) -> Re
         _ if !present(message, "userId") && !present(message, "anonymousId") => {
             fail("userId", "every call needs userId or anonymousId")
         }
-        "track" if !matches!(message.get("event"), Some(Value::String(e)) if !e.is_empty()) => {
+        "track"
+            if message.kind("event") != Some(Kind::String) || message.is_empty_string("event") =>
+        {
             fail("event", "track calls need a non-empty event name")
         }
         "group" if !present(message, "groupId") => fail("groupId", "group calls need groupId"),
@@ -526,18 +536,25 @@ fn validate(message: &Map<String, Value>, label: impl Display, kind: &str) -> Re
 
 /// Envelope `context`/`integrations` merge under each message's own: the
 /// message wins key by key (deep), a bridge decision (segment.md §5.3).
-fn merge_envelope(message: &mut Map<String, Value>, shared: &Shared) {
+/// Only then is the message's own parsed.
+fn merge_envelope(message: &mut Message<'_>, shared: &Shared) {
     for (field, base) in [
         ("context", &shared.context),
         ("integrations", &shared.integrations),
     ] {
         let Some(base) = base else { continue };
-        let slot = message.entry(field.to_owned()).or_insert(Value::Null);
-        if slot.is_null() {
-            *slot = base.clone();
-        } else {
-            deep_merge(slot, base);
-        }
+        let own: Option<Value> = message
+            .get(field)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .filter(|value: &Value| !value.is_null());
+        let merged = match own {
+            None => message::to_raw(base),
+            Some(mut own) => {
+                deep_merge(&mut own, base);
+                message::to_raw(&own)
+            }
+        };
+        message.set(field, merged);
     }
 }
 
@@ -561,24 +578,23 @@ fn deep_merge(target: &mut Value, base: &Value) {
 /// `sentAt` the client's time is kept (bridge decision); without
 /// `timestamp` the receive time is used.
 fn correct_clock(
-    message: &mut Map<String, Value>,
+    message: &mut Message<'_>,
     label: impl Display,
     shared: &Shared,
 ) -> Result<(), Refusal> {
     let own_sent_at = match message.get("sentAt") {
-        None | Some(Value::Null) => None,
+        None => None,
+        Some(value) if message::kind_of(value) == Kind::Null => None,
         Some(value) => Some(timestamp(value, format_args!("{label}sentAt"))?),
     };
     let sent_at = own_sent_at.or_else(|| shared.sent_at.clone());
     if let Some((text, _)) = &sent_at {
-        message.insert("sentAt".to_owned(), Value::String(text.clone()));
+        message.set_string("sentAt", text);
     }
-    message.insert(
-        "receivedAt".to_owned(),
-        Value::String(shared.received_text.clone()),
-    );
+    message.set_string("receivedAt", &shared.received_text);
     let original = match message.get("timestamp") {
-        None | Some(Value::Null) => None,
+        None => None,
+        Some(value) if message::kind_of(value) == Kind::Null => None,
         Some(value) => Some(timestamp(value, format_args!("{label}timestamp"))?),
     };
     let corrected = match (&original, &sent_at) {
@@ -587,9 +603,9 @@ fn correct_clock(
         (None, _) => shared.received_text.clone(),
     };
     if let Some((text, _)) = original {
-        message.insert("originalTimestamp".to_owned(), Value::String(text));
+        message.set_string("originalTimestamp", &text);
     }
-    message.insert("timestamp".to_owned(), Value::String(corrected));
+    message.set_string("timestamp", &corrected);
     Ok(())
 }
 
@@ -608,11 +624,18 @@ mod tests {
         }
     }
 
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => unreachable!(),
+    /// `value`'s fields as a message (owned).
+    fn object(value: Value) -> Message<'static> {
+        let mut message = Message::default();
+        for (key, field) in value.as_object().unwrap() {
+            message.set(key, message::to_raw(field));
         }
+        message
+    }
+
+    /// The message as a value, to look into.
+    fn json(message: &Message<'_>) -> Value {
+        serde_json::from_str(&message.to_json()).unwrap()
     }
 
     #[test]
@@ -631,21 +654,24 @@ mod tests {
         let mut message = object(serde_json::json!({"timestamp": "2015-12-12T19:11:01.152Z"}));
         let shared = shared(Some("2015-12-12T19:11:01.169Z"), "2015-12-12T19:11:01.266Z");
         correct_clock(&mut message, "", &shared).unwrap();
-        assert_eq!(message["timestamp"], "2015-12-12T19:11:01.249Z");
-        assert_eq!(message["originalTimestamp"], "2015-12-12T19:11:01.152Z");
-        assert_eq!(message["receivedAt"], "2015-12-12T19:11:01.266Z");
-        assert_eq!(message["sentAt"], "2015-12-12T19:11:01.169Z");
+        assert_eq!(json(&message)["timestamp"], "2015-12-12T19:11:01.249Z");
+        assert_eq!(
+            json(&message)["originalTimestamp"],
+            "2015-12-12T19:11:01.152Z"
+        );
+        assert_eq!(json(&message)["receivedAt"], "2015-12-12T19:11:01.266Z");
+        assert_eq!(json(&message)["sentAt"], "2015-12-12T19:11:01.169Z");
     }
 
     #[test]
     fn without_sent_at_the_client_time_is_kept_and_without_timestamp_now_is_used() {
         let mut message = object(serde_json::json!({"timestamp": "2024-05-14T09:31:27.412+00:00"}));
         correct_clock(&mut message, "", &shared(None, "2024-05-14T10:00:00Z")).unwrap();
-        assert_eq!(message["timestamp"], "2024-05-14T09:31:27.412+00:00");
-        let mut message = Map::new();
+        assert_eq!(json(&message)["timestamp"], "2024-05-14T09:31:27.412+00:00");
+        let mut message = Message::default();
         correct_clock(&mut message, "", &shared(None, "2024-05-14T10:00:00Z")).unwrap();
-        assert_eq!(message["timestamp"], "2024-05-14T10:00:00.000Z");
-        assert!(!message.contains_key("originalTimestamp"));
+        assert_eq!(json(&message)["timestamp"], "2024-05-14T10:00:00.000Z");
+        assert!(message.get("originalTimestamp").is_none());
     }
 
     #[test]
@@ -655,7 +681,7 @@ mod tests {
         }));
         let shared = shared(Some("2024-01-01T00:00:05.000Z"), "2024-01-01T00:00:10.000Z");
         correct_clock(&mut message, "", &shared).unwrap();
-        assert_eq!(message["timestamp"], "2024-01-01T00:00:09.000Z");
+        assert_eq!(json(&message)["timestamp"], "2024-01-01T00:00:09.000Z");
     }
 
     #[test]
@@ -668,7 +694,7 @@ mod tests {
         );
         merge_envelope(&mut message, &shared);
         assert_eq!(
-            message["context"],
+            json(&message)["context"],
             serde_json::json!({"ip": "1.2.3.4", "library": {"name": "mine", "version": "3"}, "os": "x"})
         );
     }

@@ -8,7 +8,7 @@
 //! `receivedAt` that is not ldbridge's (Segment's own, on webhooks) stays in
 //! the body.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// The columns of an event row that a Segment body can leave out.
 #[derive(Debug, Clone, Copy)]
@@ -18,19 +18,17 @@ pub struct Row<'a> {
     pub received_at: i64,
 }
 
-/// Leaves out of `message` what its row holds: `type` when it is the
-/// `kind`, `messageId` when it is the `dedupe_key`, and `receivedAt` when
-/// it is `received_text` (the row's `received_at` as ingest formats it).
-pub fn strip(message: &mut Map<String, Value>, row: Row<'_>, received_text: &str) {
-    for (field, column) in [
+/// What a stored body leaves out: each field, and the string its row holds
+/// for it. Ingest leaves a field out when its value is that string: `type`
+/// when it is the `kind`, `messageId` when it is the `dedupe_key`, and
+/// `receivedAt` when it is `received_text` (the row's `received_at` as
+/// ingest formats it).
+pub fn row_fields<'r>(row: &Row<'r>, received_text: &'r str) -> [(&'static str, &'r str); 3] {
+    [
         ("type", row.kind),
         ("messageId", row.dedupe_key),
         ("receivedAt", received_text),
-    ] {
-        if message.get(field).and_then(Value::as_str) == Some(column) {
-            message.shift_remove(field);
-        }
-    }
+    ]
 }
 
 /// Puts back what [`strip`] left out: fields absent from `message` take the
@@ -54,15 +52,19 @@ pub fn restore(message: &mut Value, row: Row<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Map};
 
     const RECEIVED_AT: i64 = 1_715_679_087_412;
 
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(fields) => fields,
-            _ => unreachable!(),
+    /// What ingest does with [`row_fields`].
+    fn strip(message: &Value, row: &Row<'_>, received_text: &str) -> Value {
+        let mut fields: Map<String, Value> = message.as_object().unwrap().clone();
+        for (field, column) in row_fields(row, received_text) {
+            if fields.get(field).and_then(Value::as_str) == Some(column) {
+                fields.shift_remove(field);
+            }
         }
+        Value::Object(fields)
     }
 
     #[test]
@@ -75,13 +77,11 @@ mod tests {
             dedupe_key: "m-1",
             received_at: RECEIVED_AT,
         };
-        let mut stored = object(normalised.clone());
-        strip(&mut stored, row, &received);
+        let mut read = strip(&normalised, &row, &received);
         assert_eq!(
-            Value::Object(stored.clone()),
+            read,
             json!({"event": "E", "timestamp": "2024-05-14T09:31:27.412Z"})
         );
-        let mut read = Value::Object(stored);
         restore(&mut read, row);
         assert_eq!(read, normalised);
         let keys: Vec<&String> = read.as_object().unwrap().keys().collect();
@@ -98,9 +98,7 @@ mod tests {
             dedupe_key: "other",
             received_at: RECEIVED_AT,
         };
-        let mut stored = object(theirs.clone());
-        strip(&mut stored, row, &crate::clock::format_ms(RECEIVED_AT));
-        let mut read = Value::Object(stored);
+        let mut read = strip(&theirs, &row, &crate::clock::format_ms(RECEIVED_AT));
         restore(&mut read, row);
         assert_eq!(read, theirs);
     }
