@@ -327,54 +327,100 @@ async fn commit(
             Err(error) => return Err(error),
         }
     };
-    // Rows get ids above the highest one (no AUTOINCREMENT, and the write
-    // lock is ours), so each job's new rows are the ids in (before, last]:
-    // no `RETURNING id` (one row sent back across the sqlx worker channel
-    // per event) and no delivery row bound one by one. Consecutive jobs
-    // taking the same routes share one delivery statement per route.
-    let mut before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+    // Every row gets its id from here: the write lock is ours and ids are
+    // above the highest (no AUTOINCREMENT), so job k's events are the ids
+    // `plans[k].first ..` (one per event), whether or not one of them turns
+    // out a duplicate (its id is then left unused). So the rows of every
+    // request in the group go into the same few multi-row statements (one
+    // per 64 rows, not one per request: each statement is a round trip to
+    // sqlx's SQLite thread, two thread wake-ups), no `RETURNING id` is sent
+    // back, and the delivery rows of consecutive requests taking the same
+    // routes come from one `INSERT … SELECT` per route over their id range.
+    let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
         .fetch_one(&mut *tx)
         .await?;
-    let mut open: Option<(i64, &[Route])> = None; // (range start, routes)
-    let mut counts = Vec::with_capacity(group.len());
-    for job in group.iter_mut() {
-        let events = job.batch.events.len();
-        let (stored, last) = match insert_request(&mut tx, &job.batch, before).await? {
-            Request::Seen => (0, before),
-            Request::Stored(request) => {
-                let done = insert_events(&mut tx, &mut job.batch, request).await?;
-                if let (Some(request), 0) = (request, done.0) {
-                    // Every event was a duplicate: the row would name none.
-                    sqlx::query("DELETE FROM requests WHERE id = ?1")
-                        .bind(request)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                done
-            }
+    let mut next = base + 1;
+    let mut plans = Vec::with_capacity(group.len());
+    for job in group.iter() {
+        let (rows, request) = match insert_request(&mut tx, &job.batch, next).await? {
+            Request::Seen => (0, None),
+            Request::Stored(request) => (job.batch.events.len(), request),
         };
-        counts.push(Committed {
-            stored,
-            duplicates: events - stored,
+        plans.push(Plan {
+            first: next,
+            rows,
+            request,
         });
-        if stored == 0 {
+        next += rows as i64;
+    }
+    let rows = (next - base - 1) as usize;
+    let inserted = insert_events(&mut tx, group, &plans, rows).await?;
+    // Without duplicates every row was stored; with some, the ids present
+    // say whose were (rare: a client retrying what was acknowledged).
+    let stored: Vec<usize> = if inserted == rows {
+        plans.iter().map(|plan| plan.rows).collect()
+    } else {
+        let ids: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM events WHERE id > ?1 AND id < ?2 ORDER BY id")
+                .bind(base)
+                .bind(next)
+                .fetch_all(&mut *tx)
+                .await?;
+        let below = |id: i64| ids.partition_point(|stored| *stored < id);
+        plans
+            .iter()
+            .map(|plan| below(plan.ids().end) - below(plan.ids().start))
+            .collect()
+    };
+    for (plan, stored) in plans.iter().zip(&stored) {
+        if let (Some(request), 0) = (plan.request, stored) {
+            // Every event was a duplicate: the row would name none.
+            sqlx::query("DELETE FROM requests WHERE id = ?1")
+                .bind(request)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    // One delivery statement per route for each run of consecutive jobs
+    // taking the same routes.
+    let mut from = 0;
+    for end in 1..=group.len() {
+        let routes = &group[from].batch.routes;
+        if end < group.len() && group[end].batch.routes == *routes {
             continue;
         }
-        match open {
-            Some((_, routes)) if routes == job.batch.routes.as_slice() => {}
-            Some((from, routes)) => {
-                insert_deliveries(&mut tx, from, before, routes).await?;
-                open = Some((before, &job.batch.routes));
-            }
-            None => open = Some((before, &job.batch.routes)),
+        let ids = plans[from].first..plans[end - 1].ids().end;
+        if !ids.is_empty() {
+            insert_deliveries(&mut tx, ids.start - 1, ids.end - 1, routes).await?;
         }
-        before = last;
-    }
-    if let Some((from, routes)) = open {
-        insert_deliveries(&mut tx, from, before, routes).await?;
+        from = end;
     }
     tx.commit().await?;
-    Ok(counts)
+    Ok(group
+        .iter()
+        .zip(stored)
+        .map(|(job, stored)| Committed {
+            stored,
+            duplicates: job.batch.events.len() - stored,
+        })
+        .collect())
+}
+
+/// Where one request's events go in a commit.
+struct Plan {
+    /// The id of its first event.
+    first: i64,
+    /// How many rows it inserts (0 when its payload was stored before).
+    rows: usize,
+    /// Its `requests` row, if it has one.
+    request: Option<i64>,
+}
+
+impl Plan {
+    /// The ids its rows take (or leave unused, for duplicates).
+    fn ids(&self) -> std::ops::Range<i64> {
+        self.first..self.first + self.rows as i64
+    }
 }
 
 /// Splits `n` rows into statement shapes: 64-row chunks, then the binary
@@ -406,9 +452,9 @@ fn cached_sql(
 }
 
 fn events_sql(rows: usize) -> String {
-    let values = vec!["(?,?,?,?,?,?,?)"; rows].join(",");
+    let values = vec!["(?,?,?,?,?,?,?,?)"; rows].join(",");
     format!(
-        "INSERT INTO events (source, protocol, dedupe_key, request, kind, received_at, body) \
+        "INSERT INTO events (id, source, protocol, dedupe_key, request, kind, received_at, body) \
          VALUES {values} ON CONFLICT (dedupe_key, source) WHERE dedupe_key IS NOT NULL DO NOTHING"
     )
 }
@@ -422,13 +468,13 @@ enum Request {
 }
 
 /// Stores the shared row of `batch` (payload id, metadata), if it has
-/// one, for events that will get ids from `before + 1`. A payload id
+/// one, for events that will get ids from `first` on. A payload id
 /// already stored for the source, in this form or as the text keys of
 /// events stored before migration 0004, makes the whole request a duplicate.
 async fn insert_request(
     conn: &mut SqliteConnection,
     batch: &IngestBatch,
-    before: i64,
+    first: i64,
 ) -> Result<Request, sqlx::Error> {
     if batch.meta.is_none() && batch.payload_id.is_none() {
         return Ok(Request::Stored(None));
@@ -452,7 +498,7 @@ async fn insert_request(
     .bind(&batch.source)
     .bind(&batch.payload_id)
     .bind(&batch.meta)
-    .bind(before + 1)
+    .bind(first)
     .bind(batch.events.len() as i64)
     .execute(&mut *conn)
     .await?;
@@ -461,43 +507,74 @@ async fn insert_request(
 
 static EVENTS_SQL: [OnceLock<Arc<str>>; 7] = [const { OnceLock::new() }; 7];
 
-/// Inserts the events of `batch`, skipping those already stored; returns
-/// how many were new and the id of the last one. The events' strings are moved into the statement
-/// (nothing is copied): after this call `batch.events` holds empty strings.
+/// Inserts the `rows` events of the group's jobs where `plans` place them,
+/// skipping those already stored (same source and dedupe key); returns how
+/// many were new. The events' strings are moved into the statements
+/// (nothing is copied): after this call the jobs hold empty strings.
 async fn insert_events(
     conn: &mut SqliteConnection,
-    batch: &mut IngestBatch,
-    request: Option<i64>,
-) -> Result<(usize, i64), sqlx::Error> {
-    // Shared by every row: bound as `Arc<str>`, which sqlx keeps without copying.
-    let source: Arc<str> = Arc::from(batch.source.as_str());
-    let protocol: Arc<str> = Arc::from(batch.protocol.as_str());
-    // Keys derived from the payload id are not stored.
-    let own_keys = batch.payload_id.is_none();
-    let (mut stored, mut last) = (0, 0);
-    let mut rest = &mut batch.events[..];
-    for rows in chunk_sizes(rest.len()) {
-        let (chunk, tail) = rest.split_at_mut(rows);
-        rest = tail;
-        let sql = cached_sql(&EVENTS_SQL, rows, events_sql);
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for event in chunk {
-            query = query
-                .bind(Arc::clone(&source))
-                .bind(Arc::clone(&protocol))
-                .bind(own_keys.then(|| std::mem::take(&mut event.dedupe_key)))
-                .bind(request)
-                .bind(std::mem::take(&mut event.kind))
-                .bind(batch.received_at)
-                .bind(std::mem::take(&mut event.body));
+    group: &mut [Job],
+    plans: &[Plan],
+    rows: usize,
+) -> Result<usize, sqlx::Error> {
+    // Collected first (the strings are moved, not copied): an iterator of
+    // closures held across the awaits below would make this future not `Send`.
+    let mut events = Vec::with_capacity(rows);
+    for (job, plan) in group.iter_mut().zip(plans) {
+        let batch = &mut job.batch;
+        if plan.rows == 0 {
+            continue;
         }
-        let done = query.execute(&mut *conn).await?;
-        if done.rows_affected() > 0 {
-            stored += done.rows_affected() as usize;
-            last = done.last_insert_rowid();
+        // Shared by a request's rows: bound as `Arc<str>`, which sqlx keeps
+        // without copying.
+        let source: Arc<str> = Arc::from(batch.source.as_str());
+        let protocol: Arc<str> = Arc::from(batch.protocol.as_str());
+        // Keys derived from the payload id are not stored.
+        let own_keys = batch.payload_id.is_none();
+        for (event, id) in batch.events.iter_mut().zip(plan.ids()) {
+            events.push(Row {
+                id,
+                source: Arc::clone(&source),
+                protocol: Arc::clone(&protocol),
+                dedupe_key: own_keys.then(|| std::mem::take(&mut event.dedupe_key)),
+                request: plan.request,
+                kind: std::mem::take(&mut event.kind),
+                received_at: batch.received_at,
+                body: std::mem::take(&mut event.body),
+            });
         }
     }
-    Ok((stored, last))
+    let mut events = events.into_iter();
+    let mut inserted = 0;
+    for size in chunk_sizes(rows) {
+        let sql = cached_sql(&EVENTS_SQL, size, events_sql);
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for row in events.by_ref().take(size) {
+            query = query
+                .bind(row.id)
+                .bind(row.source)
+                .bind(row.protocol)
+                .bind(row.dedupe_key)
+                .bind(row.request)
+                .bind(row.kind)
+                .bind(row.received_at)
+                .bind(row.body);
+        }
+        inserted += query.execute(&mut *conn).await?.rows_affected() as usize;
+    }
+    Ok(inserted)
+}
+
+/// One `events` row's values.
+struct Row {
+    id: i64,
+    source: Arc<str>,
+    protocol: Arc<str>,
+    dedupe_key: Option<String>,
+    request: Option<i64>,
+    kind: String,
+    received_at: i64,
+    body: String,
 }
 
 /// One `pending` delivery per route for every event with an id in
@@ -524,7 +601,138 @@ async fn insert_deliveries(
 
 #[cfg(test)]
 mod tests {
-    use super::chunk_sizes;
+    use super::*;
+
+    fn job(
+        protocol: Protocol,
+        payload_id: Option<&str>,
+        keys: &[&str],
+        routes: &[Route],
+    ) -> (Job, oneshot::Receiver<Result<Committed, WriteError>>) {
+        let (reply, answer) = oneshot::channel();
+        let batch = IngestBatch {
+            source: "s".to_owned(),
+            protocol,
+            received_at: 1_000,
+            meta: payload_id.map(|_| r#"{"schema":4}"#.to_owned()),
+            payload_id: payload_id.map(str::to_owned),
+            routes: routes.to_vec(),
+            events: keys
+                .iter()
+                .map(|key| NewEvent {
+                    dedupe_key: (*key).to_owned(),
+                    kind: "track".to_owned(),
+                    body: format!(r#"{{"key":"{key}"}}"#),
+                })
+                .collect(),
+        };
+        (Job { batch, reply }, answer)
+    }
+
+    /// (body, route code) of every delivery, in event order.
+    async fn deliveries(conn: &mut SqliteConnection) -> Vec<(String, i64)> {
+        sqlx::query_as(
+            "SELECT e.body, d.route FROM deliveries d JOIN events e ON e.id = d.event_id \
+             ORDER BY e.id, d.route",
+        )
+        .fetch_all(conn)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_commit_of_many_requests_counts_each_requests_duplicates_and_routes_its_own_events()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), &Default::default())
+            .await
+            .unwrap();
+        let mut conn = connect(&store).await.unwrap();
+        let budget = store.busy_timeout();
+        let (to_ld, relay, to_segment) = (
+            Route::SegmentToLaunchDarkly,
+            Route::SegmentRelay,
+            Route::LaunchDarklyToSegment,
+        );
+        let (mut earlier, _) = job(Protocol::Segment, None, &["old"], &[to_ld]);
+        commit(&mut conn, std::slice::from_mut(&mut earlier), budget)
+            .await
+            .unwrap();
+
+        let mut group: Vec<Job> = [
+            job(Protocol::Segment, None, &["a1", "a2"], &[to_ld]),
+            // a2 again, within the same commit.
+            job(Protocol::Segment, None, &["a2", "b1"], &[to_ld]),
+            // Stored by the earlier commit.
+            job(Protocol::Segment, None, &["old"], &[to_ld, relay]),
+            job(Protocol::Segment, None, &["c1", "c2"], &[to_ld, relay]),
+            job(
+                Protocol::LaunchDarkly,
+                Some("p1"),
+                &["p1:0", "p1:1"],
+                &[to_segment],
+            ),
+            // The same payload again: the whole request is a duplicate.
+            job(
+                Protocol::LaunchDarkly,
+                Some("p1"),
+                &["p1:0", "p1:1"],
+                &[to_segment],
+            ),
+            job(Protocol::Segment, None, &["d1"], &[to_ld]),
+        ]
+        .into_iter()
+        .map(|(job, _)| job)
+        .collect();
+        let counts = commit(&mut conn, &mut group, budget).await.unwrap();
+        let counts: Vec<(usize, usize)> = counts.iter().map(|c| (c.stored, c.duplicates)).collect();
+        assert_eq!(
+            counts,
+            [(2, 0), (1, 1), (0, 1), (2, 0), (2, 0), (0, 2), (1, 0)]
+        );
+
+        let body = |key: &str| format!(r#"{{"key":"{key}"}}"#);
+        let expected: Vec<(String, i64)> = [
+            ("old", to_ld),
+            ("a1", to_ld),
+            ("a2", to_ld),
+            ("b1", to_ld),
+            ("c1", to_ld),
+            ("c1", relay),
+            ("c2", to_ld),
+            ("c2", relay),
+            ("p1:0", to_segment),
+            ("p1:1", to_segment),
+            ("d1", to_ld),
+        ]
+        .iter()
+        .map(|(key, route)| (body(key), route.code()))
+        .collect();
+        let mut got = deliveries(&mut conn).await;
+        got.sort_by_key(|(_, route)| *route);
+        let mut expected = expected;
+        expected.sort_by_key(|(_, route)| *route);
+        assert_eq!(got, expected);
+
+        // The payload's events are its request's first_event onwards, as
+        // derived keys need.
+        let (first, count): (i64, i64) =
+            sqlx::query_as("SELECT first_event, event_count FROM requests WHERE payload_id = 'p1'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT body FROM events WHERE id >= ?1 AND id < ?1 + ?2 ORDER BY id",
+        )
+        .bind(first)
+        .bind(count)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(bodies, [body("p1:0"), body("p1:1")]);
+        conn.close().await.unwrap();
+        store.close().await;
+    }
 
     #[test]
     fn chunk_sizes_cover_every_row_with_few_shapes() {
