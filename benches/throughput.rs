@@ -5,7 +5,9 @@
 //! generator (`throughput/load.rs`). Prints one table; BENCHMARKS.md records
 //! the figures. Phases:
 //! 1. ceiling: the same event rows committed by the store's writer in ONE
-//!    transaction (same pragmas, no HTTP);
+//!    transaction (same pragmas, no HTTP); then the writer alone, in
+//!    process, fed by 32 tasks with requests of 100 events and of 1 (group
+//!    commit as ingest uses it, without HTTP and JSON);
 //! 2. durable ingest of Segment `/v1/batch` (100 events a request),
 //!    LaunchDarkly `/bulk` (100 events) and single `/v1/track` requests at
 //!    each connection count (closed loop), then single requests at a fixed
@@ -154,6 +156,69 @@ async fn ceiling(dir: &Path, events: usize) -> f64 {
     drop(writer);
     store.close().await;
     rate
+}
+
+/// The writer alone, in this process: `connections` tasks each submitting
+/// requests of `per_request` Segment events, one after another, as the
+/// HTTP handlers do (no HTTP, no JSON). Returns events/s and this
+/// process's CPU µs per event (the writer task, its SQLite thread and the
+/// submitters).
+async fn writer_alone(
+    dir: &Path,
+    events: usize,
+    per_request: usize,
+    connections: usize,
+) -> (f64, f64) {
+    let store = Store::open(
+        &dir.join(format!("writer-{per_request}.db")),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (writer, _task) = Writer::start(&store, 4096, |_| {}).await.unwrap();
+    let body = fixtures::message(0).to_string();
+    let requests: Vec<IngestBatch> = (0..events / per_request)
+        .map(|r| IngestBatch {
+            source: "bench".to_owned(),
+            protocol: Protocol::Segment,
+            received_at: 0,
+            meta: None,
+            payload_id: None,
+            routes: vec![Route::SegmentToLaunchDarkly],
+            events: (r * per_request..(r + 1) * per_request)
+                .map(|n| NewEvent {
+                    dedupe_key: format!("writer-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f"),
+                    kind: "track".to_owned(),
+                    body: body.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    let stored = requests.len() * per_request;
+    let queue = Arc::new(std::sync::Mutex::new(requests));
+    let (cpu, started) = (common::cpu_seconds(std::process::id()), Instant::now());
+    let submitters: Vec<_> = (0..connections)
+        .map(|_| {
+            let (writer, queue) = (writer.clone(), Arc::clone(&queue));
+            tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap().pop();
+                    let Some(request) = next else { break };
+                    writer.submit(request).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for submitter in submitters {
+        submitter.await.unwrap();
+    }
+    let (seconds, cpu) = (
+        started.elapsed().as_secs_f64(),
+        common::cpu_seconds(std::process::id()) - cpu,
+    );
+    drop(writer);
+    store.close().await;
+    (stored as f64 / seconds, cpu * 1e6 / stored as f64)
 }
 
 /// The database's size on disk (file and WAL).
@@ -501,6 +566,20 @@ async fn main() {
         "ceiling: raw insert, one transaction (events/s)",
         format!("{ceiling:.0}"),
     );
+    for (per_request, events) in [
+        (100, sizes.batch_requests * 100),
+        (1, sizes.single_requests),
+    ] {
+        let (rate, cpu) = writer_alone(&root, events, per_request, 32).await;
+        row(
+            &format!("writer alone, 32 tasks x {per_request}-event requests (events/s)"),
+            format!("{rate:.0}"),
+        );
+        row(
+            &format!("writer alone, {per_request}-event requests: CPU per event (µs)"),
+            format!("{cpu:.1}"),
+        );
+    }
     let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "ingest,dispatch,e2e".into());
     if phases.contains("ingest") {
         ingest(&root.join("ingest"), &sizes, ceiling, &mut peak).await;
