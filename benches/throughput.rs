@@ -126,6 +126,19 @@ async fn receivers(delay: Duration) -> (Receiver, Receiver) {
     (launchdarkly, segment)
 }
 
+/// What Segment ingest hands the writer for one request of `events`.
+fn segment_request(events: Vec<NewEvent>) -> IngestBatch {
+    IngestBatch {
+        source: "bench".to_owned(),
+        protocol: Protocol::Segment,
+        received_at: 0,
+        meta: None,
+        payload_id: None,
+        routes: vec![Route::SegmentToLaunchDarkly],
+        events,
+    }
+}
+
 async fn ceiling(dir: &Path, events: usize) -> f64 {
     let store = Store::open(&dir.join("ceiling.db"), &StoreOptions::default())
         .await
@@ -141,17 +154,8 @@ async fn ceiling(dir: &Path, events: usize) -> f64 {
             }
         })
         .collect();
-    let batch = IngestBatch {
-        source: "bench".to_owned(),
-        protocol: Protocol::Segment,
-        received_at: 0,
-        meta: None,
-        payload_id: None,
-        routes: vec![Route::SegmentToLaunchDarkly],
-        events: rows,
-    };
     let started = Instant::now();
-    writer.submit(batch).await.unwrap();
+    writer.submit(segment_request(rows)).await.unwrap();
     let rate = events as f64 / started.elapsed().as_secs_f64();
     drop(writer);
     store.close().await;
@@ -178,20 +182,16 @@ async fn writer_alone(
     let (writer, _task) = Writer::start(&store, 4096, |_| {}).await.unwrap();
     let body = fixtures::message(0).to_string();
     let requests: Vec<IngestBatch> = (0..events / per_request)
-        .map(|r| IngestBatch {
-            source: "bench".to_owned(),
-            protocol: Protocol::Segment,
-            received_at: 0,
-            meta: None,
-            payload_id: None,
-            routes: vec![Route::SegmentToLaunchDarkly],
-            events: (r * per_request..(r + 1) * per_request)
-                .map(|n| NewEvent {
-                    dedupe_key: format!("writer-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f"),
-                    kind: "track".to_owned(),
-                    body: body.clone(),
-                })
-                .collect(),
+        .map(|r| {
+            segment_request(
+                (r * per_request..(r + 1) * per_request)
+                    .map(|n| NewEvent {
+                        dedupe_key: format!("writer-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f"),
+                        kind: "track".to_owned(),
+                        body: body.clone(),
+                    })
+                    .collect(),
+            )
         })
         .collect();
     let stored = requests.len() * per_request;
