@@ -36,6 +36,19 @@ pub fn kind_of(raw: &RawValue) -> Kind {
     }
 }
 
+/// `raw` when it is a string (unescaped); `None` otherwise.
+pub fn string_of(raw: &RawValue) -> Option<String> {
+    match kind_of(raw) {
+        Kind::String => serde_json::from_str(raw.get()).ok(),
+        _ => None,
+    }
+}
+
+/// `value` unless it is absent or `null`.
+pub fn non_null(value: Option<&RawValue>) -> Option<&RawValue> {
+    value.filter(|value| kind_of(value) != Kind::Null)
+}
+
 /// One JSON object, one level deep. A key that appears twice keeps its
 /// first position and its last value, as `serde_json::Map` does.
 #[derive(Debug, Clone, Default)]
@@ -65,11 +78,12 @@ impl<'a> Message<'a> {
 
     /// `key`'s value when it is a string (unescaped); `None` otherwise.
     pub fn string(&self, key: &str) -> Option<String> {
-        let raw = self.get(key)?;
-        match kind_of(raw) {
-            Kind::String => serde_json::from_str(raw.get()).ok(),
-            _ => None,
-        }
+        self.get(key).and_then(string_of)
+    }
+
+    /// `key`'s value unless it is absent or `null`.
+    pub fn non_null(&self, key: &str) -> Option<&RawValue> {
+        non_null(self.get(key))
     }
 
     /// Whether `key`'s value is the empty string.

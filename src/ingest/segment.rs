@@ -343,11 +343,9 @@ struct Shared {
 
 impl Shared {
     fn new(envelope: &Envelope<'_>, received_at: i64) -> Result<Shared, Refusal> {
-        let sent_at = match envelope.sent_at {
-            None => None,
-            Some(value) if message::kind_of(value) == Kind::Null => None,
-            Some(value) => Some(timestamp(value, "sentAt")?),
-        };
+        let sent_at = message::non_null(envelope.sent_at)
+            .map(|value| timestamp(value, "sentAt"))
+            .transpose()?;
         for (name, value) in [
             ("context", &envelope.context),
             ("integrations", &envelope.integrations),
@@ -369,11 +367,8 @@ impl Shared {
 /// Parses an ISO-8601 timestamp field, naming it when it is not one
 /// (`field` is only formatted then).
 fn timestamp(value: &RawValue, field: impl Display) -> Result<(String, i64), Refusal> {
-    let text: String = match message::kind_of(value) {
-        message::Kind::String => serde_json::from_str(value.get()).ok(),
-        _ => None,
-    }
-    .ok_or_else(|| Refusal::bad_request(format!("{field}: must be an ISO-8601 date string")))?;
+    let text = message::string_of(value)
+        .ok_or_else(|| Refusal::bad_request(format!("{field}: must be an ISO-8601 date string")))?;
     let ms = clock::parse_ms(&text).ok_or_else(|| {
         Refusal::bad_request(format!("{field}: `{text}` is not an ISO-8601 date"))
     })?;
@@ -416,31 +411,29 @@ fn normalize(
     } else {
         message_type(&message, label, path_kind)?
     };
-    message.set_string("type", &kind);
+    // The row's kind column holds it (store::body puts it back on reading).
+    message.remove("type");
     if !is_delete {
         validate(&message, label, &kind)?;
     }
     // The write key is a credential: it is never stored.
     message.remove("writeKey");
     merge_envelope(&mut message, shared);
-    let already_corrected =
-        webhook && !matches!(message.kind("receivedAt"), None | Some(Kind::Null));
+    let already_corrected = webhook && message.non_null("receivedAt").is_some();
     if !already_corrected {
         correct_clock(&mut message, label, shared)?;
     }
-    let dedupe_key = match message.string("messageId") {
-        Some(id) => id,
-        None => {
-            let id = uuid::Uuid::new_v4().to_string();
-            message.set_string("messageId", &id);
-            id
-        }
-    };
+    // The row's dedupe key column holds it.
+    let dedupe_key = message
+        .string("messageId")
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    message.remove("messageId");
     let row = crate::store::body::Row {
         kind: &kind,
         dedupe_key: &dedupe_key,
         received_at: shared.received_at,
     };
+    // What else the row holds: the `receivedAt` ldbridge stamped.
     for (field, column) in crate::store::body::row_fields(&row, &shared.received_text) {
         if message.string(field).as_deref() == Some(column) {
             message.remove(field);
@@ -483,7 +476,7 @@ fn message_type(
 /// Present means: not missing, not `null`, not `""` (real libraries send
 /// `"userId": null`; an empty id is no id).
 fn present(message: &Message<'_>, field: &str) -> bool {
-    !matches!(message.kind(field), None | Some(Kind::Null)) && !message.is_empty_string(field)
+    message.non_null(field).is_some() && !message.is_empty_string(field)
 }
 
 fn validate(message: &Message<'_>, label: impl Display, kind: &str) -> Result<(), Refusal> {
@@ -582,21 +575,19 @@ fn correct_clock(
     label: impl Display,
     shared: &Shared,
 ) -> Result<(), Refusal> {
-    let own_sent_at = match message.get("sentAt") {
-        None => None,
-        Some(value) if message::kind_of(value) == Kind::Null => None,
-        Some(value) => Some(timestamp(value, format_args!("{label}sentAt"))?),
-    };
+    let own_sent_at = message
+        .non_null("sentAt")
+        .map(|value| timestamp(value, format_args!("{label}sentAt")))
+        .transpose()?;
     let sent_at = own_sent_at.or_else(|| shared.sent_at.clone());
     if let Some((text, _)) = &sent_at {
         message.set_string("sentAt", text);
     }
     message.set_string("receivedAt", &shared.received_text);
-    let original = match message.get("timestamp") {
-        None => None,
-        Some(value) if message::kind_of(value) == Kind::Null => None,
-        Some(value) => Some(timestamp(value, format_args!("{label}timestamp"))?),
-    };
+    let original = message
+        .non_null("timestamp")
+        .map(|value| timestamp(value, format_args!("{label}timestamp")))
+        .transpose()?;
     let corrected = match (&original, &sent_at) {
         (Some((_, at)), Some((_, sent))) => clock::format_ms(shared.received_at - (sent - at)),
         (Some((text, _)), None) => text.clone(),

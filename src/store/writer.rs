@@ -336,10 +336,10 @@ async fn commit(
     // sqlx's SQLite thread, two thread wake-ups), no `RETURNING id` is sent
     // back, and the delivery rows of consecutive requests taking the same
     // routes come from one `INSERT … SELECT` per route over their id range.
-    let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+    let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM events")
         .fetch_one(&mut *tx)
         .await?;
-    let mut next = base + 1;
+    let mut next = first;
     let mut plans = Vec::with_capacity(group.len());
     for job in group.iter() {
         let (rows, request) = match insert_request(&mut tx, &job.batch, next).await? {
@@ -353,24 +353,12 @@ async fn commit(
         });
         next += rows as i64;
     }
-    let rows = (next - base - 1) as usize;
+    let rows = (next - first) as usize;
     let inserted = insert_events(&mut tx, group, &plans, rows).await?;
-    // Without duplicates every row was stored; with some, the ids present
-    // say whose were (rare: a client retrying what was acknowledged).
-    let stored: Vec<usize> = if inserted == rows {
+    let stored = if inserted == rows {
         plans.iter().map(|plan| plan.rows).collect()
     } else {
-        let ids: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM events WHERE id > ?1 AND id < ?2 ORDER BY id")
-                .bind(base)
-                .bind(next)
-                .fetch_all(&mut *tx)
-                .await?;
-        let below = |id: i64| ids.partition_point(|stored| *stored < id);
-        plans
-            .iter()
-            .map(|plan| below(plan.ids().end) - below(plan.ids().start))
-            .collect()
+        stored_per_request(&mut tx, &plans, first..next).await?
     };
     for (plan, stored) in plans.iter().zip(&stored) {
         if let (Some(request), 0) = (plan.request, stored) {
@@ -391,7 +379,7 @@ async fn commit(
         }
         let ids = plans[from].first..plans[end - 1].ids().end;
         if !ids.is_empty() {
-            insert_deliveries(&mut tx, ids.start - 1, ids.end - 1, routes).await?;
+            insert_deliveries(&mut tx, ids, routes).await?;
         }
         from = end;
     }
@@ -403,6 +391,27 @@ async fn commit(
             stored,
             duplicates: job.batch.events.len() - stored,
         })
+        .collect())
+}
+
+/// How many of each request's rows were stored, when some of the `ids`
+/// the group took were left unused by duplicates (rare: a client retrying
+/// what was acknowledged): the ids present say whose were.
+async fn stored_per_request(
+    conn: &mut SqliteConnection,
+    plans: &[Plan],
+    ids: std::ops::Range<i64>,
+) -> Result<Vec<usize>, sqlx::Error> {
+    let present: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM events WHERE id >= ?1 AND id < ?2 ORDER BY id")
+            .bind(ids.start)
+            .bind(ids.end)
+            .fetch_all(&mut *conn)
+            .await?;
+    let below = |id: i64| present.partition_point(|stored| *stored < id);
+    Ok(plans
+        .iter()
+        .map(|plan| below(plan.ids().end) - below(plan.ids().start))
         .collect())
 }
 
@@ -577,21 +586,19 @@ struct Row {
     body: String,
 }
 
-/// One `pending` delivery per route for every event with an id in
-/// (`after`, `last`].
+/// One `pending` delivery per route for every event with an id in `ids`.
 async fn insert_deliveries(
     conn: &mut SqliteConnection,
-    after: i64,
-    last: i64,
+    ids: std::ops::Range<i64>,
     routes: &[Route],
 ) -> Result<(), sqlx::Error> {
     for route in routes {
         sqlx::query(
             "INSERT INTO deliveries (event_id, route, status) \
-             SELECT id, ?3, 'pending' FROM events WHERE id > ?1 AND id <= ?2 ORDER BY id",
+             SELECT id, ?3, 'pending' FROM events WHERE id >= ?1 AND id < ?2 ORDER BY id",
         )
-        .bind(after)
-        .bind(last)
+        .bind(ids.start)
+        .bind(ids.end)
         .bind(route.code())
         .execute(&mut *conn)
         .await?;
