@@ -59,6 +59,7 @@ async fn seed(path: &Path, events: usize) {
             payload_id: None,
             routes: vec![Route::SegmentToLaunchDarkly],
             events: rows,
+            refusals: Vec::new(),
         };
         writer.submit(batch).await.unwrap();
     }

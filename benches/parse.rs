@@ -111,7 +111,11 @@ fn main() {
                             RECEIVED_AT,
                         ),
                     };
-                    events += parsed.expect("the bench bodies are valid").events.len();
+                    events += parsed
+                        .expect("the bench bodies are valid")
+                        .batch
+                        .events
+                        .len();
                 }
                 started.elapsed().as_secs_f64() * 1e6 / events as f64
             })

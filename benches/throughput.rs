@@ -136,6 +136,7 @@ fn segment_request(events: Vec<NewEvent>) -> IngestBatch {
         payload_id: None,
         routes: vec![Route::SegmentToLaunchDarkly],
         events,
+        refusals: Vec::new(),
     }
 }
 

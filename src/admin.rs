@@ -208,12 +208,33 @@ impl Admin {
                 if found.is_empty() {
                     return Err(error_answer(
                         StatusCode::NOT_FOUND,
-                        &format!("no event with id, messageId or payload id `{id}`"),
+                        &format!("no event with id, messageId or payload id `{id}`, and no refusal of one"),
                     ));
                 }
+                Ok(json_answer(StatusCode::OK, &found.json()))
+            }
+            (Method::GET, ["api", "refusals"]) => {
+                let args = crate::cli::RefusalsArgs {
+                    since: query_param(&query, "since"),
+                    source: query_param(&query, "source"),
+                    reason: query_param(&query, "reason"),
+                    limit: match query_param(&query, "limit") {
+                        Some(limit) => limit.parse().map_err(|_| {
+                            error_answer(StatusCode::BAD_REQUEST, "limit must be a number")
+                        })?,
+                        None => 50,
+                    },
+                    json: true,
+                };
+                let filter = args.to_filter().map_err(|failure| {
+                    error_answer(StatusCode::BAD_REQUEST, &failure.to_string())
+                })?;
+                let found = ops::refusals::list(&self.store, &filter)
+                    .await
+                    .map_err(internal)?;
                 Ok(json_answer(
                     StatusCode::OK,
-                    &Value::Array(found.iter().map(ops::Explanation::json).collect()),
+                    &Value::Array(found.iter().map(ops::refusals::json).collect()),
                 ))
             }
             _ => Err(error_answer(

@@ -12,7 +12,7 @@ use crate::{
     clock,
     config::{Config, ConfigError, StoreConfig},
     ops,
-    store::{log::BatchFilter, Route, Store, StoreOptions},
+    store::{log::BatchFilter, refusals::RefusalFilter, Route, Store, StoreOptions},
 };
 
 /// ldbridge: a durable bridge between Segment and LaunchDarkly.
@@ -65,6 +65,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The refusal log: messages and requests refused at ingest, newest first, and why.
+    Refusals(RefusalsArgs),
     /// Purge delivered and skipped data older than store.retain (what the retention job does).
     Purge {
         /// Instead of store.retain, e.g. 3d.
@@ -143,6 +145,41 @@ pub struct LogArgs {
     pub json: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RefusalsArgs {
+    /// Refused at or after T (RFC 3339, or a duration ago such as 2h).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Source name; `unknown` for requests with no known key.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Reason code, e.g. missing_event, invalid_json, invalid_write_key.
+    #[arg(long, value_name = "CODE")]
+    pub reason: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// One JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RefusalsArgs {
+    /// The store filter (shared with the admin API's query parameters).
+    pub fn to_filter(&self) -> Result<RefusalFilter, Failure> {
+        Ok(RefusalFilter {
+            since: self
+                .since
+                .as_deref()
+                .map(|t| parse_time(t, clock::now_ms()))
+                .transpose()?,
+            source: self.source.clone(),
+            code: self.reason.clone(),
+            message_id: None,
+            limit: self.limit.max(1),
+        })
+    }
+}
+
 /// Why a command failed, and so its exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -183,6 +220,7 @@ pub async fn run(cli: Cli, log_control: Option<crate::logging::LogControl>) -> R
         Command::Explain { id, json } => explain(path, &id, json).await,
         Command::Resend(args) => resend(path, &args).await,
         Command::Stats { json } => stats(path, json).await,
+        Command::Refusals(args) => refusals(path, &args).await,
         Command::Purge { older_than, json } => purge(path, older_than.as_deref(), json).await,
     }
 }
@@ -217,16 +255,30 @@ async fn explain(path: Option<&std::path::Path>, id: &str, json: bool) -> Result
     store.close().await;
     if found.is_empty() {
         return Err(Failure::NothingMatched(format!(
-            "no event with id, messageId or payload id `{id}`"
+            "no event with id, messageId or payload id `{id}`, and no refusal of one"
         )));
     }
     if json {
+        print_json(&found.json());
+    } else {
+        print!("{}", found.text());
+    }
+    Ok(())
+}
+
+async fn refusals(path: Option<&std::path::Path>, args: &RefusalsArgs) -> Result<(), Failure> {
+    let filter = args.to_filter()?;
+    let store = open(path).await?;
+    let found = ops::refusals::list(&store, &filter)
+        .await
+        .map_err(runtime)?;
+    store.close().await;
+    if args.json {
         print_json(&Value::Array(
-            found.iter().map(ops::Explanation::json).collect(),
+            found.iter().map(ops::refusals::json).collect(),
         ));
     } else {
-        let texts: Vec<String> = found.iter().map(ops::Explanation::text).collect();
-        print!("{}", texts.join("\n"));
+        print!("{}", ops::refusals::table(&found));
     }
     Ok(())
 }
@@ -332,10 +384,11 @@ async fn purge(
         print_json(&ops::purged_json(&purged, cutoff));
     } else {
         println!(
-            "Purged {} event(s), {} batch(es), {} attempt(s) older than {}.",
+            "Purged {} event(s), {} batch(es), {} attempt(s), {} refusal(s) older than {}.",
             purged.events,
             purged.batches,
             purged.attempts,
+            purged.refusals,
             clock::format_ms(cutoff)
         );
     }

@@ -5,7 +5,10 @@
 //! offset form, 0–9 fractional digits) and formatting for the CLI and for
 //! outbound payloads. It does not own durations (see `config`).
 
-use time::{format_description::well_known::Rfc3339, OffsetDateTime, UtcOffset};
+use time::{
+    format_description::well_known::{Iso8601, Rfc3339},
+    Date, OffsetDateTime, PrimitiveDateTime, UtcOffset,
+};
 
 /// The current wall-clock time in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -14,9 +17,16 @@ pub fn now_ms() -> i64 {
 
 /// Parses an RFC 3339 / ISO-8601 timestamp (`Z`, `+00:00` or another
 /// offset; 0–9 fractional digits) into Unix milliseconds, truncating
-/// sub-millisecond digits. Returns `None` for anything else.
+/// sub-millisecond digits. As Segment does, a date-time without a zone
+/// (`2024-05-14T09:31:27.412`) and a bare date (`2024-05-14`, midnight) are
+/// UTC. Returns `None` for anything else.
 pub fn parse_ms(text: &str) -> Option<i64> {
-    let parsed = OffsetDateTime::parse(text.trim(), &Rfc3339).ok()?;
+    let text = text.trim();
+    let parsed = OffsetDateTime::parse(text, &Rfc3339)
+        .or_else(|_| OffsetDateTime::parse(text, &Iso8601::DEFAULT))
+        .or_else(|_| PrimitiveDateTime::parse(text, &Iso8601::DEFAULT).map(|at| at.assume_utc()))
+        .or_else(|_| Date::parse(text, &Iso8601::DEFAULT).map(|day| day.midnight().assume_utc()))
+        .ok()?;
     Some((parsed.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
@@ -59,7 +69,23 @@ mod tests {
             Some(1_715_679_087_412)
         );
         assert_eq!(parse_ms("yesterday"), None);
+        assert_eq!(parse_ms("2024-05-14T09:31:27.412Z extra"), None);
+        assert_eq!(parse_ms("1715679087412"), None);
         assert_eq!(parse_ms(""), None);
+    }
+
+    #[test]
+    fn a_time_without_a_zone_and_a_bare_date_are_utc_as_segment_takes_them() {
+        assert_eq!(parse_ms("2024-05-14T09:31:27.412"), Some(1_715_679_087_412));
+        assert_eq!(parse_ms("2024-05-14T09:31:27"), Some(1_715_679_087_000));
+        assert_eq!(parse_ms("2024-05-14"), Some(1_715_644_800_000));
+        // Offsets without a colon are ISO-8601 too.
+        assert_eq!(
+            parse_ms("2024-05-14T11:31:27.412+0200"),
+            Some(1_715_679_087_412)
+        );
+        assert_eq!(parse_ms("2024-13-14"), None);
+        assert_eq!(parse_ms("14/05/2024"), None);
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         synchronous_full: config.store.synchronous == Synchronous::Full,
         busy_timeout: config.store.busy_timeout,
         ingest_cap_bytes: config.store.max_database_bytes,
+        refusal_log_rows: config.store.refusal_log_max_rows,
     };
     Store::open(&config.store.path, &options)
         .await
@@ -117,6 +118,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
             stats.requests as u64,
             stats.ok,
         );
+        commit_metrics.refusals_unrecorded("evicted", stats.refusals_evicted);
     })
     .await?;
     let shutdown_timeout = config.server.shutdown_timeout;

@@ -63,6 +63,17 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    source: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteOutcomeLabels {
     route: String,
     outcome: String,
@@ -115,6 +126,9 @@ pub struct Metrics {
     commit_events: Histogram,
     commit_requests: Histogram,
     commits: Family<ResultLabels, Counter>,
+    ingest_refused: Family<RefusedLabels, Counter>,
+    refusals_unrecorded: Family<CauseLabels, Counter>,
+    telemetry: Counter,
 }
 
 impl Metrics {
@@ -140,6 +154,9 @@ impl Metrics {
             commit_events: Histogram::new(COMMIT_EVENTS_BUCKETS),
             commit_requests: Histogram::new(COMMIT_REQUESTS_BUCKETS),
             commits: Family::default(),
+            ingest_refused: Family::default(),
+            refusals_unrecorded: Family::default(),
+            telemetry: Counter::default(),
         };
         metrics.register_all()
     }
@@ -224,6 +241,26 @@ impl Metrics {
              (rolled back; its requests were not acknowledged)",
             self.commits.clone(),
         );
+        r.register(
+            "ingest_refused",
+            "Messages and requests refused at ingest (what Segment calls failed \
+             on ingest), by source (\"unknown\" when the key was not known) and \
+             reason code; `ldbridge refusals` shows the recorded ones",
+            self.ingest_refused.clone(),
+        );
+        r.register(
+            "refusal_log_unrecorded",
+            "Refusals counted but not written to the refusal log, by cause: \
+             rate (over store.refusal_log_per_second) or busy (the writer's \
+             queue was full); evicted: recorded, then dropped as the oldest \
+             past store.refusal_log_max_rows",
+            self.refusals_unrecorded.clone(),
+        );
+        r.register(
+            "analytics_telemetry",
+            "analytics.js telemetry posts to /v1/m, answered 200 and not stored",
+            self.telemetry.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -241,6 +278,11 @@ impl Metrics {
         // born at 1 has no earlier sample to increase from.
         for result in ["ok", "error"] {
             let _ = self.commits.get_or_create(&ResultLabels { result });
+        }
+        for cause in ["rate", "busy", "evicted"] {
+            let _ = self
+                .refusals_unrecorded
+                .get_or_create(&CauseLabels { cause });
         }
         self
     }
@@ -265,6 +307,30 @@ impl Metrics {
                 source: source.to_owned(),
             })
             .inc_by(events);
+    }
+
+    /// One message or request refused at ingest: `source` = configured
+    /// source name, or "unknown"; `reason` = the refusal's code.
+    pub fn ingest_refused(&self, source: &str, reason: &'static str) {
+        self.ingest_refused
+            .get_or_create(&RefusedLabels {
+                source: source.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Refusals left out of the refusal log: `cause` is "rate", "busy" or
+    /// "evicted".
+    pub fn refusals_unrecorded(&self, cause: &'static str, count: u64) {
+        self.refusals_unrecorded
+            .get_or_create(&CauseLabels { cause })
+            .inc_by(count);
+    }
+
+    /// One analytics.js telemetry post (`/v1/m`), answered and dropped.
+    pub fn telemetry(&self) {
+        self.telemetry.inc();
     }
 
     /// Deliveries settled on a route: `outcome` is "delivered" | "failed" |
@@ -374,7 +440,7 @@ mod tests {
 
     /// Every family the module promises, with its OpenMetrics type. Counter
     /// families are named without `_total` in HELP/TYPE; only samples carry it.
-    const FAMILIES: [(&str, &str); 13] = [
+    const FAMILIES: [(&str, &str); 16] = [
         ("ldbridge_ingest_requests", "counter"),
         ("ldbridge_ingest_events", "counter"),
         ("ldbridge_deliveries", "counter"),
@@ -388,6 +454,9 @@ mod tests {
         ("ldbridge_writer_commit_requests", "histogram"),
         ("ldbridge_writer_commits", "counter"),
         ("ldbridge_build_info", "gauge"),
+        ("ldbridge_ingest_refused", "counter"),
+        ("ldbridge_refusal_log_unrecorded", "counter"),
+        ("ldbridge_analytics_telemetry", "counter"),
     ];
 
     fn recorded() -> Metrics {
@@ -396,6 +465,10 @@ mod tests {
             m.ingest_request("segment", "web", 200, 5);
         }
         m.ingest_request("segment", "unknown", 401, 0);
+        m.ingest_refused("web", "missing_event");
+        m.ingest_refused("unknown", "invalid_write_key");
+        m.refusals_unrecorded("rate", 4);
+        m.telemetry();
         m.deliveries("ld-main", "delivered", 15);
         m.attempt("ld-main", "delivered", 0.2, 10);
         m.attempt("ld-main", "retrying", 3.0, 5);
@@ -426,6 +499,11 @@ mod tests {
                 r#"ldbridge_ingest_requests_total{protocol="segment",source="unknown",status="401"} 1"#,
                 r#"ldbridge_ingest_events_total{protocol="segment",source="web"} 15"#,
                 r#"ldbridge_ingest_events_total{protocol="segment",source="unknown"} 0"#,
+                r#"ldbridge_ingest_refused_total{source="web",reason="missing_event"} 1"#,
+                r#"ldbridge_ingest_refused_total{source="unknown",reason="invalid_write_key"} 1"#,
+                r#"ldbridge_refusal_log_unrecorded_total{cause="rate"} 4"#,
+                r#"ldbridge_refusal_log_unrecorded_total{cause="busy"} 0"#,
+                r#"ldbridge_analytics_telemetry_total 1"#,
                 r#"ldbridge_deliveries_total{route="ld-main",outcome="delivered"} 15"#,
                 r#"ldbridge_attempts_total{route="ld-main",outcome="delivered"} 1"#,
                 r#"ldbridge_attempts_total{route="ld-main",outcome="retrying"} 1"#,

@@ -43,6 +43,8 @@ pub(super) struct Store {
     pub synchronous: Option<Synchronous>,
     pub busy_timeout: Option<Spanned<String>>,
     pub max_database_bytes: Option<u64>,
+    pub refusal_log_max_rows: Option<u64>,
+    pub refusal_log_per_second: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]

@@ -93,6 +93,10 @@ impl Resolver<'_> {
                 d.busy_timeout,
             )?,
             max_database_bytes: raw.max_database_bytes,
+            refusal_log_max_rows: raw.refusal_log_max_rows.unwrap_or(d.refusal_log_max_rows),
+            refusal_log_per_second: raw
+                .refusal_log_per_second
+                .unwrap_or(d.refusal_log_per_second),
         })
     }
 

@@ -115,6 +115,12 @@ pub struct StoreConfig {
     /// grow past this many bytes; delivery, which needs a little room for its
     /// bookkeeping, is not capped. `None`: no cap (extension).
     pub max_database_bytes: Option<u64>,
+    /// The refusal log keeps at most this many rows, the newest; 0 keeps
+    /// none (extension).
+    pub refusal_log_max_rows: u64,
+    /// Refusals recorded per second at most (a burst of as many is
+    /// allowed); the rest are only counted (extension).
+    pub refusal_log_per_second: u32,
 }
 
 impl Default for StoreConfig {
@@ -125,6 +131,8 @@ impl Default for StoreConfig {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             max_database_bytes: None,
+            refusal_log_max_rows: 100_000,
+            refusal_log_per_second: 100,
         }
     }
 }

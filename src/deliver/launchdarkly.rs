@@ -31,6 +31,12 @@ pub struct Request<'a> {
     pub payload_id: Option<&'a str>,
     /// `X-LaunchDarkly-Tags`, passed through by the relay.
     pub tags: Option<&'a str>,
+    /// The SDK's `User-Agent`, relayed in place of ldbridge's own.
+    pub user_agent: Option<&'a str>,
+    /// `X-LaunchDarkly-User-Agent`, passed through by the relay.
+    pub sdk_user_agent: Option<&'a str>,
+    /// `X-LaunchDarkly-Wrapper`, passed through by the relay.
+    pub wrapper: Option<&'a str>,
 }
 
 /// Builds a request to `events_url` (trailing slash or not). Fails only if
@@ -39,10 +45,22 @@ pub fn request(events_url: &str, spec: &Request<'_>, body: Bytes) -> Result<Outb
     let header = |value: &str, what: &str| {
         HeaderValue::from_str(value).map_err(|_| format!("invalid {what} header value"))
     };
+    let user_agent = match spec.user_agent {
+        Some(agent) => header(agent, "user agent")?,
+        None => HeaderValue::from_static(super::USER_AGENT),
+    };
     let mut headers = vec![
         (CONTENT_TYPE, HeaderValue::from_static("application/json")),
-        (USER_AGENT, HeaderValue::from_static(super::USER_AGENT)),
+        (USER_AGENT, user_agent),
     ];
+    for (name, value) in [
+        ("x-launchdarkly-user-agent", spec.sdk_user_agent),
+        ("x-launchdarkly-wrapper", spec.wrapper),
+    ] {
+        if let Some(value) = value {
+            headers.push((HeaderName::from_static(name), header(value, name)?));
+        }
+    }
     if let Some(schema) = spec.schema {
         headers.push((
             HeaderName::from_static("x-launchdarkly-event-schema"),
@@ -93,7 +111,7 @@ pub fn bulk_request(
         authorization,
         schema: Some(schema),
         payload_id: Some(payload_id),
-        tags: None,
+        ..Request::default()
     };
     request(events_url, &spec, body)
 }

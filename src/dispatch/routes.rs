@@ -141,7 +141,7 @@ fn relay_lane(event: &StoredEvent) -> Prepared {
         (LdEndpoint::Client, Some(env)) => format!("client:{env}"),
         (endpoint, _) => format!("{endpoint:?}").to_lowercase(),
     };
-    let lane = if meta.diagnostic {
+    let mut lane = if meta.diagnostic {
         format!("{endpoint} diagnostic")
     } else {
         let schema = meta.schema.as_deref().unwrap_or("1");
@@ -150,6 +150,17 @@ fn relay_lane(event: &StoredEvent) -> Prepared {
             None => format!("{endpoint} schema={schema}"),
         }
     };
+    // Payloads from different SDKs (or versions) never share a request:
+    // each is relayed with its own identifying headers.
+    for (name, value) in [
+        ("ua", &meta.user_agent),
+        ("ldua", &meta.sdk_user_agent),
+        ("wrapper", &meta.wrapper),
+    ] {
+        if let Some(value) = value {
+            lane.push_str(&format!(" {name}={value}"));
+        }
+    }
     Prepared::Send {
         lane,
         alone: meta.diagnostic,
@@ -322,6 +333,9 @@ fn relay_request(
         schema,
         payload_id,
         tags: meta.tags.as_deref(),
+        user_agent: meta.user_agent.as_deref(),
+        sdk_user_agent: meta.sdk_user_agent.as_deref(),
+        wrapper: meta.wrapper.as_deref(),
     };
     launchdarkly::request(&config.launchdarkly.events_url, &spec, body)
 }

@@ -14,7 +14,7 @@ use hyper::{header::AUTHORIZATION, HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{message::Checked, Refusal};
+use super::{message::Checked, Parsed, Refusal, Refused, RequestRefused};
 use crate::{
     config::{Config, LaunchDarklySource},
     store::{
@@ -124,30 +124,58 @@ impl<'de> Deserialize<'de> for IsKind {
     }
 }
 
-/// Authenticates, validates and splits one request into events. Nothing is
-/// stored when this fails; the refusal says why.
+/// Authenticates, validates and splits one request into events. A payload
+/// is taken or refused as a whole (nothing is stored when this fails; the
+/// refusal says why), as LaunchDarkly's events service does.
 pub fn parse(
     endpoint: &Endpoint,
     headers: &HeaderMap,
     body: &[u8],
     config: &Config,
     received_at: i64,
-) -> Result<IngestBatch, Refusal> {
+) -> Result<Parsed, RequestRefused> {
     let source = authenticate(endpoint, headers, config)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Refusal::bad_request("body may not be empty"));
-    }
     let header = |name: &str| {
         headers
             .get(name)
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
+            .filter(|value| !value.is_empty())
     };
+    let payload_id = header("x-launchdarkly-payload-id");
+    let batch =
+        events(endpoint, body, payload_id, received_at, source, &header).map_err(|refusal| {
+            Box::new(Refused {
+                message_id: payload_id.map(str::to_owned),
+                ..Refused::from(refusal).from_source(&source.name)
+            })
+        })?;
+    Ok(Parsed {
+        batch,
+        refused: Vec::new(),
+    })
+}
+
+/// The events of an authenticated request from `source`.
+fn events<'h>(
+    endpoint: &Endpoint,
+    body: &[u8],
+    payload_id: Option<&str>,
+    received_at: i64,
+    source: &LaunchDarklySource,
+    header: &impl Fn(&str) -> Option<&'h str>,
+) -> Result<IngestBatch, Refusal> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Refusal::bad_request("body may not be empty"));
+    }
+    // Lone surrogates become U+FFFD (what Go's encoding/json, behind the
+    // events service, does) rather than refusing the payload.
+    let body = &super::surrogates::repair(body)[..];
     let (events, payload_id) = if endpoint.diagnostic {
         (vec![diagnostic_event(body)?], None)
     } else {
-        let payload_id = match header("x-launchdarkly-payload-id") {
-            Some(id) if id.is_empty() || id.len() > MAX_PAYLOAD_ID => {
+        let payload_id = match payload_id {
+            Some(id) if id.len() > MAX_PAYLOAD_ID => {
                 return Err(Refusal::bad_request(
                     "X-LaunchDarkly-Payload-ID: must be 1 to 128 characters",
                 ))
@@ -166,6 +194,9 @@ pub fn parse(
             .flatten(),
         env: endpoint.env.clone(),
         tags: header("x-launchdarkly-tags").map(str::to_owned),
+        user_agent: header("user-agent").map(str::to_owned),
+        sdk_user_agent: header("x-launchdarkly-user-agent").map(str::to_owned),
+        wrapper: header("x-launchdarkly-wrapper").map(str::to_owned),
     };
     Ok(IngestBatch {
         source: source.name.clone(),
@@ -175,6 +206,7 @@ pub fn parse(
         payload_id,
         routes: routes(source),
         events,
+        refusals: Vec::new(),
     })
 }
 

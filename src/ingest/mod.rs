@@ -1,16 +1,21 @@
-//! The ingest HTTP service: Segment- (and later LaunchDarkly-) compatible
+//! The ingest HTTP service: Segment- and LaunchDarkly-compatible
 //! endpoints on `server.listen`.
 //!
 //! Owns routing by path, reading bodies within `max_request_bytes` (gzip
-//! included, decompressed size bounded), auth against the configured
-//! sources, and the answers. Parsed events go to the store's writer; the
-//! answer is sent only after their commit. Knows no destinations: which
-//! routes a source feeds comes from config.
+//! included, decompressed size bounded), the answers, CORS (every answer
+//! carries it, so a browser SDK can read a refusal and back off), and
+//! handing refusals to the refusal log. Parsed events go to the store's
+//! writer; the answer is sent only after their commit. Knows no
+//! destinations: which routes a source feeds comes from config.
 
 mod body;
+mod cors;
 pub mod launchdarkly;
 mod message;
+mod normalize;
+pub mod refusal_log;
 pub mod segment;
+mod surrogates;
 
 use std::sync::Arc;
 
@@ -19,13 +24,13 @@ use http_body_util::Full;
 use hyper::{
     body::Incoming,
     header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER},
-    Method, Request, Response, StatusCode,
+    HeaderMap, Method, Request, Response, StatusCode,
 };
 use serde_json::json;
 
 use crate::{
     clock,
-    config::ConfigHandle,
+    config::{Config, ConfigHandle},
     metrics::Metrics,
     store::writer::{IngestBatch, WriteError, Writer},
 };
@@ -60,12 +65,70 @@ impl Refusal {
     }
 }
 
+/// A message or request refused, with what the refusal log records of it.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub refusal: Refusal,
+    /// The source, once its key was known; `None` for an unknown or missing key.
+    pub source: Option<String>,
+    /// The message's index in the request's array; `None`: the whole request.
+    pub index: Option<usize>,
+    /// The message's `messageId` (Segment) or the payload id (LaunchDarkly).
+    pub message_id: Option<String>,
+    /// The refused message's text; `None`: the request's body is the excerpt.
+    pub excerpt: Option<String>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Refused {
+        Refused {
+            refusal,
+            source: None,
+            index: None,
+            message_id: None,
+            excerpt: None,
+        }
+    }
+}
+
+/// A whole request refused, as parsers return it (boxed: the error path is
+/// the rare one, and keeps the `Ok` path's result small).
+pub type RequestRefused = Box<Refused>;
+
+impl From<Refusal> for Box<Refused> {
+    fn from(refusal: Refusal) -> Box<Refused> {
+        Box::new(refusal.into())
+    }
+}
+
+impl Refused {
+    /// The same refusal, attributed to the source named `name`.
+    pub fn from_source(mut self, name: &str) -> Refused {
+        self.source = Some(name.to_owned());
+        self
+    }
+}
+
+/// A request taken: the events to store, and the messages of it refused
+/// on their own (the rest of the request is accepted all the same).
+#[derive(Debug)]
+pub struct Parsed {
+    pub batch: IngestBatch,
+    pub refused: Vec<Refused>,
+}
+
+/// The parser of one protocol: headers, body, config, receive time.
+type Parse<'a> =
+    dyn FnOnce(&HeaderMap, &[u8], &Config, i64) -> Result<Parsed, RequestRefused> + Send + 'a;
+
 /// Shared state of the ingest service.
 #[derive(Debug)]
 pub struct Ingest {
     config: ConfigHandle,
     writer: Writer,
     metrics: Arc<Metrics>,
+    /// Refusals recorded per second (`store.refusal_log_per_second`).
+    refusal_rate: refusal_log::Limiter,
 }
 
 /// Which protocol a path belongs to.
@@ -86,20 +149,29 @@ impl Ingest {
             config,
             writer,
             metrics,
+            refusal_rate: refusal_log::Limiter::default(),
         })
     }
 
-    /// Answers one HTTP request. Never fails: every problem is an answer.
+    /// Answers one HTTP request. Never fails: every problem is an answer,
+    /// and every answer carries CORS headers.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(endpoint) = endpoint(request.uri().path()) else {
-            return refusal(&Refusal::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint",
-            ));
-        };
+        let cors = cors::Cors::of(request.headers());
+        let mut response = self.answer(request).await;
+        cors.apply(&mut response);
+        response
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_owned();
+        let telemetry = path.trim_end_matches('/') == "/v1/m";
+        let endpoint = endpoint(&path);
+        if endpoint.is_none() && !telemetry {
+            let refused = Refusal::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+            return refusal(&refused);
+        }
         if request.method() == Method::OPTIONS {
-            return preflight();
+            return cors::preflight(request.headers());
         }
         if request.method() != Method::POST {
             let refused = Refusal::new(
@@ -109,60 +181,84 @@ impl Ingest {
             );
             return refusal(&refused);
         }
-        let (protocol, accepted) = match &endpoint {
+        let Some(endpoint) = endpoint else {
+            // analytics.js reports its own metrics here; Segment takes them,
+            // ldbridge has no use for them.
+            self.metrics.telemetry();
+            return json_response(StatusCode::OK, r#"{"success":true}"#);
+        };
+        match &endpoint {
             Endpoint::Segment(kind) => {
-                let accepted = self
-                    .accept(request, |headers, body, config, at| {
-                        segment::parse(*kind, headers, body, config, at)
-                    })
-                    .await;
-                ("segment", accepted)
+                let parse = |headers: &HeaderMap, body: &[u8], config: &Config, at| {
+                    segment::parse(*kind, headers, body, config, at)
+                };
+                self.accept("segment", request, &path, Box::new(parse))
+                    .await
             }
             Endpoint::LaunchDarkly(kind) => {
-                let accepted = self
-                    .accept(request, |headers, body, config, at| {
-                        launchdarkly::parse(kind, headers, body, config, at)
-                    })
-                    .await;
-                ("launchdarkly", accepted)
+                let parse = |headers: &HeaderMap, body: &[u8], config: &Config, at| {
+                    launchdarkly::parse(kind, headers, body, config, at)
+                };
+                self.accept("launchdarkly", request, &path, Box::new(parse))
+                    .await
             }
-        };
-        let response = match (&accepted, &endpoint) {
-            (Ok(_), Endpoint::Segment(_)) => json_response(StatusCode::OK, r#"{"success":true}"#),
-            // LaunchDarkly's events service answers 202 with an empty body.
-            (Ok(_), Endpoint::LaunchDarkly(_)) => {
-                let mut response = json_response(StatusCode::ACCEPTED, Bytes::new());
-                response.headers_mut().remove(CONTENT_TYPE);
-                response
-            }
-            (Err(refused), _) => refusal(refused),
-        };
-        let (source, events) = match &accepted {
-            Ok((source, events)) => (source.as_str(), *events),
-            Err(_) => ("unknown", 0),
-        };
-        self.metrics
-            .ingest_request(protocol, source, response.status().as_u16(), events as u64);
-        response
+        }
     }
 
-    /// Reads the body, parses it with `parse`, and commits the events.
-    /// Returns the source and the number of events acknowledged.
+    /// Reads the body, parses it with `parse`, records what was refused and
+    /// commits the events; answers as `protocol`'s service would.
     async fn accept(
         &self,
+        protocol: &'static str,
         request: Request<Incoming>,
-        parse: impl FnOnce(
-            &hyper::HeaderMap,
-            &Bytes,
-            &crate::config::Config,
-            i64,
-        ) -> Result<IngestBatch, Refusal>,
-    ) -> Result<(String, usize), Refusal> {
+        path: &str,
+        parse: Box<Parse<'_>>,
+    ) -> Response<Full<Bytes>> {
         let config = self.config.get();
         let received_at = clock::now_ms();
         let (parts, incoming) = request.into_parts();
-        let read = body::read(&parts.headers, incoming, config.server.max_request_bytes);
-        let bytes = tokio::time::timeout(config.server.body_timeout, read)
+        let body = match self.read(&parts.headers, incoming, &config).await {
+            Ok(body) => body,
+            Err(refused) => return self.refuse(protocol, &refused.into(), path, &[], received_at),
+        };
+        let Parsed { mut batch, refused } = match parse(&parts.headers, &body, &config, received_at)
+        {
+            Ok(parsed) => parsed,
+            Err(refused) => return self.refuse(protocol, &refused, path, &body, received_at),
+        };
+        let source = batch.source.clone();
+        for one in &refused {
+            self.metrics.ingest_refused(&source, one.refusal.code);
+        }
+        let admitted = self.admit(refused.len(), &config);
+        batch.refusals = refused[..admitted]
+            .iter()
+            .map(|one| refusal_log::row(one, path, StatusCode::OK.as_u16(), received_at, &body))
+            .collect();
+        let events = batch.events.len();
+        let response = match self.commit(batch).await {
+            Ok(()) => accepted(protocol, &refused),
+            Err(unavailable) => refusal(&unavailable),
+        };
+        let stored = if response.status().is_success() {
+            events
+        } else {
+            0
+        };
+        self.metrics
+            .ingest_request(protocol, &source, response.status().as_u16(), stored as u64);
+        response
+    }
+
+    /// The body within `max_request_bytes` and `body_timeout`.
+    async fn read(
+        &self,
+        headers: &HeaderMap,
+        incoming: Incoming,
+        config: &Config,
+    ) -> Result<Bytes, Refusal> {
+        let read = body::read(headers, incoming, config.server.max_request_bytes);
+        tokio::time::timeout(config.server.body_timeout, read)
             .await
             .map_err(|_| {
                 Refusal::new(
@@ -173,11 +269,44 @@ impl Ingest {
                         humantime::format_duration(config.server.body_timeout)
                     ),
                 )
-            })??;
-        let batch = parse(&parts.headers, &bytes, &config, received_at)?;
-        let (source, events) = (batch.source.clone(), batch.events.len());
-        self.commit(batch).await?;
-        Ok((source, events))
+            })?
+    }
+
+    /// Answers a refused request, counts it, and records it in the refusal
+    /// log (a 503 is no refusal: nothing was wrong with the request).
+    fn refuse(
+        &self,
+        protocol: &'static str,
+        refused: &Refused,
+        path: &str,
+        body: &[u8],
+        at: i64,
+    ) -> Response<Full<Bytes>> {
+        let status = refused.refusal.status;
+        let source = refused.source.as_deref().unwrap_or("unknown");
+        self.metrics
+            .ingest_request(protocol, source, status.as_u16(), 0);
+        if status.is_client_error() {
+            self.metrics.ingest_refused(source, refused.refusal.code);
+            if self.admit(1, &self.config.get()) == 1 {
+                let row = refusal_log::row(refused, path, status.as_u16(), at, body);
+                if !self.writer.record(vec![row]) {
+                    self.metrics.refusals_unrecorded("busy", 1);
+                }
+            }
+        }
+        refusal(&refused.refusal)
+    }
+
+    /// How many of `wanted` refusals the rate limit lets the log record now;
+    /// the rest are counted as unrecorded.
+    fn admit(&self, wanted: usize, config: &Config) -> usize {
+        let admitted = self
+            .refusal_rate
+            .admit(wanted, config.store.refusal_log_per_second);
+        self.metrics
+            .refusals_unrecorded("rate", (wanted - admitted) as u64);
+        admitted
     }
 
     async fn commit(&self, batch: IngestBatch) -> Result<(), Refusal> {
@@ -201,12 +330,31 @@ impl Ingest {
     }
 }
 
+/// The success answer of `protocol`: Segment's `200 {"success":true}`,
+/// listing the messages refused on their own if any; LaunchDarkly's events
+/// service answers 202 with an empty body.
+fn accepted(protocol: &str, refused: &[Refused]) -> Response<Full<Bytes>> {
+    if protocol == "launchdarkly" {
+        let mut response = json_response(StatusCode::ACCEPTED, Bytes::new());
+        response.headers_mut().remove(CONTENT_TYPE);
+        return response;
+    }
+    if refused.is_empty() {
+        return json_response(StatusCode::OK, r#"{"success":true}"#);
+    }
+    let refused: Vec<_> = refused
+        .iter()
+        .map(|one| json!({"index": one.index, "code": one.refusal.code, "message": one.refusal.message}))
+        .collect();
+    let body = json!({"success": true, "refused": refused});
+    json_response(StatusCode::OK, body.to_string())
+}
+
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     response
 }
 
@@ -232,27 +380,5 @@ fn refusal(refused: &Refusal) -> Response<Full<Bytes>> {
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
     }
-    response
-}
-
-/// CORS preflight for browser libraries (analytics.js, LaunchDarkly's JS SDK).
-fn preflight() -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    let headers = response.headers_mut();
-    headers.insert("access-control-allow-origin", HeaderValue::from_static("*"));
-    headers.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    headers.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static(
-            "Authorization, Content-Type, Content-Encoding, Content-Length, Accept-Encoding, \
-             X-LaunchDarkly-User-Agent, X-LaunchDarkly-Payload-ID, X-LaunchDarkly-Wrapper, \
-             X-LaunchDarkly-Event-Schema, X-LaunchDarkly-Tags",
-        ),
-    );
-    headers.insert("access-control-max-age", HeaderValue::from_static("300"));
     response
 }

@@ -1,14 +1,12 @@
 //! Segment's tracking API on the way in (segment.md §2–§6).
 //!
 //! Owns: which paths are Segment's, finding the write key (Basic username,
-//! then the body's `writeKey`, then the first item's), validating every
-//! message (400 naming index, field and reason), the 32 KB per-message
-//! limit, merging the batch envelope's `context`/`integrations`, and
-//! Segment's clock-skew correction, keeping the client's values
-//! (`originalTimestamp`, `sentAt`). Output is an [`IngestBatch`] for the
-//! writer. Does not own mapping or delivery.
-
-use std::fmt::Display;
+//! then the body's `writeKey`, then the first item's), the webhook
+//! signature, the 32 KB per-message limit, and taking a request message by
+//! message: each is validated and normalised by `normalize.rs`, and an
+//! invalid one is refused alone (index, reason code and text) while the
+//! rest are stored. Output is a [`Parsed`] for the writer. Does not own
+//! mapping or delivery.
 
 use base64::Engine;
 use hyper::{header::AUTHORIZATION, HeaderMap, StatusCode};
@@ -16,23 +14,17 @@ use serde::Deserialize;
 use serde_json::{value::RawValue, Value};
 
 use super::{
-    message::{self, Kind, Message},
-    Refusal,
+    message::{self, Message},
+    normalize::{normalize, Label, Shared},
+    Parsed, Refusal, Refused, RequestRefused,
 };
 use crate::{
-    clock,
     config::{Config, SegmentSource},
-    store::{
-        writer::{IngestBatch, NewEvent},
-        Protocol, Route,
-    },
+    store::{writer::IngestBatch, Protocol, Route},
 };
 
 /// Segment's per-message limit, applied to each message as sent (bytes).
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
-/// Segment documents `messageId` as at most 100 characters.
-const MAX_MESSAGE_ID_CHARS: usize = 100;
-const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
 
 /// A Segment ingest path: one message of a known type, a batch envelope, or
 /// what Segment's Webhooks destinations push (one message or an array).
@@ -77,33 +69,45 @@ struct Envelope<'a> {
     integrations: Option<Value>,
 }
 
-/// Parses, authenticates, validates and normalises one request. Nothing is
-/// stored when this fails; the refusal says why.
+/// Parses, authenticates, validates and normalises one request.
+///
+/// A request that carries several messages is taken message by message, as
+/// Segment's API does: the valid ones become the batch's events, each
+/// invalid one (breaks the spec, over 32 KB) is in `refused` with its index
+/// and reason, and the request still succeeds. `Err` (nothing stored) is
+/// for what makes the whole request unusable: malformed JSON, no batch
+/// array, no or an unknown key, a bad signature, or the one message of a
+/// single-message endpoint refused.
 pub fn parse(
     endpoint: Endpoint,
     headers: &HeaderMap,
     body: &[u8],
     config: &Config,
     received_at: i64,
-) -> Result<IngestBatch, Refusal> {
+) -> Result<Parsed, RequestRefused> {
     let basic = basic_username(headers)?;
     if let Some(key) = &basic {
         find_source(config, key)?;
     }
-    let (messages, envelope, path_kind, first_raw) = match endpoint {
+    // Lone surrogates are repaired in what is parsed and stored; a webhook
+    // signature covers the bytes as sent.
+    let sent = body;
+    let repaired = super::surrogates::repair(body);
+    let body = repaired.as_ref();
+    let (items, envelope, path_kind, labels) = match endpoint {
         Endpoint::Single(kind) => (
-            vec![single_message(body)?],
+            vec![single_message(body)],
             Envelope::default(),
             Some(kind),
             None,
         ),
         Endpoint::Batch => {
-            let (messages, envelope) = batch_messages(body)?;
-            (messages, envelope, None, None)
+            let (items, envelope) = batch_messages(body)?;
+            (items, envelope, None, Some("batch"))
         }
         Endpoint::Webhook => {
-            let (messages, first_raw) = webhook_messages(body)?;
-            (messages, Envelope::default(), None, first_raw)
+            let (items, array) = webhook_messages(body)?;
+            (items, Envelope::default(), None, array.then_some(""))
         }
     };
     let key = basic
@@ -112,8 +116,10 @@ pub fn parse(
             key.filter(|key| !key.is_empty()).map(str::to_owned)
         })
         .or_else(|| {
-            let key = messages.first().and_then(|m| m.string("writeKey"));
-            key.filter(|key| !key.is_empty())
+            items
+                .iter()
+                .filter_map(|item| item.message.as_ref().ok()?.string("writeKey"))
+                .find(|key| !key.is_empty())
         })
         .ok_or_else(|| {
             Refusal::new(
@@ -123,30 +129,75 @@ pub fn parse(
             )
         })?;
     let source = find_source(config, &key)?;
+    let refused_here =
+        |refusal: Refusal| Box::new(Refused::from(refusal).from_source(&source.name));
     let webhook = endpoint == Endpoint::Webhook;
     if webhook {
-        verify_signature(source, headers, body, first_raw.as_deref())?;
+        verify_signature(source, headers, sent).map_err(refused_here)?;
     }
-    let context = Shared::new(&envelope, received_at)?;
-    let label_of = |index: usize| match (endpoint, first_raw.is_some()) {
-        (Endpoint::Batch, _) => Label::Item("batch", index),
-        (Endpoint::Webhook, true) => Label::Item("", index),
-        _ => Label::Whole,
-    };
-    let events = messages
-        .into_iter()
-        .enumerate()
-        .map(|(index, message)| normalize(message, label_of(index), path_kind, &context, webhook))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(IngestBatch {
-        source: source.name.clone(),
-        protocol: Protocol::Segment,
+    let shared = Shared::new(
+        envelope.sent_at,
+        envelope.context,
+        envelope.integrations,
         received_at,
-        meta: None,
-        payload_id: None,
-        routes: routes(source),
-        events,
+    );
+    let mut events = Vec::with_capacity(items.len());
+    let mut refused = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let label = labels.map_or(Label::Whole, |array| Label::Item(array, index));
+        let normalized = item
+            .message
+            .and_then(|message| normalize(message, label, path_kind, &shared, webhook));
+        match normalized {
+            Ok(event) => events.push(event),
+            // The one message of a single-message request: the request fails.
+            Err(refusal) if labels.is_none() => {
+                let mut whole = refused_here(refusal);
+                whole.message_id = message_id_of(item.raw);
+                return Err(whole);
+            }
+            Err(refusal) => refused.push(Refused {
+                index: Some(index),
+                message_id: message_id_of(item.raw),
+                excerpt: Some(excerpt_of(item.raw)),
+                ..Refused::from(refusal).from_source(&source.name)
+            }),
+        }
+    }
+    Ok(Parsed {
+        batch: IngestBatch {
+            source: source.name.clone(),
+            protocol: Protocol::Segment,
+            received_at,
+            meta: None,
+            payload_id: None,
+            routes: routes(source),
+            events,
+            refusals: Vec::new(),
+        },
+        refused,
     })
+}
+
+/// One message of a request: its text as sent and what reading it gave.
+struct Item<'a> {
+    raw: &'a str,
+    message: Result<Message<'a>, Refusal>,
+}
+
+/// The `messageId` of a refused message's text, if it has a readable one.
+fn message_id_of(raw: &str) -> Option<String> {
+    Message::parse(raw).ok()?.string("messageId")
+}
+
+/// Enough of a refused message's text for the refusal log's 1 KB excerpt
+/// (cut on a character boundary; the log redacts and cuts it again).
+fn excerpt_of(raw: &str) -> String {
+    let mut end = raw.len().min(4 * 1024);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    raw[..end].to_owned()
 }
 
 /// The routes a Segment source feeds.
@@ -168,7 +219,6 @@ fn verify_signature(
     source: &SegmentSource,
     headers: &HeaderMap,
     body: &[u8],
-    first_element: Option<&str>,
 ) -> Result<(), Refusal> {
     use hmac::Mac;
     let Some(secret) = &source.webhook_secret else {
@@ -190,7 +240,7 @@ fn verify_signature(
         mac.update(bytes);
         mac.verify_slice(&signature).is_ok()
     };
-    if matches(body) || first_element.is_some_and(|first| matches(first.as_bytes())) {
+    if matches(body) || first_element(body).is_some_and(|first| matches(first.as_bytes())) {
         Ok(())
     } else {
         Err(refused("X-Signature does not match the body"))
@@ -207,26 +257,28 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Parsed messages of one request, in order, borrowed from its body.
-type Messages<'a> = Vec<Message<'a>>;
+/// Element 0 of a JSON array body, as its exact bytes (what an Actions
+/// batch's signature covers); `None` for any other body.
+fn first_element(body: &[u8]) -> Option<&str> {
+    let items: Vec<&RawValue> = serde_json::from_slice(body).ok()?;
+    items.first().map(|first| first.get())
+}
 
 /// A webhook body: one message (classic, or Actions single) or an array of
-/// them (Actions batch). For an array, also returns element 0's exact bytes,
-/// which the batch signature covers.
-fn webhook_messages(body: &[u8]) -> Result<(Messages<'_>, Option<String>), Refusal> {
+/// them (Actions batch, `true`), each read on its own.
+fn webhook_messages(body: &[u8]) -> Result<(Vec<Item<'_>>, bool), Refusal> {
     let raw: &RawValue = serde_json::from_slice(body).map_err(|error| invalid_json(&error))?;
     if !raw.get().starts_with('[') {
-        return Ok((vec![single_message(body)?], None));
+        return Ok((vec![single_message(body)], false));
     }
     let items: Vec<&RawValue> =
         serde_json::from_str(raw.get()).map_err(|error| invalid_json(&error))?;
-    let first = items.first().map(|item| item.get().to_owned());
-    let messages = items
+    let items = items
         .iter()
         .enumerate()
-        .map(|(index, item)| item_message(item, format_args!("[{index}]")))
-        .collect::<Result<_, _>>()?;
-    Ok((messages, first))
+        .map(|(index, item)| item_message(item, Label::Item("", index)))
+        .collect();
+    Ok((items, true))
 }
 
 fn find_source<'c>(config: &'c Config, key: &str) -> Result<&'c SegmentSource, Refusal> {
@@ -270,57 +322,102 @@ fn basic_username(headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     Ok((!username.is_empty()).then(|| username.to_owned()))
 }
 
-fn single_message(body: &[u8]) -> Result<Message<'_>, Refusal> {
+/// The body of a single-message endpoint. Not UTF-8 or not JSON is the
+/// whole request's problem (`invalid_json`), and so, here, is every other.
+fn single_message(body: &[u8]) -> Item<'_> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        let error = std::str::from_utf8(body).unwrap_err();
+        return Item {
+            raw: "",
+            message: Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("request body is not valid JSON: {error}"),
+            )),
+        };
+    };
     if body.len() > MAX_MESSAGE_BYTES {
-        return Err(Refusal::too_large(format!(
-            "message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message",
-            body.len()
-        )));
+        return Item {
+            raw: text,
+            message: Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_large",
+                format!(
+                    "message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message",
+                    body.len()
+                ),
+            )),
+        };
     }
-    let text = std::str::from_utf8(body).map_err(|error| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("request body is not valid JSON: {error}"),
-        )
-    })?;
-    message::check(text).map_err(|error| invalid_json(&error))?;
-    Message::parse(text)
-        .map_err(|_| Refusal::bad_request("the body must be a JSON object (one Segment message)"))
+    let message = message::check(text)
+        .map_err(|error| invalid_json(&error))
+        .and_then(|()| {
+            Message::parse(text).map_err(|_| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "not_an_object",
+                    "the body must be a JSON object (one Segment message)",
+                )
+            })
+        });
+    Item { raw: text, message }
 }
 
-fn batch_messages(body: &[u8]) -> Result<(Messages<'_>, Envelope<'_>), Refusal> {
+/// A batch body: the envelope, and each element read on its own. Only a
+/// body that is not JSON, or has no `batch` array, fails as a whole.
+fn batch_messages(body: &[u8]) -> Result<(Vec<Item<'_>>, Envelope<'_>), Refusal> {
     let mut envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|error| {
         if error.is_data() {
-            Refusal::bad_request(format!("batch envelope: {error}"))
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_batch",
+                format!("batch envelope: {error}"),
+            )
         } else {
             invalid_json(&error)
         }
     })?;
     let items = envelope.batch.take().ok_or_else(|| {
-        Refusal::bad_request("batch: missing; a batch body is {\"batch\": [ ... ]}")
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_batch",
+            "batch: missing; a batch body is {\"batch\": [ ... ]}",
+        )
     })?;
-    let messages = items
+    let items = items
         .iter()
         .enumerate()
-        .map(|(index, item)| item_message(item, format_args!("batch[{index}]")))
-        .collect::<Result<_, _>>()?;
-    Ok((messages, envelope))
+        .map(|(index, item)| item_message(item, Label::Item("batch", index)))
+        .collect();
+    Ok((items, envelope))
 }
 
-/// One element of a batch (named `label` in refusals): within Segment's
+/// One element of an array (named `label` in refusals): within Segment's
 /// size limit, every value readable, and an object.
-fn item_message<'a>(item: &'a RawValue, label: impl Display) -> Result<Message<'a>, Refusal> {
-    let size = item.get().len();
-    if size > MAX_MESSAGE_BYTES {
-        return Err(Refusal::too_large(format!(
-            "{label}: message is {size} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message"
-        )));
-    }
-    message::check(item.get())
-        .map_err(|error| Refusal::bad_request(format!("{label}: {error}")))?;
-    Message::parse(item.get())
-        .map_err(|_| Refusal::bad_request(format!("{label}: must be a JSON object")))
+fn item_message(item: &RawValue, label: Label) -> Item<'_> {
+    let raw = item.get();
+    let place = label.to_string();
+    let place = place.trim_end_matches('.');
+    let refuse = |code, reason: String| {
+        Refusal::new(StatusCode::BAD_REQUEST, code, format!("{place}: {reason}"))
+    };
+    let message = if raw.len() > MAX_MESSAGE_BYTES {
+        Err(refuse(
+            "message_too_large",
+            format!(
+                "message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message",
+                raw.len()
+            ),
+        ))
+    } else {
+        message::check(raw)
+            .map_err(|error| refuse("invalid_json", error.to_string()))
+            .and_then(|()| {
+                Message::parse(raw)
+                    .map_err(|_| refuse("not_an_object", "must be a JSON object".to_owned()))
+            })
+    };
+    Item { raw, message }
 }
 
 fn invalid_json(error: &serde_json::Error) -> Refusal {
@@ -331,303 +428,9 @@ fn invalid_json(error: &serde_json::Error) -> Refusal {
     )
 }
 
-/// What every message of a request shares: the envelope's values and the
-/// receive time.
-struct Shared {
-    received_at: i64,
-    received_text: String,
-    sent_at: Option<(String, i64)>,
-    context: Option<Value>,
-    integrations: Option<Value>,
-}
-
-impl Shared {
-    fn new(envelope: &Envelope<'_>, received_at: i64) -> Result<Shared, Refusal> {
-        let sent_at = message::non_null(envelope.sent_at)
-            .map(|value| timestamp(value, "sentAt"))
-            .transpose()?;
-        for (name, value) in [
-            ("context", &envelope.context),
-            ("integrations", &envelope.integrations),
-        ] {
-            if !matches!(value, None | Some(Value::Null) | Some(Value::Object(_))) {
-                return Err(Refusal::bad_request(format!("{name}: must be an object")));
-            }
-        }
-        Ok(Shared {
-            received_at,
-            received_text: clock::format_ms(received_at),
-            sent_at,
-            context: envelope.context.clone().filter(Value::is_object),
-            integrations: envelope.integrations.clone().filter(Value::is_object),
-        })
-    }
-}
-
-/// Parses an ISO-8601 timestamp field, naming it when it is not one
-/// (`field` is only formatted then).
-fn timestamp(value: &RawValue, field: impl Display) -> Result<(String, i64), Refusal> {
-    let text = message::string_of(value)
-        .ok_or_else(|| Refusal::bad_request(format!("{field}: must be an ISO-8601 date string")))?;
-    let ms = clock::parse_ms(&text).ok_or_else(|| {
-        Refusal::bad_request(format!("{field}: `{text}` is not an ISO-8601 date"))
-    })?;
-    Ok((text, ms))
-}
-
-/// Where a message sits in its request, as refusals name it (`batch[3].`).
-/// Written only into a refusal, never formatted for a message that passes.
-#[derive(Debug, Clone, Copy)]
-enum Label {
-    /// The body is the message.
-    Whole,
-    /// Element `.1` of the array named `.0` (`""` for a top-level array).
-    Item(&'static str, usize),
-}
-
-impl Display for Label {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Label::Whole => Ok(()),
-            Label::Item(array, index) => write!(f, "{array}[{index}]."),
-        }
-    }
-}
-
-/// Validates one message and turns it into the stored form.
-/// `webhook`: the message was pushed by Segment, which already set
-/// `receivedAt` and corrected `timestamp`: it is not corrected again, and
-/// Segment's `delete` requests are accepted (no route sends them on).
-fn normalize(
-    mut message: Message<'_>,
-    label: Label,
-    path_kind: Option<&str>,
-    shared: &Shared,
-    webhook: bool,
-) -> Result<NewEvent, Refusal> {
-    let is_delete = webhook && message.string("type").as_deref() == Some("delete");
-    let kind = if is_delete {
-        "delete".to_owned()
-    } else {
-        message_type(&message, label, path_kind)?
-    };
-    // The row's kind column holds it (store::body puts it back on reading).
-    message.remove("type");
-    if !is_delete {
-        validate(&message, label, &kind)?;
-    }
-    // The write key is a credential: it is never stored.
-    message.remove("writeKey");
-    merge_envelope(&mut message, shared);
-    let already_corrected = webhook && message.non_null("receivedAt").is_some();
-    if !already_corrected {
-        correct_clock(&mut message, label, shared)?;
-    }
-    // The row's dedupe key column holds it.
-    let dedupe_key = message
-        .string("messageId")
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    message.remove("messageId");
-    let row = crate::store::body::Row {
-        kind: &kind,
-        dedupe_key: &dedupe_key,
-        received_at: shared.received_at,
-    };
-    // What else the row holds: the `receivedAt` ldbridge stamped.
-    for (field, column) in crate::store::body::row_fields(&row, &shared.received_text) {
-        if message.string(field).as_deref() == Some(column) {
-            message.remove(field);
-        }
-    }
-    Ok(NewEvent {
-        dedupe_key,
-        kind,
-        body: message.to_json(),
-    })
-}
-
-fn message_type(
-    message: &Message<'_>,
-    label: impl Display,
-    path_kind: Option<&str>,
-) -> Result<String, Refusal> {
-    let kind = match message.kind("type") {
-        None | Some(Kind::Null) => None,
-        Some(Kind::String) => message.string("type"),
-        Some(_) => {
-            return Err(Refusal::bad_request(format!(
-                "{label}type: must be a string"
-            )))
-        }
-    };
-    match (kind, path_kind) {
-        (Some(kind), _) if !TYPES.contains(&kind.as_str()) => Err(Refusal::bad_request(format!(
-            "{label}type: `{kind}` is not a Segment call type (track, identify, page, screen, group, alias)"
-        ))),
-        (Some(kind), Some(path)) if kind != path => Err(Refusal::bad_request(format!(
-            "{label}type: `{kind}` does not match the endpoint for {path} calls"
-        ))),
-        (Some(kind), _) => Ok(kind),
-        (None, Some(path)) => Ok(path.to_owned()),
-        (None, None) => Err(Refusal::bad_request(format!("{label}type: required in a batch"))),
-    }
-}
-
-/// Present means: not missing, not `null`, not `""` (real libraries send
-/// `"userId": null`; an empty id is no id).
-fn present(message: &Message<'_>, field: &str) -> bool {
-    message.non_null(field).is_some() && !message.is_empty_string(field)
-}
-
-fn validate(message: &Message<'_>, label: impl Display, kind: &str) -> Result<(), Refusal> {
-    let fail =
-        |field: &str, reason: &str| Err(Refusal::bad_request(format!("{label}{field}: {reason}")));
-    for field in ["userId", "anonymousId", "previousId", "groupId"] {
-        if !matches!(
-            message.kind(field),
-            None | Some(Kind::Null | Kind::String | Kind::Number)
-        ) {
-            return fail(field, "must be a string");
-        }
-    }
-    for field in ["properties", "traits", "context", "integrations"] {
-        if !matches!(message.kind(field), None | Some(Kind::Null | Kind::Object)) {
-            return fail(field, "must be an object");
-        }
-    }
-    match message.kind("messageId") {
-        None | Some(Kind::Null) => {}
-        Some(Kind::String) => {
-            let id = message.string("messageId").unwrap_or_default();
-            if id.is_empty() {
-                return fail("messageId", "must not be empty");
-            }
-            if id.chars().count() > MAX_MESSAGE_ID_CHARS {
-                return fail("messageId", "longer than Segment's limit of 100 characters");
-            }
-        }
-        Some(_) => return fail("messageId", "must be a string"),
-    }
-    match kind {
-        "alias" if !present(message, "userId") => fail("userId", "alias calls need userId"),
-        "alias" if !present(message, "previousId") => {
-            fail("previousId", "alias calls need previousId")
-        }
-        "alias" => Ok(()),
-        _ if !present(message, "userId") && !present(message, "anonymousId") => {
-            fail("userId", "every call needs userId or anonymousId")
-        }
-        "track"
-            if message.kind("event") != Some(Kind::String) || message.is_empty_string("event") =>
-        {
-            fail("event", "track calls need a non-empty event name")
-        }
-        "group" if !present(message, "groupId") => fail("groupId", "group calls need groupId"),
-        _ => Ok(()),
-    }
-}
-
-/// Envelope `context`/`integrations` merge under each message's own: the
-/// message wins key by key (deep), a bridge decision (segment.md §5.3).
-/// Only then is the message's own parsed.
-fn merge_envelope(message: &mut Message<'_>, shared: &Shared) {
-    for (field, base) in [
-        ("context", &shared.context),
-        ("integrations", &shared.integrations),
-    ] {
-        let Some(base) = base else { continue };
-        let own: Option<Value> = message
-            .get(field)
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .filter(|value: &Value| !value.is_null());
-        let merged = match own {
-            None => message::to_raw(base),
-            Some(mut own) => {
-                deep_merge(&mut own, base);
-                message::to_raw(&own)
-            }
-        };
-        message.set(field, merged);
-    }
-}
-
-fn deep_merge(target: &mut Value, base: &Value) {
-    let (Value::Object(target), Value::Object(base)) = (target, base) else {
-        return;
-    };
-    for (key, value) in base {
-        match target.get_mut(key) {
-            None => {
-                target.insert(key.clone(), value.clone());
-            }
-            Some(existing) => deep_merge(existing, value),
-        }
-    }
-}
-
-/// Segment's skew correction (segment.md §6): `receivedAt` = now,
-/// `originalTimestamp` = the client's `timestamp`, and
-/// `timestamp = receivedAt − (sentAt − originalTimestamp)`. Without
-/// `sentAt` the client's time is kept (bridge decision); without
-/// `timestamp` the receive time is used.
-fn correct_clock(
-    message: &mut Message<'_>,
-    label: impl Display,
-    shared: &Shared,
-) -> Result<(), Refusal> {
-    let own_sent_at = message
-        .non_null("sentAt")
-        .map(|value| timestamp(value, format_args!("{label}sentAt")))
-        .transpose()?;
-    let sent_at = own_sent_at.or_else(|| shared.sent_at.clone());
-    if let Some((text, _)) = &sent_at {
-        message.set_string("sentAt", text);
-    }
-    message.set_string("receivedAt", &shared.received_text);
-    let original = message
-        .non_null("timestamp")
-        .map(|value| timestamp(value, format_args!("{label}timestamp")))
-        .transpose()?;
-    let corrected = match (&original, &sent_at) {
-        (Some((_, at)), Some((_, sent))) => clock::format_ms(shared.received_at - (sent - at)),
-        (Some((text, _)), None) => text.clone(),
-        (None, _) => shared.received_text.clone(),
-    };
-    if let Some((text, _)) = original {
-        message.set_string("originalTimestamp", &text);
-    }
-    message.set_string("timestamp", &corrected);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn shared(sent_at: Option<&str>, received: &str) -> Shared {
-        let received_at = clock::parse_ms(received).unwrap();
-        Shared {
-            received_at,
-            received_text: clock::format_ms(received_at),
-            sent_at: sent_at.map(|s| (s.to_owned(), clock::parse_ms(s).unwrap())),
-            context: None,
-            integrations: None,
-        }
-    }
-
-    /// `value`'s fields as a message (owned).
-    fn object(value: Value) -> Message<'static> {
-        let mut message = Message::default();
-        for (key, field) in value.as_object().unwrap() {
-            message.set(key, message::to_raw(field));
-        }
-        message
-    }
-
-    /// The message as a value, to look into.
-    fn json(message: &Message<'_>) -> Value {
-        serde_json::from_str(&message.to_json()).unwrap()
-    }
 
     #[test]
     fn paths_include_short_forms_and_import() {
@@ -637,90 +440,6 @@ mod tests {
         assert_eq!(endpoint("/v1/b"), Some(Endpoint::Batch));
         assert_eq!(endpoint("/v1/x"), None);
         assert_eq!(endpoint("/bulk"), None);
-    }
-
-    #[test]
-    fn skew_correction_matches_segments_documented_example() {
-        // segment.md §6: received .266, sent .169, original .152 → .249
-        let mut message = object(serde_json::json!({"timestamp": "2015-12-12T19:11:01.152Z"}));
-        let shared = shared(Some("2015-12-12T19:11:01.169Z"), "2015-12-12T19:11:01.266Z");
-        correct_clock(&mut message, "", &shared).unwrap();
-        assert_eq!(json(&message)["timestamp"], "2015-12-12T19:11:01.249Z");
-        assert_eq!(
-            json(&message)["originalTimestamp"],
-            "2015-12-12T19:11:01.152Z"
-        );
-        assert_eq!(json(&message)["receivedAt"], "2015-12-12T19:11:01.266Z");
-        assert_eq!(json(&message)["sentAt"], "2015-12-12T19:11:01.169Z");
-    }
-
-    #[test]
-    fn without_sent_at_the_client_time_is_kept_and_without_timestamp_now_is_used() {
-        let mut message = object(serde_json::json!({"timestamp": "2024-05-14T09:31:27.412+00:00"}));
-        correct_clock(&mut message, "", &shared(None, "2024-05-14T10:00:00Z")).unwrap();
-        assert_eq!(json(&message)["timestamp"], "2024-05-14T09:31:27.412+00:00");
-        let mut message = Message::default();
-        correct_clock(&mut message, "", &shared(None, "2024-05-14T10:00:00Z")).unwrap();
-        assert_eq!(json(&message)["timestamp"], "2024-05-14T10:00:00.000Z");
-        assert!(message.get("originalTimestamp").is_none());
-    }
-
-    #[test]
-    fn item_sent_at_wins_over_the_envelope() {
-        let mut message = object(serde_json::json!({
-            "timestamp": "2024-01-01T00:00:00.000Z", "sentAt": "2024-01-01T00:00:01.000Z"
-        }));
-        let shared = shared(Some("2024-01-01T00:00:05.000Z"), "2024-01-01T00:00:10.000Z");
-        correct_clock(&mut message, "", &shared).unwrap();
-        assert_eq!(json(&message)["timestamp"], "2024-01-01T00:00:09.000Z");
-    }
-
-    #[test]
-    fn envelope_context_merges_under_the_message() {
-        let mut message =
-            object(serde_json::json!({"context": {"ip": "1.2.3.4", "library": {"name": "mine"}}}));
-        let mut shared = shared(None, "2024-01-01T00:00:00Z");
-        shared.context = Some(
-            serde_json::json!({"library": {"name": "analytics-go", "version": "3"}, "os": "x"}),
-        );
-        merge_envelope(&mut message, &shared);
-        assert_eq!(
-            json(&message)["context"],
-            serde_json::json!({"ip": "1.2.3.4", "library": {"name": "mine", "version": "3"}, "os": "x"})
-        );
-    }
-
-    #[test]
-    fn validation_names_field_and_reason() {
-        let check = |value: Value, kind: &str| {
-            validate(&object(value), "batch[2].", kind).map_err(|r| r.message)
-        };
-        assert_eq!(
-            check(serde_json::json!({"anonymousId": "a"}), "track").unwrap_err(),
-            "batch[2].event: track calls need a non-empty event name"
-        );
-        assert_eq!(
-            check(serde_json::json!({"userId": null, "event": "x"}), "track").unwrap_err(),
-            "batch[2].userId: every call needs userId or anonymousId"
-        );
-        assert_eq!(
-            check(serde_json::json!({"userId": "u"}), "alias").unwrap_err(),
-            "batch[2].previousId: alias calls need previousId"
-        );
-        assert_eq!(
-            check(serde_json::json!({"userId": "u"}), "group").unwrap_err(),
-            "batch[2].groupId: group calls need groupId"
-        );
-        assert_eq!(
-            check(serde_json::json!({"userId": {"a": 1}}), "identify").unwrap_err(),
-            "batch[2].userId: must be a string"
-        );
-        assert_eq!(
-            check(serde_json::json!({"userId": "u", "properties": []}), "page").unwrap_err(),
-            "batch[2].properties: must be an object"
-        );
-        assert!(check(serde_json::json!({"userId": 42, "event": "x"}), "track").is_ok());
-        assert!(check(serde_json::json!({"anonymousId": "a"}), "identify").is_ok());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub fn map(message: &Value, now_ms: i64) -> Mapped {
     let Some(fields) = message.as_object() else {
         return Mapped::Skip("stored message is not a JSON object".to_string());
     };
+    if let Some(reason) = turned_off(fields.get("integrations")) {
+        return Mapped::Skip(reason);
+    }
     let created = creation_date(fields.get("timestamp"), now_ms);
     let result = match fields.get("type").and_then(Value::as_str) {
         Some("track") => track(fields, created),
@@ -48,6 +51,35 @@ pub fn map(message: &Value, now_ms: i64) -> Mapped {
         Ok(event) => Mapped::Send(event),
         Err(reason) => Mapped::Skip(reason),
     }
+}
+
+/// The names Segment knows LaunchDarkly's destinations by, in a message's
+/// `integrations` object.
+const DESTINATION_NAMES: [&str; 2] = ["LaunchDarkly", "LaunchDarkly (Actions)"];
+
+/// Why the message's `integrations` object keeps it from LaunchDarkly, as
+/// Segment would: either destination name set to `false`, or `All: false`
+/// without either set to `true` (an options object counts as on). `None`
+/// when LaunchDarkly is on, which is the default.
+fn turned_off(integrations: Option<&Value>) -> Option<String> {
+    let integrations = integrations?.as_object()?;
+    let setting = |name: &str| integrations.get(name).filter(|value| !value.is_null());
+    if let Some(name) = DESTINATION_NAMES
+        .iter()
+        .find(|name| setting(name) == Some(&Value::Bool(false)))
+    {
+        return Some(format!(
+            "integrations.{name:?} is false: the message is not for LaunchDarkly"
+        ));
+    }
+    let on = DESTINATION_NAMES
+        .iter()
+        .any(|name| setting(name).is_some_and(|value| value != &Value::Bool(false)));
+    (integrations.get("All") == Some(&Value::Bool(false)) && !on).then(|| {
+        "integrations.All is false and LaunchDarkly is not turned back on: \
+         the message is not for LaunchDarkly"
+            .to_owned()
+    })
 }
 
 /// `track` → `custom`, keys in the order the destination produces them.
@@ -146,12 +178,15 @@ fn id_field(fields: &Fields, name: &str) -> Result<Option<String>, String> {
     }
 }
 
-/// JS `String(n)`: serde_json writes the float 1.0 as "1.0" where JS writes
-/// "1"; f64's `Display` agrees with JS for ordinary magnitudes.
-fn js_string(number: &Number) -> String {
+/// JS `String(n)`, as Segment's destination (JavaScript) writes a numeric
+/// id: every JSON number is a double there, so `1e21` is "1e+21", `1e-7`
+/// is "1e-7", `1.0` is "1", and an integer past 2^53 is its nearest
+/// double's text ("12345678901234567000"). `ryu-js` implements
+/// ECMAScript's Number::toString.
+pub fn js_string(number: &Number) -> String {
     match number.as_f64() {
-        Some(float) if number.is_f64() => float.to_string(),
-        _ => number.to_string(),
+        Some(float) => ryu_js::Buffer::new().format(float).to_owned(),
+        None => number.to_string(),
     }
 }
 
@@ -407,6 +442,58 @@ mod tests {
         let event = sent(json!({"type": "identify", "userId": -7, "anonymousId": false}));
         assert_eq!(event["key"], "-7");
         assert_eq!(event["previousKey"], "false");
+    }
+
+    #[test]
+    fn numeric_ids_at_any_magnitude_are_written_as_javascripts_string_writes_them() {
+        let user = |id: &str| {
+            let message: Value =
+                serde_json::from_str(&format!(r#"{{"type":"track","event":"E","userId":{id}}}"#))
+                    .unwrap();
+            sent(message)["contextKeys"]["user"].clone()
+        };
+        assert_eq!(user("1e21"), "1e+21");
+        assert_eq!(user("1e-7"), "1e-7");
+        assert_eq!(user("123456789012345678901"), "123456789012345680000");
+        assert_eq!(user("9007199254740993"), "9007199254740992");
+        assert_eq!(user("12345678901234567890"), "12345678901234567000");
+        assert_eq!(user("0.1"), "0.1");
+        assert_eq!(user("-0"), "0");
+        assert_eq!(user("100"), "100");
+    }
+
+    #[test]
+    fn integrations_that_turn_launchdarkly_off_skip_the_message_with_the_reason() {
+        let with = |integrations: Value| {
+            map(
+                &json!({"type": "track", "event": "E", "userId": "u", "integrations": integrations}),
+                NOW,
+            )
+        };
+        for off in [
+            json!({"All": false}),
+            json!({"LaunchDarkly": false}),
+            json!({"LaunchDarkly (Actions)": false}),
+            json!({"All": true, "LaunchDarkly": false}),
+            json!({"All": false, "LaunchDarkly": true, "LaunchDarkly (Actions)": false}),
+        ] {
+            let Mapped::Skip(reason) = with(off.clone()) else {
+                panic!("{off} should turn LaunchDarkly off");
+            };
+            assert!(reason.contains("integrations."), "{reason}");
+        }
+        for on in [
+            json!({}),
+            json!({"All": true}),
+            json!({"All": false, "LaunchDarkly": true}),
+            json!({"All": false, "LaunchDarkly (Actions)": {"option": 1}}),
+            json!({"Mixpanel": false}),
+        ] {
+            assert!(
+                matches!(with(on.clone()), Mapped::Send(_)),
+                "{on} should send"
+            );
+        }
     }
 
     #[test]

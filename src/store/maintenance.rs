@@ -81,6 +81,8 @@ pub struct Purged {
     pub events: u64,
     pub batches: u64,
     pub attempts: u64,
+    /// Refusal log rows (purged by `ops::purge`, after the rest).
+    pub refusals: u64,
     /// The longest time one purge transaction held the write lock.
     pub max_lock: Duration,
 }
@@ -294,6 +296,7 @@ mod tests {
                     kind: "track".to_owned(),
                     body: "{}".to_owned(),
                 }],
+                refusals: Vec::new(),
             };
             writer.submit(batch).await.unwrap();
         }

@@ -27,6 +27,7 @@ pub mod body;
 pub mod dispatch;
 pub mod log;
 pub mod maintenance;
+pub mod refusals;
 pub mod writer;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -127,6 +128,8 @@ pub struct StoreOptions {
     /// connections are not capped, so delivery bookkeeping continues when
     /// ingest is full.
     pub ingest_cap_bytes: Option<u64>,
+    /// Rows the refusal log keeps (the newest).
+    pub refusal_log_rows: u64,
 }
 
 impl Default for StoreOptions {
@@ -135,6 +138,7 @@ impl Default for StoreOptions {
             synchronous_full: true,
             busy_timeout: Duration::from_secs(5),
             ingest_cap_bytes: None,
+            refusal_log_rows: 100_000,
         }
     }
 }
@@ -192,6 +196,7 @@ pub struct Store {
     options: SqliteConnectOptions,
     busy_timeout: Duration,
     ingest_cap_bytes: Option<u64>,
+    refusal_log_rows: u64,
 }
 
 impl Store {
@@ -222,6 +227,7 @@ impl Store {
             options: connect,
             busy_timeout: options.busy_timeout,
             ingest_cap_bytes: options.ingest_cap_bytes,
+            refusal_log_rows: options.refusal_log_rows,
         })
     }
 
@@ -234,6 +240,11 @@ impl Store {
     /// How long a write may wait for another writer's lock.
     pub fn busy_timeout(&self) -> Duration {
         self.busy_timeout
+    }
+
+    /// Rows the refusal log keeps (`store.refusal_log_max_rows`).
+    pub(crate) fn refusal_log_rows(&self) -> u64 {
+        self.refusal_log_rows
     }
 
     /// The ingest writer's size cap (`store.max_database_bytes`).
@@ -325,4 +336,14 @@ pub struct LdMeta {
     /// `X-LaunchDarkly-Tags` as received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<String>,
+    /// `User-Agent` as received (server and mobile SDKs name themselves
+    /// here: `GoClient/7.4.0`), relayed so LaunchDarkly sees the SDK.
+    #[serde(default, rename = "ua", skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// `X-LaunchDarkly-User-Agent` (browser SDKs, which cannot set `User-Agent`).
+    #[serde(default, rename = "ldua", skip_serializing_if = "Option::is_none")]
+    pub sdk_user_agent: Option<String>,
+    /// `X-LaunchDarkly-Wrapper` (`react-client-sdk/3.0.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapper: Option<String>,
 }

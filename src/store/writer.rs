@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use sqlx::{sqlite::SqliteConnection, AssertSqlSafe, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Protocol, Route, Store, StoreError};
+use super::{refusals::NewRefusal, Protocol, Route, Store, StoreError};
 
 /// Upper bound of events drained into one transaction; keeps each commit's
 /// latency (and the write lock hold time) small under heavy load.
@@ -48,6 +48,25 @@ pub struct IngestBatch {
     /// One `pending` delivery per route is created for every new event.
     pub routes: Vec<Route>,
     pub events: Vec<NewEvent>,
+    /// Refusals to record in the same transaction: the request's messages
+    /// that were refused while the rest were accepted.
+    pub refusals: Vec<NewRefusal>,
+}
+
+impl IngestBatch {
+    /// A request with nothing to store but refusals to record.
+    pub fn refusals_only(refusals: Vec<NewRefusal>) -> IngestBatch {
+        IngestBatch {
+            source: String::new(),
+            protocol: Protocol::Segment,
+            received_at: 0,
+            meta: None,
+            payload_id: None,
+            routes: Vec::new(),
+            events: Vec::new(),
+            refusals,
+        }
+    }
 }
 
 /// What a commit did with one request.
@@ -109,6 +128,8 @@ pub struct CommitStats {
     pub events: usize,
     pub duration: std::time::Duration,
     pub ok: bool,
+    /// Refusal log rows dropped as the oldest past its row cap.
+    pub refusals_evicted: u64,
 }
 
 impl Writer {
@@ -136,7 +157,7 @@ impl Writer {
     /// Queues `batch` and waits until it is committed. Returns how many
     /// events were new; fails without waiting when the queue is full.
     pub async fn submit(&self, batch: IngestBatch) -> Result<Committed, WriteError> {
-        if batch.events.is_empty() {
+        if batch.events.is_empty() && batch.refusals.is_empty() {
             return Ok(Committed {
                 stored: 0,
                 duplicates: 0,
@@ -154,6 +175,21 @@ impl Writer {
 }
 
 impl Writer {
+    /// Queues `refusals` for the refusal log without waiting: they are
+    /// written with the next commit. Returns false, recording nothing, when
+    /// the queue is full (a flood of bad requests never delays good ones).
+    pub fn record(&self, refusals: Vec<NewRefusal>) -> bool {
+        if refusals.is_empty() {
+            return true;
+        }
+        let (reply, _) = oneshot::channel();
+        let job = Job {
+            batch: IngestBatch::refusals_only(refusals),
+            reply,
+        };
+        self.queue.try_send(job).is_ok()
+    }
+
     /// When and why the last commit failed, unless one has succeeded since.
     pub fn last_failure(&self) -> Option<(i64, String)> {
         self.health
@@ -174,15 +210,7 @@ impl Writer {
     /// through its queue (waiting for room, unlike `submit`).
     pub async fn ping(&self) -> Result<(), WriteError> {
         let (reply, answer) = oneshot::channel();
-        let batch = IngestBatch {
-            source: String::new(),
-            protocol: Protocol::Segment,
-            received_at: 0,
-            meta: None,
-            payload_id: None,
-            routes: Vec::new(),
-            events: Vec::new(),
-        };
+        let batch = IngestBatch::refusals_only(Vec::new());
         self.queue
             .send(Job { batch, reply })
             .await
@@ -249,7 +277,7 @@ async fn run(
         };
         let result = match open {
             Ok(mut open) => {
-                let result = commit(&mut open, &mut group, budget).await;
+                let result = commit(&mut open, &mut group, budget, store.refusal_log_rows()).await;
                 if result.is_ok() {
                     conn = Some(open);
                 } else {
@@ -264,6 +292,7 @@ async fn run(
             events,
             duration: started.elapsed(),
             ok: result.is_ok(),
+            refusals_evicted: result.as_ref().map_or(0, |(_, evicted)| *evicted),
         });
         let now = crate::clock::now_ms();
         if events > 0 {
@@ -280,7 +309,7 @@ async fn run(
             Err(error) => Some((now, error.clone())),
         };
         match result {
-            Ok(counts) => {
+            Ok((counts, _)) => {
                 for (job, committed) in group.into_iter().zip(counts) {
                     let _ = job.reply.send(Ok(committed));
                 }
@@ -310,11 +339,15 @@ fn is_busy(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Commits the group's events and refusals in one transaction. Returns
+/// what it did with each request, and how many old refusal log rows it
+/// dropped to stay within `refusal_rows`.
 async fn commit(
     conn: &mut SqliteConnection,
     group: &mut [Job],
     budget: std::time::Duration,
-) -> Result<Vec<Committed>, sqlx::Error> {
+    refusal_rows: u64,
+) -> Result<(Vec<Committed>, u64), sqlx::Error> {
     // IMMEDIATE takes the write lock up front, so a wait for another writer
     // happens here, not mid-transaction; polled every millisecond.
     let deadline = std::time::Instant::now() + budget;
@@ -383,15 +416,18 @@ async fn commit(
         }
         from = end;
     }
+    let refusals: Vec<&NewRefusal> = group.iter().flat_map(|job| &job.batch.refusals).collect();
+    let evicted = super::refusals::insert(&mut tx, &refusals, refusal_rows).await?;
     tx.commit().await?;
-    Ok(group
+    let counts = group
         .iter()
         .zip(stored)
         .map(|(job, stored)| Committed {
             stored,
             duplicates: job.batch.events.len() - stored,
         })
-        .collect())
+        .collect();
+    Ok((counts, evicted))
 }
 
 /// How many of each request's rows were stored, when some of the `ids`
@@ -632,6 +668,7 @@ mod tests {
                     body: format!(r#"{{"key":"{key}"}}"#),
                 })
                 .collect(),
+            refusals: Vec::new(),
         };
         (Job { batch, reply }, answer)
     }
@@ -662,7 +699,7 @@ mod tests {
             Route::LaunchDarklyToSegment,
         );
         let (mut earlier, _) = job(Protocol::Segment, None, &["old"], &[to_ld]);
-        commit(&mut conn, std::slice::from_mut(&mut earlier), budget)
+        commit(&mut conn, std::slice::from_mut(&mut earlier), budget, 10)
             .await
             .unwrap();
 
@@ -691,7 +728,7 @@ mod tests {
         .into_iter()
         .map(|(job, _)| job)
         .collect();
-        let counts = commit(&mut conn, &mut group, budget).await.unwrap();
+        let (counts, _) = commit(&mut conn, &mut group, budget, 10).await.unwrap();
         let counts: Vec<(usize, usize)> = counts.iter().map(|c| (c.stored, c.duplicates)).collect();
         assert_eq!(
             counts,

@@ -82,6 +82,7 @@ fn ld_batch(payload_id: &str, keys: &[&str]) -> IngestBatch {
                 body: format!(r#"{{"kind":"custom","key":"{key}"}}"#),
             })
             .collect(),
+        refusals: Vec::new(),
     }
 }
 

@@ -13,7 +13,7 @@ use hyper::{
 };
 use ldbridge::{
     config::Config,
-    ingest::{launchdarkly, segment, Refusal},
+    ingest::{launchdarkly, segment, Refused},
     map::{ld_to_segment, segment_relay, segment_to_ld, Mapped},
     store::writer::{IngestBatch, NewEvent},
 };
@@ -150,7 +150,8 @@ fn ld_event() -> impl Strategy<Value = Value> {
     )
 }
 
-fn assert_refusal_is_4xx(refused: &Refusal) {
+fn assert_refusal_is_4xx(refused: &Refused) {
+    let refused = &refused.refusal;
     assert!(
         refused.status.is_client_error(),
         "refused with {}: {}",
@@ -212,7 +213,7 @@ proptest! {
         let config = config();
         for endpoint in [segment::Endpoint::Batch, segment::Endpoint::Single("track"), segment::Endpoint::Webhook] {
             match segment::parse(endpoint, &segment_headers(), &body, &config, RECEIVED_AT) {
-                Ok(batch) => map_segment_batch(&batch),
+                Ok(parsed) => map_segment_batch(&parsed.batch),
                 Err(refused) => assert_refusal_is_4xx(&refused),
             }
         }
@@ -234,9 +235,14 @@ proptest! {
         let config = config();
         let body = serde_json::json!({ "batch": messages }).to_string();
         match segment::parse(segment::Endpoint::Batch, &segment_headers(), body.as_bytes(), &config, RECEIVED_AT) {
-            Ok(batch) => {
-                prop_assert_eq!(batch.events.len(), messages.len());
-                map_segment_batch(&batch);
+            Ok(parsed) => {
+                // Taken message by message: each one stored or refused alone.
+                prop_assert_eq!(parsed.batch.events.len() + parsed.refused.len(), messages.len());
+                for refused in &parsed.refused {
+                    assert_refusal_is_4xx(refused);
+                    prop_assert!(refused.index.is_some_and(|index| index < messages.len()));
+                }
+                map_segment_batch(&parsed.batch);
             }
             Err(refused) => assert_refusal_is_4xx(&refused),
         }
@@ -250,7 +256,8 @@ proptest! {
         let body = Value::Array(events.clone()).to_string();
         let endpoint = launchdarkly::endpoint("/bulk").unwrap();
         match launchdarkly::parse(&endpoint, &ld_headers(), body.as_bytes(), &config, RECEIVED_AT) {
-            Ok(batch) => {
+            Ok(parsed) => {
+                let batch = parsed.batch;
                 prop_assert_eq!(batch.events.len(), events.len());
                 for (event, sent) in batch.events.iter().zip(&events) {
                     // Stored byte for byte, for the relay.
@@ -291,7 +298,7 @@ proptest! {
         let body = message.to_string();
         let batch = segment::parse(
             segment::Endpoint::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
-        ).unwrap();
+        ).unwrap().batch;
         let stored = read_back(&batch, &batch.events[0]);
         let Mapped::Send(event) = segment_to_ld::map(&stored, RECEIVED_AT) else {
             panic!("a valid track was skipped");

@@ -7,6 +7,8 @@
 //! within 100 columns, durations humanised). Reads and writes go through
 //! `store`; no SQL here.
 
+pub mod refusals;
+
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
@@ -19,6 +21,7 @@ use crate::{
             RouteState,
         },
         maintenance::{self, Purged, ResendDecision},
+        refusals::Refusal,
         Route, Store, StoreError,
     },
 };
@@ -35,7 +38,7 @@ pub fn humanize_ms(ms: i64) -> String {
     }
 }
 
-fn truncate(text: &str, width: usize) -> String {
+pub(crate) fn truncate(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         text.to_owned()
     } else {
@@ -225,15 +228,52 @@ pub struct Explanation {
     pub routes: Vec<RouteState>,
 }
 
+/// What `explain` found: the events `needle` names, and the refusals of
+/// messages it names (a message refused at ingest has no event).
+#[derive(Debug, Clone, Default)]
+pub struct Explained {
+    pub events: Vec<Explanation>,
+    pub refusals: Vec<Refusal>,
+}
+
 /// The events `needle` names (event id, messageId or payload id) with
-/// their routes. Empty when nothing matches.
-pub async fn explain(store: &Store, needle: &str) -> Result<Vec<Explanation>, StoreError> {
-    let mut out = Vec::new();
+/// their routes, and the refusals recorded for that messageId or payload
+/// id. Empty when nothing matches.
+pub async fn explain(store: &Store, needle: &str) -> Result<Explained, StoreError> {
+    let mut events = Vec::new();
     for event in queries::find_events(store, needle).await? {
         let routes = queries::event_routes(store, event.id).await?;
-        out.push(Explanation { event, routes });
+        events.push(Explanation { event, routes });
     }
-    Ok(out)
+    Ok(Explained {
+        events,
+        refusals: refusals::of_message(store, needle).await?,
+    })
+}
+
+impl Explained {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.refusals.is_empty()
+    }
+
+    /// One array: each event's explanation, then each refusal as
+    /// `{"refusal": …, "explanation": "refused at ingest at T: reason"}`.
+    pub fn json(&self) -> Value {
+        let events = self.events.iter().map(Explanation::json);
+        let refused = self.refusals.iter().map(|refusal| {
+            json!({"refusal": refusals::json(refusal), "explanation": refusals::sentence(refusal)})
+        });
+        Value::Array(events.chain(refused).collect())
+    }
+
+    pub fn text(&self) -> String {
+        let mut texts: Vec<String> = self.events.iter().map(Explanation::text).collect();
+        for refusal in &self.refusals {
+            let id = refusal.refusal.message_id.as_deref().unwrap_or("-");
+            texts.push(format!("Message {id}\n  {}\n", refusals::sentence(refusal)));
+        }
+        texts.join("\n")
+    }
 }
 
 /// One sentence: what happened to the event on this route, and why.
@@ -400,6 +440,8 @@ pub struct Stats {
     /// Per route: age of the oldest undelivered event in ms (None: nothing waiting).
     pub oldest_undelivered_ms: Vec<(String, Option<i64>)>,
     pub attempts_last_hour: Vec<(String, String, i64)>,
+    /// Recorded refusals in the last hour by (source, reason code).
+    pub refusals_last_hour: Vec<(String, String, i64)>,
 }
 
 pub async fn stats(store: &Store, now: i64) -> Result<Stats, StoreError> {
@@ -413,6 +455,7 @@ pub async fn stats(store: &Store, now: i64) -> Result<Stats, StoreError> {
         batches: queries::batch_counts(store).await?,
         oldest_undelivered_ms: oldest,
         attempts_last_hour: queries::attempts_since(store, now - 3_600_000).await?,
+        refusals_last_hour: crate::store::refusals::counts_since(store, now - 3_600_000).await?,
     })
 }
 
@@ -434,6 +477,7 @@ impl Stats {
                 .map(|(route, ms)| (route.clone(), json!(ms.map(|ms| ms as f64 / 1000.0))))
                 .collect::<serde_json::Map<_, _>>(),
             "attempts_last_hour": counts_json(&self.attempts_last_hour),
+            "refusals_last_hour": counts_json(&self.refusals_last_hour),
         })
     }
 
@@ -465,6 +509,13 @@ impl Stats {
         for (route, outcome, count) in &self.attempts_last_hour {
             let _ = writeln!(out, "  {route:<24}{outcome:<10}{count:>8}");
         }
+        out.push_str("\nRefused at ingest in the last hour (ldbridge refusals):\n");
+        if self.refusals_last_hour.is_empty() {
+            out.push_str("  none\n");
+        }
+        for (source, reason, count) in &self.refusals_last_hour {
+            let _ = writeln!(out, "  {source:<24}{reason:<24}{count:>8}");
+        }
         out
     }
 }
@@ -472,7 +523,8 @@ impl Stats {
 /// `ldbridge purge` / the retention job: purge, then tidy the file.
 pub async fn purge(store: &Store, cutoff: i64) -> Result<Purged, StoreError> {
     // 200 events a transaction keeps each write lock to a few milliseconds.
-    let purged = maintenance::purge(store, cutoff, 200).await?;
+    let mut purged = maintenance::purge(store, cutoff, 200).await?;
+    purged.refusals = crate::store::refusals::purge(store, cutoff).await?;
     maintenance::tidy(store).await?;
     Ok(purged)
 }
@@ -483,6 +535,7 @@ pub fn purged_json(purged: &Purged, cutoff: i64) -> Value {
         "events": purged.events,
         "batches": purged.batches,
         "attempts": purged.attempts,
+        "refusals": purged.refusals,
         "max_lock_ms": purged.max_lock.as_secs_f64() * 1000.0,
     })
 }
