@@ -86,9 +86,15 @@ pub fn parse(
     received_at: i64,
 ) -> Result<Parsed, RequestRefused> {
     let basic = basic_username(headers)?;
-    if let Some(key) = &basic {
-        find_source(config, key)?;
-    }
+    let basic_source = basic
+        .as_deref()
+        .map(|key| find_source(config, key))
+        .transpose()?;
+    // Refused before the body names a source: the Basic key's, if any.
+    let refused_early = |refusal: Refusal| match basic_source {
+        Some(source) => Box::new(Refused::from(refusal).from_source(&source.name)),
+        None => Box::new(Refused::from(refusal)),
+    };
     // Lone surrogates are repaired in what is parsed and stored; a webhook
     // signature covers the bytes as sent.
     let sent = body;
@@ -102,14 +108,26 @@ pub fn parse(
             None,
         ),
         Endpoint::Batch => {
-            let (items, envelope) = batch_messages(body)?;
+            let (items, envelope) = batch_messages(body).map_err(refused_early)?;
             (items, envelope, None, Some("batch"))
         }
         Endpoint::Webhook => {
-            let (items, array) = webhook_messages(body)?;
+            let (items, array) = webhook_messages(body).map_err(refused_early)?;
             (items, Envelope::default(), None, array.then_some(""))
         }
     };
+    // A single message that is no JSON object is the request's problem
+    // whatever the key: said before asking for one.
+    if labels.is_none() {
+        if let Err(refusal) = &items[0].message {
+            if matches!(
+                refusal.code,
+                "invalid_json" | "not_an_object" | "message_too_large"
+            ) {
+                return Err(refused_early(refusal.clone()));
+            }
+        }
+    }
     let key = basic
         .or_else(|| {
             let key = envelope.write_key.as_ref().and_then(Value::as_str);

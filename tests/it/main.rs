@@ -14,6 +14,9 @@
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
 //! - `properties`: proptest of both parsers and all mappers
+//! - `real_clients`: what real clients send: lenient timestamps, lone surrogates,
+//!   integrations, CORS on every answer, /v1/m, the relay's SDK headers
+//! - `refusals`: per-message acceptance and the refusal log
 //! - `process`: the real binary: SIGKILL and restart, SIGTERM, CLI, demo
 //! - `systemd`: sd_notify, SIGHUP reload, SIGTERM under load
 //! - `tls`: delivery over HTTPS
@@ -29,6 +32,8 @@ mod migration;
 mod operator;
 mod process;
 mod properties;
+mod real_clients;
+mod refusals;
 mod segment_ingest;
 mod systemd;
 mod tls;
