@@ -69,26 +69,29 @@ pub fn json(refusal: &Refusal) -> Value {
     })
 }
 
-/// The refusal log as a table within 100 columns, each reason on its own
-/// line below its row.
+/// The refusal log as a table within 100 columns; below each row, the
+/// message id (if any) and the reason.
 pub fn table(refusals: &[Refusal]) -> String {
     let mut out = format!(
-        "{:<24}  {:<12}  {:<22}  {:>5}  {:<20}  MESSAGE ID\n",
+        "{:<24}  {:<12}  {:<24}  {:>5}  {:<20}\n",
         "AT", "SOURCE", "PATH", "INDEX", "REASON"
     );
     for refusal in refusals {
         let r = &refusal.refusal;
         let _ = writeln!(
             out,
-            "{:<24}  {:<12}  {:<22}  {:>5}  {:<20}  {}",
+            "{:<24}  {:<12}  {:<24}  {:>5}  {:<20}",
             clock::format_ms(r.at),
             truncate(source_name(refusal), 12),
-            truncate(&r.path, 22),
+            truncate(&r.path, 24),
             r.item.map_or("-".to_owned(), |item| item.to_string()),
             truncate(&r.code, 20),
-            truncate(r.message_id.as_deref().unwrap_or("-"), 40),
         );
-        let _ = writeln!(out, "  └ {}", truncate(&r.reason, 96));
+        let detail = match &r.message_id {
+            Some(id) => format!("{id}: {}", r.reason),
+            None => r.reason.clone(),
+        };
+        let _ = writeln!(out, "  └ {}", truncate(&detail, 96));
     }
     if refusals.is_empty() {
         out.push_str("(no refusals)\n");
@@ -133,7 +136,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[1].contains("unknown key"), "{text}");
-        assert!(lines[2].contains("track calls need"), "{text}");
+        assert!(
+            lines[2].contains("m-3: batch[3].event: track calls need"),
+            "{text}"
+        );
         assert!(
             lines.iter().all(|line| line.chars().count() <= 100),
             "{text}"

@@ -2,6 +2,7 @@
 //! SQLite file per test, recording stand-in receivers.
 //!
 //! - `helpers`: spawn_app, posting, waiting, fixture loading
+//! - `browser`: analytics.js and LaunchDarkly's browser SDK in a real Chromium
 //! - `segment_ingest`: every way a Segment library posts, and every refusal
 //! - `crash`: 20 random SIGKILLs under load; every acknowledged event arrives
 //! - `delivery`: retries, splits, failures and the attempt log
@@ -21,6 +22,7 @@
 //! - `systemd`: sd_notify, SIGHUP reload, SIGTERM under load
 //! - `tls`: delivery over HTTPS
 
+mod browser;
 mod crash;
 mod delivery;
 mod disk;

@@ -1,0 +1,143 @@
+// Drives Debian's Chromium (headless, through playwright-core) for
+// ldbridge's browser test, tests/it/browser.rs, which starts ldbridge and
+// this script and checks what arrives.
+//
+//   node run.mjs '{"ingest":"http://127.0.0.1:PORT","writeKey":"…","clientSideId":"…","chromium":"/usr/bin/chromium"}'
+//
+// It serves the page (dist/page.js, see page.js) from its own loopback
+// origin, so every call to ldbridge is cross-origin, and speaks a line
+// protocol on stdout/stdin:
+//   SENT             the SDKs' calls and a JSON beacon went out
+//   DOWN?            asks the test to stop ldbridge; the test answers "down"
+//   UP?              a track failed while ldbridge was down; the test
+//                    restarts it and answers "up"
+//   RESULT {json}    what the browser saw: console messages, failed
+//                    requests, the X-Retry-Count of each request to ldbridge
+// Every wait has a deadline; any failure prints "ERROR …" and exits 1.
+import { createServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const config = JSON.parse(process.argv[2]);
+const here = new URL('.', import.meta.url);
+const bundle = readFileSync(new URL('dist/page.js', here));
+const WAIT_MS = 30_000;
+
+const fail = (message) => {
+  console.log(`ERROR ${message}`);
+  process.exit(1);
+};
+setTimeout(() => fail('the browser test did not finish in time'), 120_000).unref();
+
+// The page's origin; it also answers the LaunchDarkly SDK's flag requests.
+const flags = {
+  'new-checkout': { value: true, variation: 0, version: 3, flagVersion: 3, trackEvents: true },
+};
+const server = createServer((request, response) => {
+  if (request.url === '/') {
+    response.writeHead(200, { 'content-type': 'text/html' });
+    response.end('<!doctype html><title>ldbridge browser test</title><script src="/page.js"></script>');
+  } else if (request.url === '/page.js') {
+    response.writeHead(200, { 'content-type': 'text/javascript' });
+    response.end(bundle);
+  } else if (request.url === '/favicon.ico') {
+    response.writeHead(204);
+    response.end();
+  } else if (request.url.startsWith('/sdk/')) {
+    response.writeHead(200, { 'content-type': 'application/json' });
+    response.end(JSON.stringify(flags));
+  } else {
+    response.writeHead(404);
+    response.end();
+  }
+});
+await new Promise((resolve) => server.listen(0, 'localhost', resolve));
+const origin = `http://localhost:${server.address().port}`;
+
+const lines = createInterface({ input: process.stdin });
+const answers = lines[Symbol.asyncIterator]();
+async function ask(question, expected) {
+  console.log(question);
+  const { value } = await answers.next();
+  if (value?.trim() !== expected) fail(`expected "${expected}", got ${JSON.stringify(value)}`);
+}
+
+async function until(what, condition) {
+  const deadline = Date.now() + WAIT_MS;
+  while (!condition()) {
+    if (Date.now() > deadline) fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: config.chromium,
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+const page = await browser.newPage();
+const seen = { console: [], failed: [], requests: [], responses: [] };
+page.on('console', (message) =>
+  seen.console.push(`${message.type()}: ${message.text()} (${message.location().url})`),
+);
+page.on('pageerror', (error) => seen.console.push(`pageerror: ${error.message}`));
+// A request that got its answer and was then aborted (the LaunchDarkly SDK
+// does not read a 202's empty body) lost nothing; one with no answer did.
+page.on('requestfailed', async (request) => {
+  if (request.url().startsWith(config.ingest) && !(await request.response())) {
+    seen.failed.push(`${request.method()} ${new URL(request.url()).pathname}: ${request.failure()?.errorText}`);
+  }
+});
+page.on('request', (request) => {
+  if (request.url().startsWith(config.ingest)) {
+    const headers = request.headers();
+    seen.requests.push({
+      method: request.method(),
+      path: new URL(request.url()).pathname,
+      retry: headers['x-retry-count'] ?? null,
+    });
+  }
+});
+page.on('response', (response) => {
+  if (response.url().startsWith(config.ingest)) {
+    seen.responses.push({
+      path: new URL(response.url()).pathname,
+      status: response.status(),
+      retry: response.request().headers()['x-retry-count'] ?? null,
+    });
+  }
+});
+
+await page.goto(`${origin}/`);
+const pageConfig = { ...config, flags: origin };
+if ((await page.evaluate((c) => window.bridge.start(c), pageConfig)) !== 'started') fail('the SDKs did not start');
+await page.evaluate(() => window.bridge.send());
+if (!(await page.evaluate((c) => window.bridge.beacon(c), pageConfig))) fail('sendBeacon refused to queue');
+// analytics.js telemetry (/v1/m) flushes on a short timer here.
+await until('analytics.js telemetry to /v1/m', () => seen.responses.some((r) => r.path === '/v1/m'));
+console.log('SENT');
+
+// ldbridge goes down; a track is sent; it fails; ldbridge comes back; the
+// retry (with X-Retry-Count) must get through.
+await ask('DOWN?', 'down');
+const failedBefore = seen.failed.length;
+await page.evaluate(() => window.bridge.trackLater('Sent While Down'));
+await until('the track to fail while ldbridge is down', () => seen.failed.length > failedBefore);
+const downAt = seen.responses.length;
+await ask('UP?', 'up');
+await until('a retry with X-Retry-Count answered 200', () =>
+  seen.responses.slice(downAt).some((r) => r.retry !== null && r.status === 200),
+);
+
+console.log(`RESULT ${JSON.stringify(seen)}`);
+await browser.close();
+server.close();
+process.exit(0);
