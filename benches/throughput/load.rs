@@ -65,7 +65,7 @@ impl Target {
     }
 
     /// Sends `body`; returns whether it was acknowledged (2xx).
-    async fn send(&self, body: &Body) -> bool {
+    pub async fn send(&self, body: &Body) -> bool {
         let (path, auth) = match body.kind {
             Kind::SegmentBatch => ("/v1/batch", self.basic.as_str()),
             Kind::SegmentTrack => ("/v1/track", self.basic.as_str()),

@@ -174,15 +174,13 @@ async fn analytics_js_and_the_launchdarkly_sdk_in_chromium_reach_both_destinatio
         };
         let purchase = exported("custom", "browser-purchase");
         let evaluation = exported("feature", "new-checkout");
-        if wanted.iter().all(|name| custom.contains(&json!(name)))
-            && purchase.is_some()
-            && evaluation.is_some()
-            && relayed
+        let segment_calls = wanted.iter().all(|name| custom.contains(&json!(name)));
+        if let (true, Some(purchase), Some(evaluation), true) =
+            (segment_calls, &purchase, &evaluation, relayed)
         {
-            let purchase = purchase.unwrap();
             assert_eq!(purchase["userId"], "browser-user-1");
             assert_eq!(purchase["properties"]["metricValue"], 42.5);
-            assert_eq!(evaluation.unwrap()["properties"]["value"], true);
+            assert_eq!(evaluation["properties"]["value"], true);
             break;
         }
         assert!(
