@@ -310,6 +310,11 @@ impl TestApp {
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.admin("GET", "/metrics", Some(ADMIN_TOKEN), "").await.1
+    }
+
     pub async fn admin_json(&self, method: &str, path: &str) -> (u16, Value) {
         let (status, text) = self.admin(method, path, Some(ADMIN_TOKEN), "").await;
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))

@@ -192,9 +192,7 @@ async fn every_answer_carries_cors_for_the_calling_origin_refusals_and_telemetry
     }
     // The telemetry post is answered and counted, not stored.
     assert_eq!(app.events_stored().await, 1);
-    let (_, metrics) = app
-        .admin("GET", "/metrics", Some(crate::helpers::ADMIN_TOKEN), "")
-        .await;
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("ldbridge_analytics_telemetry_total 1"),
         "{metrics}"

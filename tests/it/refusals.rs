@@ -159,9 +159,7 @@ async fn a_batch_of_100_with_broken_messages_keeps_every_good_one_and_records_ea
         stats["refusals_last_hour"]["demo-web"]["message_too_large"],
         1
     );
-    let (_, metrics) = app
-        .admin("GET", "/metrics", Some(crate::helpers::ADMIN_TOKEN), "")
-        .await;
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             r#"ldbridge_ingest_refused_total{source="demo-web",reason="missing_event"} 1"#
@@ -254,9 +252,7 @@ async fn a_flood_of_garbage_stays_within_the_caps_and_good_ingest_goes_on() {
     let rows = app.cli(&["refusals", "--json", "--limit", "100000"]).json();
     let rows = rows.as_array().unwrap();
     assert!(!rows.is_empty() && rows.len() <= 50, "{} rows", rows.len());
-    let (_, metrics) = app
-        .admin("GET", "/metrics", Some(crate::helpers::ADMIN_TOKEN), "")
-        .await;
+    let metrics = app.metrics().await;
     // 1,000 refused, all counted; most left out of the log by its rate.
     assert!(
         metrics.contains(
