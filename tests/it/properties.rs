@@ -284,6 +284,32 @@ proptest! {
     }
 
     #[test]
+    fn any_sequence_of_unicode_escapes_in_an_event_name_is_taken_and_maps(
+        units in prop::collection::vec(prop_oneof![0xD800u16..0xE000, any::<u16>()], 1..12),
+        text in "[a-z \\\\]{0,4}",
+    ) {
+        // Escapes as a JavaScript client writes them, lone surrogates and
+        // all (JSON.stringify keeps them as escapes): taken, never refused.
+        let escapes: String = units.iter().map(|unit| format!("\\u{unit:04x}")).collect();
+        let name = format!("{}{escapes}", text.replace('\\', "\\\\"));
+        let body = format!(r#"{{"userId":"u1","event":"{name}x"}}"#);
+        let batch = segment::parse(
+            segment::Endpoint::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
+        ).unwrap().batch;
+        let stored = read_back(&batch, &batch.events[0]);
+        let Mapped::Send(event) = segment_to_ld::map(&stored, RECEIVED_AT) else {
+            panic!("a valid track was skipped");
+        };
+        let key = event["key"].as_str().unwrap();
+        prop_assert!(key.ends_with('x'));
+        // Each escape is one character: itself, or U+FFFD for a lone half.
+        let expected: String = char::decode_utf16(units.iter().copied())
+            .map(|unit| unit.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect();
+        prop_assert!(key.ends_with(&format!("{expected}x")), "{key:?} vs {expected:?}");
+    }
+
+    #[test]
     fn a_track_arrives_at_launchdarkly_with_its_name_and_properties_unchanged(
         name in ".{1,30}",
         properties in prop::collection::btree_map("[a-zA-Z0-9_ .-]{1,10}", json_value(), 0..6),
