@@ -309,15 +309,15 @@ impl Metrics {
             .inc_by(events);
     }
 
-    /// One message or request refused at ingest: `source` = configured
-    /// source name, or "unknown"; `reason` = the refusal's code.
-    pub fn ingest_refused(&self, source: &str, reason: &'static str) {
+    /// `count` messages or requests refused at ingest: `source` =
+    /// configured source name, or "unknown"; `reason` = the refusal's code.
+    pub fn ingest_refused(&self, source: &str, reason: &'static str, count: u64) {
         self.ingest_refused
             .get_or_create(&RefusedLabels {
                 source: source.to_owned(),
                 reason,
             })
-            .inc();
+            .inc_by(count);
     }
 
     /// Refusals left out of the refusal log: `cause` is "rate", "busy" or
@@ -465,8 +465,8 @@ mod tests {
             m.ingest_request("segment", "web", 200, 5);
         }
         m.ingest_request("segment", "unknown", 401, 0);
-        m.ingest_refused("web", "missing_event");
-        m.ingest_refused("unknown", "invalid_write_key");
+        m.ingest_refused("web", "missing_event", 1);
+        m.ingest_refused("unknown", "invalid_write_key", 1);
         m.refusals_unrecorded("rate", 4);
         m.telemetry();
         m.deliveries("ld-main", "delivered", 15);

@@ -35,6 +35,10 @@ use crate::{
     store::writer::{IngestBatch, WriteError, Writer},
 };
 
+/// How much later a request carrying only refused messages is answered
+/// while refusals arrive faster than `store.refusal_log_per_second`.
+const GARBAGE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_SECONDS: &str = "5";
 
@@ -227,10 +231,18 @@ impl Ingest {
             Err(refused) => return self.refuse(protocol, &refused, path, &body, received_at),
         };
         let source = batch.source.clone();
-        for one in &refused {
-            self.metrics.ingest_refused(&source, one.refusal.code);
+        for (code, count) in count_by_code(&refused) {
+            self.metrics.ingest_refused(&source, code, count);
         }
         let admitted = self.admit(refused.len(), &config);
+        if batch.events.is_empty() && admitted < refused.len() {
+            // Nothing but refusals, faster than the refusal log records
+            // them: a flood of garbage. Answering it a little later slows
+            // that client's loop (nothing of its request is lost: there is
+            // nothing to store), so its connections cannot take the CPU
+            // that valid ingest on other connections needs.
+            tokio::time::sleep(GARBAGE_DELAY).await;
+        }
         batch.refusals = refused[..admitted]
             .iter()
             .map(|one| refusal_log::row(one, path, StatusCode::OK.as_u16(), received_at, &body))
@@ -287,7 +299,7 @@ impl Ingest {
         self.metrics
             .ingest_request(protocol, source, status.as_u16(), 0);
         if status.is_client_error() {
-            self.metrics.ingest_refused(source, refused.refusal.code);
+            self.metrics.ingest_refused(source, refused.refusal.code, 1);
             if self.admit(1, &self.config.get()) == 1 {
                 let row = refusal_log::row(refused, path, status.as_u16(), at, body);
                 if !self.writer.record(vec![row]) {
@@ -330,6 +342,30 @@ impl Ingest {
     }
 }
 
+/// How many of `refused` have each reason code (a flood of one bad
+/// message type is one metric update per request, not one per message).
+fn count_by_code(refused: &[Refused]) -> Vec<(&'static str, u64)> {
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    for one in refused {
+        match counts
+            .iter_mut()
+            .find(|(code, _)| *code == one.refusal.code)
+        {
+            Some((_, count)) => *count += 1,
+            None => counts.push((one.refusal.code, 1)),
+        }
+    }
+    counts
+}
+
+/// One refused message as the success answer lists it.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    index: Option<usize>,
+    code: &'a str,
+    message: &'a str,
+}
+
 /// The success answer of `protocol`: Segment's `200 {"success":true}`,
 /// listing the messages refused on their own if any; LaunchDarkly's events
 /// service answers 202 with an empty body.
@@ -342,12 +378,24 @@ fn accepted(protocol: &str, refused: &[Refused]) -> Response<Full<Bytes>> {
     if refused.is_empty() {
         return json_response(StatusCode::OK, r#"{"success":true}"#);
     }
-    let refused: Vec<_> = refused
-        .iter()
-        .map(|one| json!({"index": one.index, "code": one.refusal.code, "message": one.refusal.message}))
-        .collect();
-    let body = json!({"success": true, "refused": refused});
-    json_response(StatusCode::OK, body.to_string())
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        success: bool,
+        refused: Vec<Listed<'a>>,
+    }
+    let answer = Answer {
+        success: true,
+        refused: refused
+            .iter()
+            .map(|one| Listed {
+                index: one.index,
+                code: one.refusal.code,
+                message: &one.refusal.message,
+            })
+            .collect(),
+    };
+    let body = serde_json::to_vec(&answer).expect("the answer always serialises");
+    json_response(StatusCode::OK, body)
 }
 
 fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -106,12 +106,13 @@ impl Display for Label {
     }
 }
 
-/// Validates one message and turns it into the stored form.
+/// Validates one message and turns it into the stored form. On a refusal
+/// the message still has its `messageId` (the caller records it).
 /// `webhook`: the message was pushed by Segment, which already set
 /// `receivedAt` and corrected `timestamp`: it is not corrected again, and
 /// Segment's `delete` requests are accepted (no route sends them on).
 pub fn normalize(
-    mut message: Message<'_>,
+    message: &mut Message<'_>,
     label: Label,
     path_kind: Option<&str>,
     shared: &Shared,
@@ -121,19 +122,19 @@ pub fn normalize(
     let kind = if is_delete {
         "delete".to_owned()
     } else {
-        message_type(&message, label, path_kind)?
+        message_type(message, label, path_kind)?
     };
     // The row's kind column holds it (store::body puts it back on reading).
     message.remove("type");
     if !is_delete {
-        validate(&message, label, &kind)?;
+        validate(message, label, &kind)?;
     }
     // The write key is a credential: it is never stored.
     message.remove("writeKey");
-    merge_envelope(&mut message, shared);
+    merge_envelope(message, shared);
     let already_corrected = webhook && message.non_null("receivedAt").is_some();
     if !already_corrected {
-        correct_clock(&mut message, label, shared)?;
+        correct_clock(message, label, shared)?;
     }
     // The row's dedupe key column holds it.
     let dedupe_key = message

@@ -163,20 +163,24 @@ pub fn parse(
     let mut refused = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
         let label = labels.map_or(Label::Whole, |array| Label::Item(array, index));
-        let normalized = item
-            .message
-            .and_then(|message| normalize(message, label, path_kind, &shared, webhook));
+        // A refused message keeps its messageId (normalising removes it
+        // only from a message that passes).
+        let normalized = match item.message {
+            Ok(mut message) => normalize(&mut message, label, path_kind, &shared, webhook)
+                .map_err(|refusal| (refusal, message.string("messageId"))),
+            Err(refusal) => Err((refusal, None)),
+        };
         match normalized {
             Ok(event) => events.push(event),
             // The one message of a single-message request: the request fails.
-            Err(refusal) if labels.is_none() => {
+            Err((refusal, message_id)) if labels.is_none() => {
                 let mut whole = refused_here(refusal);
-                whole.message_id = message_id_of(item.raw);
+                whole.message_id = message_id;
                 return Err(whole);
             }
-            Err(refusal) => refused.push(Refused {
+            Err((refusal, message_id)) => refused.push(Refused {
                 index: Some(index),
-                message_id: message_id_of(item.raw),
+                message_id,
                 excerpt: Some(excerpt_of(item.raw)),
                 ..Refused::from(refusal).from_source(&source.name)
             }),
@@ -203,15 +207,11 @@ struct Item<'a> {
     message: Result<Message<'a>, Refusal>,
 }
 
-/// The `messageId` of a refused message's text, if it has a readable one.
-fn message_id_of(raw: &str) -> Option<String> {
-    Message::parse(raw).ok()?.string("messageId")
-}
-
 /// Enough of a refused message's text for the refusal log's 1 KB excerpt
-/// (cut on a character boundary; the log redacts and cuts it again).
+/// (cut on a character boundary; the log redacts, which handles a value
+/// cut short, and cuts it again).
 fn excerpt_of(raw: &str) -> String {
-    let mut end = raw.len().min(4 * 1024);
+    let mut end = raw.len().min(super::refusal_log::EXCERPT_BYTES);
     while !raw.is_char_boundary(end) {
         end -= 1;
     }
@@ -414,9 +414,10 @@ fn batch_messages(body: &[u8]) -> Result<(Vec<Item<'_>>, Envelope<'_>), Refusal>
 /// size limit, every value readable, and an object.
 fn item_message(item: &RawValue, label: Label) -> Item<'_> {
     let raw = item.get();
-    let place = label.to_string();
-    let place = place.trim_end_matches('.');
+    // Formatted only for a refusal: `batch[3]: …`.
     let refuse = |code, reason: String| {
+        let place = label.to_string();
+        let place = place.trim_end_matches('.');
         Refusal::new(StatusCode::BAD_REQUEST, code, format!("{place}: {reason}"))
     };
     let message = if raw.len() > MAX_MESSAGE_BYTES {
