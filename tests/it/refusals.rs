@@ -244,8 +244,12 @@ async fn a_flood_of_garbage_stays_within_the_caps_and_good_ingest_goes_on() {
         .collect();
     let body = json!({"batch": garbage, "writeKey": WRITE_KEY}).to_string();
     for round in 0..10 {
+        let sent = std::time::Instant::now();
         let reply = app.post("/v1/batch", body.as_bytes(), Dress::BodyKey).await;
         assert_eq!(reply.http_status(), Some(200));
+        // Nothing but refusals, over the log's rate: answered no sooner
+        // than 100 ms, which slows a flooding client's loop.
+        assert!(sent.elapsed() >= Duration::from_millis(100));
         app.post_tracks(&[&format!("good-{round}")]).await;
     }
     assert_eq!(app.events_stored().await, 10);
