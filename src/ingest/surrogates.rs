@@ -7,7 +7,7 @@
 //! the whole request. So a body is rewritten first, escape for escape, and
 //! the replacement is what is stored and sent. Bodies without a lone
 //! surrogate (nearly all) are passed through untouched: the scan is one
-//! SIMD search for `\u`.
+//! SIMD search for backslashes.
 
 use std::borrow::Cow;
 
@@ -23,8 +23,10 @@ pub fn repair(body: &[u8]) -> Cow<'_, [u8]> {
     let mut copied = 0;
     // Escapes below this offset were handled as the low half of a pair.
     let mut skip_to = 0;
-    for at in memchr::memmem::find_iter(body, br"\u") {
-        if at < skip_to || !starts_escape(body, at) {
+    // One-byte search: the fastest memchr has, and JSON bodies hold few
+    // backslashes.
+    for at in memchr::memchr_iter(b'\\', body) {
+        if at < skip_to || body.get(at + 1) != Some(&b'u') || !starts_escape(body, at) {
             continue;
         }
         let Some(unit) = hex4(body, at + 2) else {
