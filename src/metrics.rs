@@ -129,6 +129,7 @@ pub struct Metrics {
     ingest_refused: Family<RefusedLabels, Counter>,
     refusals_unrecorded: Family<CauseLabels, Counter>,
     telemetry: Counter,
+    claims_expired: Family<RouteLabels, Counter>,
 }
 
 impl Metrics {
@@ -157,6 +158,7 @@ impl Metrics {
             ingest_refused: Family::default(),
             refusals_unrecorded: Family::default(),
             telemetry: Counter::default(),
+            claims_expired: Family::default(),
         };
         metrics.register_all()
     }
@@ -261,6 +263,13 @@ impl Metrics {
             "analytics.js telemetry posts to /v1/m, answered 200 and not stored",
             self.telemetry.clone(),
         );
+        r.register(
+            "claims_expired",
+            "Batches whose claim expired with no outcome recorded (a failed \
+             commit, a locked database, a task that died) and were taken again \
+             by a later dispatcher run, with the same payload id, by route",
+            self.claims_expired.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -325,6 +334,15 @@ impl Metrics {
     pub fn refusals_unrecorded(&self, cause: &'static str, count: u64) {
         self.refusals_unrecorded
             .get_or_create(&CauseLabels { cause })
+            .inc_by(count);
+    }
+
+    /// `count` batches of `route` taken again after their claim expired.
+    pub fn claims_expired(&self, route: &str, count: u64) {
+        self.claims_expired
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
             .inc_by(count);
     }
 
@@ -440,7 +458,7 @@ mod tests {
 
     /// Every family the module promises, with its OpenMetrics type. Counter
     /// families are named without `_total` in HELP/TYPE; only samples carry it.
-    const FAMILIES: [(&str, &str); 16] = [
+    const FAMILIES: [(&str, &str); 17] = [
         ("ldbridge_ingest_requests", "counter"),
         ("ldbridge_ingest_events", "counter"),
         ("ldbridge_deliveries", "counter"),
@@ -457,6 +475,7 @@ mod tests {
         ("ldbridge_ingest_refused", "counter"),
         ("ldbridge_refusal_log_unrecorded", "counter"),
         ("ldbridge_analytics_telemetry", "counter"),
+        ("ldbridge_claims_expired", "counter"),
     ];
 
     fn recorded() -> Metrics {
@@ -469,6 +488,7 @@ mod tests {
         m.ingest_refused("unknown", "invalid_write_key", 1);
         m.refusals_unrecorded("rate", 4);
         m.telemetry();
+        m.claims_expired("ld-main", 2);
         m.deliveries("ld-main", "delivered", 15);
         m.attempt("ld-main", "delivered", 0.2, 10);
         m.attempt("ld-main", "retrying", 3.0, 5);
@@ -504,6 +524,7 @@ mod tests {
                 r#"ldbridge_refusal_log_unrecorded_total{cause="rate"} 4"#,
                 r#"ldbridge_refusal_log_unrecorded_total{cause="busy"} 0"#,
                 r#"ldbridge_analytics_telemetry_total 1"#,
+                r#"ldbridge_claims_expired_total{route="ld-main"} 2"#,
                 r#"ldbridge_deliveries_total{route="ld-main",outcome="delivered"} 15"#,
                 r#"ldbridge_attempts_total{route="ld-main",outcome="delivered"} 1"#,
                 r#"ldbridge_attempts_total{route="ld-main",outcome="retrying"} 1"#,

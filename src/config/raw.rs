@@ -57,6 +57,7 @@ pub(super) struct Dispatch {
     pub retry_schedule: Option<Vec<Spanned<String>>>,
     pub give_up_after: Option<Spanned<String>>,
     pub max_in_flight: Option<usize>,
+    pub claim_timeout: Option<Spanned<String>>,
     pub writer_queue: Option<usize>,
 }
 

@@ -127,6 +127,10 @@ impl Resolver<'_> {
             )?,
             max_in_flight: raw.max_in_flight.unwrap_or(d.max_in_flight),
             writer_queue: raw.writer_queue.unwrap_or(d.writer_queue),
+            claim_timeout: raw
+                .claim_timeout
+                .map(|text| self.duration(&text, "dispatch.claim_timeout"))
+                .transpose()?,
         })
     }
 

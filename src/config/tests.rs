@@ -113,6 +113,11 @@ fn empty_text_gives_the_defaults() {
     );
     assert_eq!(config.dispatch.give_up_after, Duration::from_secs(86_400));
     assert_eq!(config.dispatch.max_in_flight, 4);
+    // Three request timeouts (a run's three waves) plus 30 s.
+    assert_eq!(
+        config.dispatch.claim_timeout(),
+        Duration::from_secs(3 * 15 + 30)
+    );
     assert_eq!(config.dispatch.writer_queue, 1024);
     assert_eq!(
         config.launchdarkly.events_url,
@@ -460,6 +465,10 @@ fn numeric_limits_are_enforced() {
             "dispatch.give_up_after",
         ),
         ("[dispatch]\nretry_schedule = []", "dispatch.retry_schedule"),
+        (
+            "[dispatch]\nrequest_timeout = \"10s\"\nclaim_timeout = \"10s\"",
+            "dispatch.claim_timeout",
+        ),
         (
             "[dispatch]\nretry_schedule = [\"5s\", \"0ms\"]",
             "dispatch.retry_schedule[1]",

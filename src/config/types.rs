@@ -159,6 +159,19 @@ pub struct DispatchConfig {
     /// Ingest requests waiting for the writer before ingest answers 503
     /// (≥ 1, extension).
     pub writer_queue: usize,
+    /// How long a batch stays claimed (`sending`) before a later run takes
+    /// it again, whatever became of the attempt; `None`: three request
+    /// timeouts (a run sends at most three waves of `max_in_flight`
+    /// requests) plus 30 s (extension).
+    pub claim_timeout: Option<Duration>,
+}
+
+impl DispatchConfig {
+    /// How long a claim lasts (see `claim_timeout`).
+    pub fn claim_timeout(&self) -> Duration {
+        self.claim_timeout
+            .unwrap_or(self.request_timeout * 3 + Duration::from_secs(30))
+    }
 }
 
 impl Default for DispatchConfig {
@@ -176,6 +189,7 @@ impl Default for DispatchConfig {
             give_up_after: Duration::from_secs(24 * 3600),
             max_in_flight: 4,
             writer_queue: 1024,
+            claim_timeout: None,
         }
     }
 }

@@ -66,6 +66,12 @@ pub(super) fn validate_dispatch(d: &DispatchConfig) -> Result<(), ConfigError> {
     check_range("dispatch.writer_queue", d.writer_queue, 1, usize::MAX)?;
     check_positive("dispatch.request_timeout", d.request_timeout)?;
     check_positive("dispatch.give_up_after", d.give_up_after)?;
+    if d.claim_timeout() <= d.request_timeout {
+        return Err(invalid(
+            "dispatch.claim_timeout",
+            "must be longer than dispatch.request_timeout (a claim must outlive its request)",
+        ));
+    }
     if d.retry_schedule.is_empty() {
         return Err(invalid(
             "dispatch.retry_schedule",

@@ -185,9 +185,24 @@ impl Dispatcher {
         }
         let config = self.config.get();
         let mut outcome = RunOutcome::default();
-        let mut jobs = self.form_batches(&config, route, now, &mut outcome).await?;
+        // Every batch this run sends is claimed until then: if its outcome
+        // is never recorded (a failed commit, a dropped task), a later run
+        // takes it again, with the same payload id.
+        let claimed_until = now + config.dispatch.claim_timeout().as_millis() as i64;
+        let mut jobs = self
+            .form_batches(&config, route, now, claimed_until, &mut outcome)
+            .await?;
         let limit = config.dispatch.max_in_flight * 2;
-        for batch in queries::claim_due(&self.store, route, now, limit).await? {
+        let claimed = queries::claim_due(&self.store, route, now, claimed_until, limit).await?;
+        if !claimed.expired.is_empty() {
+            tracing::warn!(
+                route = %route, batches = ?claimed.expired,
+                "Claims expired with no outcome recorded; sending those batches again."
+            );
+            self.metrics
+                .claims_expired(route.as_str(), claimed.expired.len() as u64);
+        }
+        for batch in claimed.batches {
             jobs.push(self.reload(&config, batch, now).await?);
         }
         self.send_all(&config, jobs, &mut outcome).await?;
@@ -202,6 +217,7 @@ impl Dispatcher {
         config: &Config,
         route: Route,
         now: i64,
+        claimed_until: i64,
         outcome: &mut RunOutcome,
     ) -> Result<Vec<Job>, StoreError> {
         let limit = config.dispatch.max_batch_events * config.dispatch.max_in_flight;
@@ -232,7 +248,9 @@ impl Dispatcher {
                 event_ids: group.iter().map(|&i| sendable[i].0.event_id).collect(),
             })
             .collect();
-        let batches = queries::create_batches(&self.store, route, &plans, &settled, now).await?;
+        let batches =
+            queries::create_batches(&self.store, route, &plans, &settled, now, claimed_until)
+                .await?;
         outcome.events_skipped += settled.skipped.len() + settled.failed.len();
         self.metrics
             .deliveries(route.as_str(), "skipped", settled.skipped.len() as u64);

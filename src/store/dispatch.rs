@@ -2,8 +2,11 @@
 //! them for sending, and recording each attempt's outcome.
 //!
 //! Every multi-step state change runs in one transaction, so a crash leaves
-//! either the old state or the new one. Batches found `sending` at start-up
-//! (the process died mid-request) are made due again by [`recover_sending`].
+//! either the old state or the new one. A batch in `sending` is claimed
+//! until its `next_attempt_at`: a claim that expires (its outcome was never
+//! recorded) is taken again by [`claim_due`] like a due retry. Batches found
+//! `sending` at start-up (the process died mid-request) are made due at once
+//! by [`recover_sending`].
 
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
@@ -99,13 +102,13 @@ pub async fn recover_sending(store: &Store, now: i64) -> Result<u64, StoreError>
     Ok(done.rows_affected())
 }
 
-/// Whether `route` has anything to do at `now`: events to batch or batches
-/// due. Reads only, so an idle tick writes nothing.
+/// Whether `route` has anything to do at `now`: events to batch, batches
+/// due, or claims expired. Reads only, so an idle tick writes nothing.
 pub async fn has_work(store: &Store, route: Route, now: i64) -> Result<bool, StoreError> {
     let row = sqlx::query(
         "SELECT EXISTS (SELECT 1 FROM deliveries WHERE route = ?3 AND status = 'pending') \
              OR EXISTS (SELECT 1 FROM batches WHERE route = ?1 \
-                        AND status IN ('pending', 'retrying') AND next_attempt_at <= ?2)",
+                        AND status IN ('pending', 'retrying', 'sending') AND next_attempt_at <= ?2)",
     )
     .bind(route.as_str())
     .bind(now)
@@ -158,14 +161,16 @@ pub struct Settled {
 }
 
 /// In one transaction: settles `settled` events with their reasons and
-/// creates one batch per plan, already `sending` (its first attempt follows
-/// at once). Returns the created batches in plan order.
+/// creates one batch per plan, already `sending` and claimed until
+/// `claimed_until` (its first attempt follows at once). Returns the created
+/// batches in plan order.
 pub async fn create_batches(
     store: &Store,
     route: Route,
     plans: &[BatchPlan],
     settled: &Settled,
     now: i64,
+    claimed_until: i64,
 ) -> Result<Vec<ClaimedBatch>, StoreError> {
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     for (status, list) in [("skipped", &settled.skipped), ("failed", &settled.failed)] {
@@ -181,6 +186,7 @@ pub async fn create_batches(
             status: "sending",
             parent_id: None,
             created_at: now,
+            next_attempt_at: claimed_until,
         };
         let batch = insert_batch(&mut tx, &target, now).await?;
         assign_events(&mut tx, route, batch.id, &plan.event_ids, "pending").await?;
@@ -231,6 +237,8 @@ struct NewBatch<'a> {
     /// The halves of a split keep their parent's age, so `give_up_after`
     /// counts from the first attempt at these events.
     created_at: i64,
+    /// When it is due (pending) or its claim expires (sending).
+    next_attempt_at: i64,
 }
 
 async fn insert_batch(
@@ -242,7 +250,7 @@ async fn insert_batch(
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO batches (route, source, lane, status, payload_id, event_count, created_at, updated_at, \
                               next_attempt_at, parent_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9) RETURNING id",
     )
     .bind(batch.route.as_str())
     .bind(batch.source)
@@ -253,6 +261,7 @@ async fn insert_batch(
     .bind(batch.created_at)
     .bind(now)
     .bind(batch.parent_id)
+    .bind(batch.next_attempt_at)
     .fetch_one(&mut *conn)
     .await?;
     Ok(ClaimedBatch {
@@ -304,24 +313,45 @@ fn id_list(ids: &[i64]) -> String {
     text
 }
 
-/// Claims up to `limit` batches of `route` due at `now` (oldest due first)
-/// by marking them `sending`. Empty when none is due.
+/// Batches claimed by [`claim_due`], and which of them were taken from an
+/// expired claim (their last attempt's outcome was never recorded).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub batches: Vec<ClaimedBatch>,
+    pub expired: Vec<i64>,
+}
+
+/// Claims up to `limit` batches of `route` due at `now` (oldest due first),
+/// pending and retrying ones and those whose claim has expired, by marking
+/// them `sending`, claimed until `claimed_until`. Empty when none is due.
 pub async fn claim_due(
     store: &Store,
     route: Route,
     now: i64,
+    claimed_until: i64,
     limit: usize,
-) -> Result<Vec<ClaimedBatch>, StoreError> {
+) -> Result<Claimed, StoreError> {
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
-    let rows = sqlx::query(
-        "UPDATE batches SET status = 'sending', updated_at = ?2 \
-         WHERE id IN (SELECT id FROM batches WHERE route = ?1 AND status IN ('pending', 'retrying') \
-                      AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
-         RETURNING id, source, lane, payload_id, COALESCE(retry_since, created_at), attempts, next_trigger",
-    )
+    let due =
+        "SELECT id FROM batches WHERE route = ?1 AND status IN ('pending', 'retrying', 'sending') \
+               AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3";
+    let expired: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT id FROM batches WHERE status = 'sending' AND id IN ({due}) ORDER BY id"
+    )))
     .bind(route.as_str())
     .bind(now)
     .bind(limit as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE batches SET status = 'sending', updated_at = ?2, next_attempt_at = ?4 \
+         WHERE id IN ({due}) \
+         RETURNING id, source, lane, payload_id, COALESCE(retry_since, created_at), attempts, next_trigger"
+    )))
+    .bind(route.as_str())
+    .bind(now)
+    .bind(limit as i64)
+    .bind(claimed_until)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -339,7 +369,7 @@ pub async fn claim_due(
         })
         .collect();
     batches.sort_by_key(|batch| batch.id);
-    Ok(batches)
+    Ok(Claimed { batches, expired })
 }
 
 /// The events of a batch in event order. Empty if the batch has none.
@@ -419,6 +449,7 @@ pub async fn record_attempt(
                     status: "pending",
                     parent_id: Some(batch.id),
                     created_at: batch.created_at,
+                    next_attempt_at: now,
                 };
                 let child = insert_batch(&mut tx, &half, now).await?;
                 move_events(&mut tx, batch.id, child.id, part).await?;

@@ -94,14 +94,14 @@ async fn a_full_database_refuses_ingest_keeps_delivering_and_resumes_once_purged
 }
 
 /// `path` with `suffix` appended to its file name (SQLite's `-wal`).
-fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
+pub fn beside(path: &Path, suffix: &str) -> std::path::PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(suffix);
     name.into()
 }
 
 /// Sets or clears the immutable attribute; false if the filesystem has none.
-fn immutable(path: &Path, on: bool) -> bool {
+pub fn immutable(path: &Path, on: bool) -> bool {
     Command::new("chattr")
         .arg(if on { "+i" } else { "-i" })
         .arg(path)
@@ -111,10 +111,10 @@ fn immutable(path: &Path, on: bool) -> bool {
 
 /// Files made immutable, made writable again when dropped (even when the
 /// test fails: an immutable file would outlive its temporary directory).
-struct ReadOnly(Vec<std::path::PathBuf>);
+pub struct ReadOnly(pub Vec<std::path::PathBuf>);
 
 impl ReadOnly {
-    fn release(&mut self) {
+    pub fn release(&mut self) {
         for file in self.0.drain(..) {
             immutable(&file, false);
         }
@@ -143,7 +143,7 @@ async fn read_only_database_refuses_ingest_and_recovers_without_a_restart() {
     let files = vec![app.database.clone(), beside(&app.database, "-wal")];
     let mut read_only = ReadOnly(files.clone());
     if !files.iter().all(|file| immutable(file, true)) {
-        eprintln!("SKIPPED: chattr +i is not supported here (needs root and ext4/xfs)");
+        crate::helpers::skip("chattr +i is not supported here (needs root and ext4/xfs)");
         return;
     }
     let (status, retry_after) = post_batch(&app, "during", 10).await;

@@ -321,6 +321,16 @@ impl TestApp {
     }
 }
 
+/// Says why a test that needs a real part (root, a file system feature)
+/// cannot run here, and passes; with `LDBRIDGE_REQUIRE_ROOT=1` (set by
+/// .ci/run, which runs as root) it fails instead, so CI always runs it.
+pub fn skip(why: &str) {
+    if std::env::var("LDBRIDGE_REQUIRE_ROOT").as_deref() == Ok("1") {
+        panic!("required here (LDBRIDGE_REQUIRE_ROOT=1), but {why}");
+    }
+    eprintln!("SKIPPED: {why} (LDBRIDGE_REQUIRE_ROOT=1 makes this a failure)");
+}
+
 /// Makes `receiver` answer `status` to every request carrying an event
 /// whose `key` is `key` (a poison event), and 202 to the others.
 pub fn refuse_event(receiver: &Receiver, key: &'static str, status: u16) {

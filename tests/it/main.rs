@@ -4,6 +4,8 @@
 //! - `helpers`: spawn_app, posting, waiting, fixture loading
 //! - `browser`: analytics.js and LaunchDarkly's browser SDK in a real Chromium
 //! - `segment_ingest`: every way a Segment library posts, and every refusal
+//! - `claims`: a batch whose outcome was never recorded is sent again once its
+//!   claim expires, without a restart
 //! - `crash`: 20 random SIGKILLs under load; every acknowledged event arrives
 //! - `delivery`: retries, splits, failures and the attempt log
 //! - `disk`: the database full (size cap) or read-only; ingest 503s and recovers;
@@ -23,6 +25,7 @@
 //! - `tls`: delivery over HTTPS
 
 mod browser;
+mod claims;
 mod crash;
 mod delivery;
 mod disk;
