@@ -43,6 +43,8 @@ pub struct Admin {
     pub writer: crate::store::writer::Writer,
     /// Readiness allows this long between scheduler ticks.
     pub tick_allowance: Duration,
+    /// Room on the database's file system.
+    pub space: Arc<crate::space::Space>,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -267,6 +269,11 @@ impl Admin {
     async fn metrics_answer(&self) -> Answer {
         let now = clock::now_ms();
         self.metrics.clear_scrape_gauges();
+        self.metrics.set_room(
+            self.space.free(),
+            self.space.reserve_held(),
+            self.space.ingest_refused(),
+        );
         if let Ok(open) = queries::open_deliveries(&self.store).await {
             for (route, status, count) in open {
                 self.metrics.set_queue_depth(&route, &status, count);
@@ -298,6 +305,9 @@ impl Admin {
             if now - at < COMMIT_FAILURE_MEMORY_MS {
                 problems.push(format!("ingest commits are failing: {why}"));
             }
+        }
+        if self.space.ingest_refused() {
+            problems.push(crate::space::disk_full_text(&self.space));
         }
         if let Ok(Some(room)) = self.store.ingest_room().await {
             let wanted = 2 * self.config.get().server.max_request_bytes as u64;

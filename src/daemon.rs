@@ -34,6 +34,7 @@ use crate::{
     logging::LogControl,
     metrics::Metrics,
     notify::Notifier,
+    space::{self, Space},
     store::{self, writer::Writer, Store, StoreOptions},
 };
 
@@ -47,6 +48,8 @@ pub struct App {
     pub config: ConfigHandle,
     pub metrics: Arc<Metrics>,
     pub writer: Writer,
+    /// Room on the database's file system (the ingest watermark, the reserve).
+    pub space: Arc<Space>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<bool>>,
     writer_task: JoinHandle<()>,
@@ -109,6 +112,14 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
     if config.segment_sources.is_empty() && config.launchdarkly_sources.is_empty() {
         tracing::warn!("No sources configured: every ingest request will be answered 401.");
     }
+    let space = Arc::new(Space::new(
+        &config.store.path,
+        config.store.min_free_bytes,
+        config.store.reserve_bytes,
+    ));
+    for change in space.check() {
+        report_room(change);
+    }
     let metrics = Arc::new(Metrics::new());
     let commit_metrics = Arc::clone(&metrics);
     let (writer, writer_task) = Writer::start(&store, config.dispatch.writer_queue, move |stats| {
@@ -137,6 +148,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
     let (stop, stopped) = watch::channel(false);
     let mut servers = Vec::new();
     tokio::spawn(checkpoints(store.clone(), writer.clone(), stopped.clone()));
+    tokio::spawn(watch_room(
+        Arc::clone(&space),
+        store.clone(),
+        handle.clone(),
+        stopped.clone(),
+    ));
     let admin_addr = match admin_listen {
         Some(address) => {
             let admin_listener = TcpListener::bind(address)
@@ -150,6 +167,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
                 dispatcher: Arc::clone(&dispatcher),
                 writer: writer.clone(),
                 tick_allowance,
+                space: Arc::clone(&space),
             });
             servers.push(tokio::spawn(crate::server::serve(
                 admin_listener,
@@ -161,7 +179,12 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
         }
         None => None,
     };
-    let ingest = Ingest::new(handle.clone(), writer.clone(), Arc::clone(&metrics));
+    let ingest = Ingest::new(
+        handle.clone(),
+        writer.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&space),
+    );
     let ingest_addr = listener.local_addr()?;
     servers.push(tokio::spawn(crate::server::serve(
         listener,
@@ -179,6 +202,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
         config: handle,
         metrics,
         writer,
+        space,
         stop,
         servers,
         writer_task,
@@ -209,6 +233,73 @@ async fn checkpoints(store: Store, writer: Writer, mut stopped: watch::Receiver<
                 Ok(()) => tracing::debug!("WAL truncated while ingest was idle."),
                 Err(error) => tracing::debug!(%error, "WAL truncation failed; retrying later."),
             }
+        }
+    }
+}
+
+/// Looks at the room on the database's file system every
+/// [`space::CHECK_EVERY`] until shutdown, logging each change once. When
+/// ingest stops for lack of room, retention runs at once: delivered events
+/// older than `store.retain` are what can be freed.
+async fn watch_room(
+    space: Arc<Space>,
+    store: Store,
+    config: ConfigHandle,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(space::CHECK_EVERY) => {}
+            _ = crate::server::stop_requested(&mut stopped) => return,
+        }
+        // Writing the reserve back takes a moment: off the async threads.
+        let looking = Arc::clone(&space);
+        let Ok(changes) = tokio::task::spawn_blocking(move || looking.check()).await else {
+            continue;
+        };
+        for change in changes {
+            report_room(change);
+            if matches!(change, space::Change::IngestStopped { .. }) {
+                tokio::spawn(purge_for_room(store.clone(), config.clone()));
+            }
+        }
+    }
+}
+
+/// Retention, run because ingest stopped for room; logs what it freed.
+async fn purge_for_room(store: Store, config: ConfigHandle) {
+    let cutoff = clock::now_ms() - config.get().store.retain.as_millis() as i64;
+    let free_before = space::free_bytes(&config.get().store.path).unwrap_or(0);
+    match crate::ops::purge(&store, cutoff).await {
+        Ok(purged) => {
+            let free_after = space::free_bytes(&config.get().store.path).unwrap_or(0);
+            tracing::info!(
+                events = purged.events, batches = purged.batches, attempts = purged.attempts,
+                freed_bytes = free_after.saturating_sub(free_before),
+                cutoff = %clock::format_ms(cutoff),
+                "Retention purge for room done (delivered events older than store.retain)."
+            );
+        }
+        Err(error) => tracing::warn!(%error, "Retention purge for room failed."),
+    }
+}
+
+/// One log line per change of room: said once, not per request.
+fn report_room(change: space::Change) {
+    match change {
+        space::Change::IngestStopped { free } => tracing::warn!(
+            free_bytes = free,
+            "Disk full: ingest refused (503) until free space is back above store.min_free_bytes; delivery goes on."
+        ),
+        space::Change::IngestResumed { free } => {
+            tracing::info!(free_bytes = free, "Disk space is back: ingest resumed.")
+        }
+        space::Change::ReserveReleased { free } => tracing::warn!(
+            free_bytes = free,
+            "Free space below half of store.min_free_bytes: the reserve file was released to keep delivery going."
+        ),
+        space::Change::ReserveRestored { free } => {
+            tracing::info!(free_bytes = free, "Reserve file written (store.reserve_bytes).")
         }
     }
 }
@@ -323,6 +414,7 @@ struct Probe {
     writer: Writer,
     dispatcher: Arc<Dispatcher>,
     store: Store,
+    space: Arc<Space>,
     tick_allowance: Duration,
 }
 
@@ -332,6 +424,7 @@ impl App {
             writer: self.writer.clone(),
             dispatcher: Arc::clone(&self.dispatcher),
             store: self.store.clone(),
+            space: Arc::clone(&self.space),
             tick_allowance: self.tick_allowance,
         }
     }
@@ -358,7 +451,7 @@ async fn watchdog(notifier: Arc<Notifier>, probe: Probe, mut stopped: watch::Rec
         );
         let since_tick = probe.dispatcher.since_last_tick(clock::now_ms());
         let ticking = since_tick <= probe.tick_allowance.as_millis() as i64;
-        let status = status_line(&probe.store).await;
+        let status = status_line(&probe.store, &probe.space).await;
         match (watchdog.is_some(), writer_ok && ticking) {
             (true, true) => notifier.notify(&format!("WATCHDOG=1\nSTATUS={status}")),
             (false, _) => notifier.notify(&format!("STATUS={status}")),
@@ -371,8 +464,14 @@ async fn watchdog(notifier: Arc<Notifier>, probe: Probe, mut stopped: watch::Rec
     }
 }
 
-/// `Serving; 12 pending, 0 failed` (open deliveries, all routes).
-async fn status_line(store: &Store) -> String {
+/// `Serving; 12 waiting, 0 failed` (open deliveries, all routes), or
+/// `Disk full: ingest refused; …` while there is no room.
+async fn status_line(store: &Store, space: &Space) -> String {
+    let state = if space.ingest_refused() {
+        "Disk full: ingest refused"
+    } else {
+        "Serving"
+    };
     match store::log::open_deliveries(store).await {
         Ok(counts) => {
             let sum = |status: &str| {
@@ -383,12 +482,12 @@ async fn status_line(store: &Store) -> String {
                     .sum::<i64>()
             };
             format!(
-                "Serving; {} waiting, {} failed",
+                "{state}; {} waiting, {} failed",
                 sum("pending") + sum("batched"),
                 sum("failed")
             )
         }
-        Err(_) => "Serving; queue depth unavailable".to_owned(),
+        Err(_) => format!("{state}; queue depth unavailable"),
     }
 }
 

@@ -18,6 +18,7 @@
 //! receiver.rs    loopback stand-in for Segment/LaunchDarkly (demo, tests, benchmarks)
 //! demo.rs        `ldbridge demo`
 //! clock.rs       Unix-ms time, RFC 3339 in and out
+//! space.rs       free space on the store's file system: the ingest watermark, the reserve file
 //! ```
 //!
 //! # Data flow
@@ -53,4 +54,5 @@ pub mod ops;
 pub mod receiver;
 pub mod retry;
 pub mod server;
+pub mod space;
 pub mod store;

@@ -130,6 +130,9 @@ pub struct Metrics {
     refusals_unrecorded: Family<CauseLabels, Counter>,
     telemetry: Counter,
     claims_expired: Family<RouteLabels, Counter>,
+    store_free: Gauge,
+    store_reserve: Gauge,
+    ingest_refused_for_room: Gauge,
 }
 
 impl Metrics {
@@ -159,6 +162,9 @@ impl Metrics {
             refusals_unrecorded: Family::default(),
             telemetry: Counter::default(),
             claims_expired: Family::default(),
+            store_free: Gauge::default(),
+            store_reserve: Gauge::default(),
+            ingest_refused_for_room: Gauge::default(),
         };
         metrics.register_all()
     }
@@ -253,9 +259,10 @@ impl Metrics {
         r.register(
             "refusal_log_unrecorded",
             "Refusals counted but not written to the refusal log, by cause: \
-             rate (over store.refusal_log_per_second) or busy (the writer's \
-             queue was full); evicted: recorded, then dropped as the oldest \
-             past store.refusal_log_max_rows",
+             rate (over store.refusal_log_per_second), busy (the writer's \
+             queue was full) or disk_full (room is kept for delivery); \
+             evicted: recorded, then dropped as the oldest past \
+             store.refusal_log_max_rows",
             self.refusals_unrecorded.clone(),
         );
         r.register(
@@ -269,6 +276,27 @@ impl Metrics {
              commit, a locked database, a task that died) and were taken again \
              by a later dispatcher run, with the same payload id, by route",
             self.claims_expired.clone(),
+        );
+        r.register_with_unit(
+            "store_free",
+            "Free space on the database's file system at the last look (every \
+             50 ms); ingest is refused below store.min_free_bytes",
+            Unit::Bytes,
+            self.store_free.clone(),
+        );
+        r.register_with_unit(
+            "store_reserve",
+            "Size of the reserve file beside the database: store.reserve_bytes \
+             while it is held, 0 once released to give delivery room (or when \
+             none is kept)",
+            Unit::Bytes,
+            self.store_reserve.clone(),
+        );
+        r.register(
+            "ingest_refused_for_room",
+            "1 while ingest answers 503 because the database's file system has \
+             less than store.min_free_bytes free, else 0",
+            self.ingest_refused_for_room.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -288,7 +316,7 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = self.commits.get_or_create(&ResultLabels { result });
         }
-        for cause in ["rate", "busy", "evicted"] {
+        for cause in ["rate", "busy", "evicted", "disk_full"] {
             let _ = self
                 .refusals_unrecorded
                 .get_or_create(&CauseLabels { cause });
@@ -335,6 +363,14 @@ impl Metrics {
         self.refusals_unrecorded
             .get_or_create(&CauseLabels { cause })
             .inc_by(count);
+    }
+
+    /// The store's file system: free bytes, the reserve file's size, and
+    /// whether ingest is refused for lack of room.
+    pub fn set_room(&self, free: u64, reserve: u64, refused: bool) {
+        self.store_free.set(free.min(i64::MAX as u64) as i64);
+        self.store_reserve.set(reserve.min(i64::MAX as u64) as i64);
+        self.ingest_refused_for_room.set(i64::from(refused));
     }
 
     /// `count` batches of `route` taken again after their claim expired.
@@ -458,7 +494,7 @@ mod tests {
 
     /// Every family the module promises, with its OpenMetrics type. Counter
     /// families are named without `_total` in HELP/TYPE; only samples carry it.
-    const FAMILIES: [(&str, &str); 17] = [
+    const FAMILIES: [(&str, &str); 20] = [
         ("ldbridge_ingest_requests", "counter"),
         ("ldbridge_ingest_events", "counter"),
         ("ldbridge_deliveries", "counter"),
@@ -476,6 +512,9 @@ mod tests {
         ("ldbridge_refusal_log_unrecorded", "counter"),
         ("ldbridge_analytics_telemetry", "counter"),
         ("ldbridge_claims_expired", "counter"),
+        ("ldbridge_store_free_bytes", "gauge"),
+        ("ldbridge_store_reserve_bytes", "gauge"),
+        ("ldbridge_ingest_refused_for_room", "gauge"),
     ];
 
     fn recorded() -> Metrics {

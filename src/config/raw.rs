@@ -45,6 +45,8 @@ pub(super) struct Store {
     pub max_database_bytes: Option<u64>,
     pub refusal_log_max_rows: Option<u64>,
     pub refusal_log_per_second: Option<u32>,
+    pub min_free_bytes: Option<u64>,
+    pub reserve_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -97,6 +97,8 @@ impl Resolver<'_> {
             refusal_log_per_second: raw
                 .refusal_log_per_second
                 .unwrap_or(d.refusal_log_per_second),
+            min_free_bytes: raw.min_free_bytes.unwrap_or(d.min_free_bytes),
+            reserve_bytes: raw.reserve_bytes.unwrap_or(d.reserve_bytes),
         })
     }
 

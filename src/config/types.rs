@@ -121,6 +121,14 @@ pub struct StoreConfig {
     /// Refusals recorded per second at most (a burst of as many is
     /// allowed); the rest are only counted (extension).
     pub refusal_log_per_second: u32,
+    /// Ingest refuses (503, "disk full") while the database's file system
+    /// has less than this free, leaving delivery and retention room
+    /// (extension).
+    pub min_free_bytes: u64,
+    /// Size of the reserve file beside the database, deleted to give
+    /// delivery room when free space falls below half of `min_free_bytes`,
+    /// written back when there is room; 0 keeps none (extension).
+    pub reserve_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -133,6 +141,8 @@ impl Default for StoreConfig {
             max_database_bytes: None,
             refusal_log_max_rows: 100_000,
             refusal_log_per_second: 100,
+            min_free_bytes: 64 << 20,
+            reserve_bytes: 32 << 20,
         }
     }
 }

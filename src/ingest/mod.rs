@@ -131,6 +131,8 @@ pub struct Ingest {
     config: ConfigHandle,
     writer: Writer,
     metrics: Arc<Metrics>,
+    /// Room on the database's file system: no room, no ingest.
+    space: Arc<crate::space::Space>,
     /// Refusals recorded per second (`store.refusal_log_per_second`).
     refusal_rate: refusal_log::Limiter,
 }
@@ -148,11 +150,17 @@ fn endpoint(path: &str) -> Option<Endpoint> {
 }
 
 impl Ingest {
-    pub fn new(config: ConfigHandle, writer: Writer, metrics: Arc<Metrics>) -> Arc<Ingest> {
+    pub fn new(
+        config: ConfigHandle,
+        writer: Writer,
+        metrics: Arc<Metrics>,
+        space: Arc<crate::space::Space>,
+    ) -> Arc<Ingest> {
         Arc::new(Ingest {
             config,
             writer,
             metrics,
+            space,
             refusal_rate: refusal_log::Limiter::default(),
         })
     }
@@ -300,7 +308,10 @@ impl Ingest {
             .ingest_request(protocol, source, status.as_u16(), 0);
         if status.is_client_error() {
             self.metrics.ingest_refused(source, refused.refusal.code, 1);
-            if self.admit(1, &self.config.get()) == 1 {
+            if self.space.ingest_refused() {
+                // Room is kept for delivery while the disk is full.
+                self.metrics.refusals_unrecorded("disk_full", 1);
+            } else if self.admit(1, &self.config.get()) == 1 {
                 let row = refusal_log::row(refused, path, status.as_u16(), at, body);
                 if !self.writer.record(vec![row]) {
                     self.metrics.refusals_unrecorded("busy", 1);
@@ -322,6 +333,16 @@ impl Ingest {
     }
 
     async fn commit(&self, batch: IngestBatch) -> Result<(), Refusal> {
+        if self.space.ingest_refused() {
+            return Err(Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "disk_full",
+                format!(
+                    "{}; nothing was accepted, retry later",
+                    crate::space::disk_full_text(&self.space)
+                ),
+            ));
+        }
         let source = batch.source.clone();
         match self.writer.submit(batch).await {
             Ok(committed) => {

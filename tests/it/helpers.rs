@@ -45,6 +45,11 @@ pub fn test_config(dir: &std::path::Path, launchdarkly_url: &str, segment_url: &
     config.dispatch.schedule = "0 0 0 1 1 * 2099".to_owned();
     config.dispatch.retry_schedule = vec![Duration::from_millis(10)];
     config.dispatch.request_timeout = Duration::from_secs(5);
+    // No reserve file per test app (tests/it/room.rs tests it on a file
+    // system of its own), and a low watermark: tests do not depend on how
+    // full the machine's disk is.
+    config.store.reserve_bytes = 0;
+    config.store.min_free_bytes = 1 << 20;
     config
 }
 

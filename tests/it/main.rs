@@ -17,6 +17,7 @@
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
 //! - `properties`: proptest of both parsers and all mappers
+//! - `room`: a real full file system (tmpfs): delivery goes on, ingest resumes
 //! - `real_clients`: what real clients send: lenient timestamps, lone surrogates,
 //!   integrations, CORS on every answer, /v1/m, the relay's SDK headers
 //! - `refusals`: per-message acceptance and the refusal log
@@ -39,6 +40,7 @@ mod process;
 mod properties;
 mod real_clients;
 mod refusals;
+mod room;
 mod segment_ingest;
 mod systemd;
 mod tls;
