@@ -398,6 +398,10 @@ async fn purge(
 fn check_config(path: Option<&std::path::Path>) -> Result<(), Failure> {
     let config = Config::load(path)?;
     let origin = path.map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    if config.segment_sources.is_empty() && config.launchdarkly_sources.is_empty() {
+        // What `serve` warns at start, said before it is started.
+        eprintln!("warning: no sources configured: every ingest request will be answered 401");
+    }
     println!(
         "{origin}: ok ({} Segment source(s), {} LaunchDarkly source(s), database {})",
         config.segment_sources.len(),
@@ -411,11 +415,22 @@ fn check_config(path: Option<&std::path::Path>) -> Result<(), Failure> {
 /// an operator's shell may not see the service's credentials.
 async fn open(path: Option<&std::path::Path>) -> Result<Store, Failure> {
     let store = StoreConfig::load(path)?;
-    if !store.path.exists() {
-        return Err(Failure::Runtime(anyhow::anyhow!(
-            "no database at {} (has ldbridge serve run with this config?)",
-            store.path.display()
-        )));
+    match std::fs::metadata(&store.path) {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "permission denied reading {}: operator commands need the service's access to its \
+                 database (with the packaged unit, whose state directory only its own user can \
+                 read, run them with sudo)",
+                store.path.display()
+            )));
+        }
+        Err(_) => {
+            return Err(Failure::Runtime(anyhow::anyhow!(
+                "no database at {} (has ldbridge serve run with this config?)",
+                store.path.display()
+            )));
+        }
     }
     let options = StoreOptions {
         synchronous_full: true,

@@ -224,7 +224,11 @@ impl Resolver<'_> {
 }
 
 /// Resolves `env:NAME`, `file:/path` (trimmed), `cred:NAME` (trimmed, from
-/// `$CREDENTIALS_DIRECTORY`) or a literal. An empty result is an error.
+/// `$CREDENTIALS_DIRECTORY`), `literal:VALUE`, or a literal. An empty result
+/// is an error, and so is a value that looks like `scheme:rest` with a
+/// scheme not in that list (`envv:FOO`, `ENV:FOO`): a mistyped reference
+/// must not become a literal key. A literal key containing a colon is
+/// written `literal:…`.
 pub(super) fn resolve_secret(
     reference: &str,
     key: &str,
@@ -236,6 +240,16 @@ pub(super) fn resolve_secret(
         secret_from_file(Path::new(path), key, &format!("file {path}"))?
     } else if let Some(name) = reference.strip_prefix("cred:") {
         secret_from_credential(name, key, env)?
+    } else if let Some(literal) = reference.strip_prefix("literal:") {
+        literal.to_owned()
+    } else if let Some(scheme) = unknown_scheme(reference) {
+        return Err(secret_error(
+            key,
+            format!(
+                "unknown secret scheme `{scheme}:` (known: env:, file:, cred:, literal:); \
+                 to give a key that contains a colon literally, write literal:<key>"
+            ),
+        ));
     } else {
         reference.to_owned()
     };
@@ -243,6 +257,16 @@ pub(super) fn resolve_secret(
         return Err(secret_error(key, "secret is empty"));
     }
     Ok(Secret(value))
+}
+
+/// The scheme of a value shaped like `scheme:rest` (a letter, then
+/// letters, digits, `-` or `_`, then a colon), if it has one.
+fn unknown_scheme(reference: &str) -> Option<&str> {
+    let (scheme, _) = reference.split_once(':')?;
+    let mut chars = scheme.chars();
+    let shaped = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    shaped.then_some(scheme)
 }
 
 pub(super) fn secret_from_env(

@@ -350,6 +350,28 @@ fn an_empty_literal_secret_is_rejected() {
 }
 
 #[test]
+fn a_mistyped_secret_scheme_is_an_error_not_a_literal_key() {
+    for typo in ["envv:WK", "ENV:WK", "credential:wk", "File:/etc/key"] {
+        let text = format!("[[segment_source]]\nname = \"a\"\nwrite_key = \"{typo}\"\n");
+        let message = error(&text);
+        assert!(
+            message.contains("unknown secret scheme"),
+            "{typo}: {message}"
+        );
+        assert!(message.contains("literal:"), "{message}");
+        // The rest of the value (a key, perhaps) is never echoed.
+        assert!(!message.contains(typo), "{message}");
+    }
+    // A key with a colon in it, written literally.
+    let config =
+        parse("[[segment_source]]\nname = \"a\"\nwrite_key = \"literal:abc:def\"\n").unwrap();
+    assert_eq!(config.segment_sources[0].write_key.expose(), "abc:def");
+    // Values that are not scheme-shaped stay literal keys.
+    let config = parse("[[segment_source]]\nname = \"a\"\nwrite_key = \"9x:y\"\n").unwrap();
+    assert_eq!(config.segment_sources[0].write_key.expose(), "9x:y");
+}
+
+#[test]
 fn an_unknown_key_names_file_line_and_key() {
     let message = error("[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n");
     assert!(

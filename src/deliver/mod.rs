@@ -184,15 +184,21 @@ async fn read_excerpt(mut body: hyper::body::Incoming) -> Result<Option<String>,
     Ok((!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned()))
 }
 
-/// A short, credential-free description of a client error, with its cause.
+/// A short, credential-free description of a client error: its chain of
+/// causes (`tcp connect error: Connection refused (os error 111)`). The
+/// retry policy puts "connection error: " in front, once.
 fn transport_error(error: &hyper_util::client::legacy::Error) -> String {
-    let mut text = String::from("connection error");
+    let mut causes = Vec::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        causes.push(cause.to_string());
         source = cause.source();
     }
+    let mut text = if causes.is_empty() {
+        error.to_string()
+    } else {
+        causes.join(": ")
+    };
     if error.is_connect() && !text.contains("connect") {
         text.push_str(" (connect)");
     }

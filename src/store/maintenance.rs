@@ -24,7 +24,10 @@ pub fn resend_decision(batch: &BatchSummary, force: bool) -> ResendDecision {
         "failed" | "retrying" | "pending" => ResendDecision::Requeue,
         "delivered" if force => ResendDecision::Requeue,
         "delivered" => {
-            ResendDecision::Refuse("already delivered; use --force to send it again".to_owned())
+            ResendDecision::Refuse(
+                "already delivered; to send it again, force it (`--force`, or `force=true` / \"force\": true over the admin API)"
+                    .to_owned(),
+            )
         }
         "sending" => ResendDecision::Refuse("being sent right now".to_owned()),
         "split" => ResendDecision::Refuse("split into smaller batches; resend those".to_owned()),

@@ -289,9 +289,18 @@ async fn acknowledged_events_survive_twenty_random_sigkills_and_reach_every_rout
         })
         .collect();
 
+    // The kill times come from a seed that is printed, so a failure can be
+    // replayed: CRASH_SEED=<seed> cargo test --test it crash.
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("crash test: CRASH_SEED={seed}");
+    let mut kill_times = fastrand::Rng::with_seed(seed);
     let mut logs = String::new();
     for _ in 0..KILLS {
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(150..1300))).await;
+        let wait = kill_times.u64(150..1300);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
         logs.push_str(&daemon.logs());
         daemon.kill();
         let config = config.clone();

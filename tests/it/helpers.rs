@@ -326,6 +326,24 @@ impl TestApp {
     }
 }
 
+/// Polls `holds` every 10 ms until it is true; fails the test, naming
+/// `what`, if it is still false after [`WAIT`]. Every wait in the suite has
+/// this deadline: on a busy machine things are late, never forever.
+pub async fn wait_until<F, Fut>(what: &str, mut holds: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !holds().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still waiting after {WAIT:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Says why a test that needs a real part (root, a file system feature)
 /// cannot run here, and passes; with `LDBRIDGE_REQUIRE_ROOT=1` (set by
 /// .ci/run, which runs as root) it fails instead, so CI always runs it.

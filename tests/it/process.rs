@@ -338,6 +338,58 @@ fn check_config_names_the_bad_key_exits_2_and_never_prints_a_secret() {
         "{}",
         String::from_utf8_lossy(&good.stderr)
     );
+    assert!(!String::from_utf8_lossy(&good.stderr).contains("warning"));
+
+    // Valid but useless: said, as `serve` says it.
+    let empty = check_config("[server]\nlisten = \"127.0.0.1:0\"\n");
+    assert!(empty.status.success());
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(stderr.contains("no sources configured"), "{stderr}");
+
+    // A mistyped secret scheme is an error, not a literal key.
+    let typo = check_config("[[segment_source]]\nname = \"web\"\nwrite_key = \"envv:WK\"\n");
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("unknown secret scheme `envv:`"));
+}
+
+#[test]
+fn an_operator_command_without_read_access_says_permission_denied_not_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("ldbridge.db"), b"").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("ldbridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"{}\"\n",
+            state.join("ldbridge.db").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // As another user (root reads everything): nobody, via setpriv.
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("stats")
+        .output();
+    let usable = output
+        .ok()
+        .filter(|output| !String::from_utf8_lossy(&output.stderr).contains("setpriv:"));
+    let Some(output) = usable else {
+        crate::helpers::skip("running a command as another user needs root and setpriv");
+        return;
+    };
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("permission denied"), "{stderr}");
+    assert!(stderr.contains("sudo"), "{stderr}");
 }
 
 #[test]

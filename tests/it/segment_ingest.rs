@@ -455,7 +455,12 @@ async fn a_full_writer_queue_answers_503_at_once_and_acknowledges_nothing() {
     // At most one request is in the writer and one in its queue: the others
     // come back 503 while the lock is still held.
     let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
     while refused < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two of four requests were not refused while the lock was held"
+        );
         let index = posts.iter().position(|p| p.is_finished());
         if let Some(index) = index {
             let reply = posts.remove(index).await.unwrap();

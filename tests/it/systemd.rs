@@ -201,9 +201,10 @@ async fn sigterm_during_steady_ingest_keeps_every_acknowledged_event() {
         }));
     }
     // Let ingest run, then stop it mid-stream.
-    while acknowledged.lock().unwrap().len() < 200 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    crate::helpers::wait_until("200 acknowledged events before SIGTERM", || async {
+        acknowledged.lock().unwrap().len() >= 200
+    })
+    .await;
     daemon.signal("TERM");
     for sender in senders {
         sender.await.unwrap();
