@@ -3,7 +3,7 @@
 //! nowhere else: 0 ok, 1 runtime error, 2 usage or config error, 3 nothing
 //! matched.
 
-use std::path::PathBuf;
+use std::{io::IsTerminal, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
@@ -117,10 +117,16 @@ impl FilterArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ResendArgs {
-    /// Batch ids; without them, --status (default failed) and the other filters select.
+    /// Batch ids; without them, --status (or --all-failed) and the other filters select.
     pub batch_ids: Vec<i64>,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Every failed batch (the same as --status failed).
+    #[arg(long, conflicts_with = "status")]
+    pub all_failed: bool,
+    /// Do not ask before requeueing (asked only when stdin is a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// Also resend delivered batches.
     #[arg(long)]
     pub force: bool,
@@ -325,15 +331,46 @@ pub fn batch_filter(
 }
 
 async fn resend(path: Option<&std::path::Path>, args: &ResendArgs) -> Result<(), Failure> {
-    // Without ids, the filters select, failed batches unless told otherwise.
-    let default_status = args.batch_ids.is_empty().then_some("failed");
-    let request = ops::ResendRequest {
+    // Without ids, a status must be named: a bare `resend` requeueing every
+    // failed batch surprised people.
+    let status = args.all_failed.then_some("failed");
+    if args.batch_ids.is_empty() && status.is_none() && args.filter.status.is_none() {
+        return Err(Failure::Usage(
+            "resend needs batch ids, or a selection: --status failed (or --all-failed), \
+             with --route, --source, --since, --until to narrow it"
+                .to_owned(),
+        ));
+    }
+    let mut request = ops::ResendRequest {
         ids: args.batch_ids.clone(),
-        filter: args.filter.to_filter(default_status, 1_000_000)?,
+        filter: args.filter.to_filter(status, 1_000_000)?,
         force: args.force,
         dry_run: args.dry_run,
     };
     let store = open(path).await?;
+    if !args.dry_run && !args.yes && std::io::stdin().is_terminal() {
+        // A person at a terminal sees how many before anything changes.
+        let preview = ops::resend(
+            &store,
+            &ops::ResendRequest {
+                dry_run: true,
+                ..request.clone()
+            },
+            clock::now_ms(),
+        )
+        .await
+        .map_err(runtime)?;
+        if !confirm(&format!(
+            "Requeue {} batch(es) of {} matched? [y/N] ",
+            preview.requeued.len(),
+            preview.matched
+        )) {
+            store.close().await;
+            println!("Nothing was requeued.");
+            return Ok(());
+        }
+        request.ids = preview.requeued;
+    }
     let report = ops::resend(&store, &request, clock::now_ms())
         .await
         .map_err(runtime)?;
@@ -349,6 +386,16 @@ async fn resend(path: Option<&std::path::Path>, args: &ResendArgs) -> Result<(),
         print!("{}", report.text());
     }
     Ok(())
+}
+
+/// Asks `question` on the terminal; true for an answer starting with y.
+fn confirm(question: &str) -> bool {
+    use std::io::Write;
+    print!("{question}");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok()
+        && answer.trim_start().to_ascii_lowercase().starts_with('y')
 }
 
 async fn stats(path: Option<&std::path::Path>, json: bool) -> Result<(), Failure> {

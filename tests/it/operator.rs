@@ -63,7 +63,11 @@ async fn a_failed_batch_can_be_found_explained_and_resent_with_the_same_dedupe_i
             .len(),
         1
     );
-    let resend = app.cli(&["resend", "--status", "failed"]);
+    // A bare resend selects nothing: it must be told which (issue 14).
+    let bare = app.cli(&["resend"]);
+    assert_eq!(bare.code, 2, "{}", bare.stdout);
+    assert!(bare.stderr.contains("--status failed"), "{}", bare.stderr);
+    let resend = app.cli(&["resend", "--all-failed"]);
     assert_eq!(resend.code, 0, "{}", resend.stderr);
     assert!(resend.stdout.contains("requeued 1"), "{}", resend.stdout);
     app.dispatch_until(|counts| counts.get("delivered") == 2)
