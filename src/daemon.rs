@@ -516,8 +516,13 @@ fn reload(app: &App, path: Option<&Path>, log: Option<&LogControl>) {
         ),
         (
             "store",
-            running.store.path != fresh.store.path
-                || running.store.synchronous != fresh.store.synchronous,
+            // All of [store] is read at start but retain and the refusal
+            // log's rate, which apply at once.
+            crate::config::StoreConfig {
+                retain: running.store.retain,
+                refusal_log_per_second: running.store.refusal_log_per_second,
+                ..fresh.store.clone()
+            } != running.store,
         ),
         (
             "dispatch.schedule",
