@@ -67,6 +67,15 @@ pub enum Command {
     },
     /// The refusal log: messages and requests refused at ingest, newest first, and why.
     Refusals(RefusalsArgs),
+    /// Reload the running daemon's config (SIGHUP) and wait until it has applied or rejected it.
+    Reload {
+        /// The daemon's process id (systemd: $MAINPID); default: the one its status file names.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// How long to wait for the daemon's answer.
+        #[arg(long, default_value = "10s", value_name = "DURATION")]
+        timeout: String,
+    },
     /// Purge delivered and skipped data older than store.retain (what the retention job does).
     Purge {
         /// Instead of store.retain, e.g. 3d.
@@ -227,6 +236,7 @@ pub async fn run(cli: Cli, log_control: Option<crate::logging::LogControl>) -> R
         Command::Resend(args) => resend(path, &args).await,
         Command::Stats { json } => stats(path, json).await,
         Command::Refusals(args) => refusals(path, &args).await,
+        Command::Reload { pid, timeout } => reload(path, pid, &timeout),
         Command::Purge { older_than, json } => purge(path, older_than.as_deref(), json).await,
     }
 }
@@ -386,6 +396,24 @@ async fn resend(path: Option<&std::path::Path>, args: &ResendArgs) -> Result<(),
         print!("{}", report.text());
     }
     Ok(())
+}
+
+/// `ldbridge reload`: exit 0 once the daemon applied the file, 1 when it
+/// rejected it (or did not answer).
+fn reload(path: Option<&std::path::Path>, pid: Option<u32>, timeout: &str) -> Result<(), Failure> {
+    let timeout = humantime::parse_duration(timeout).map_err(|_| {
+        Failure::Usage(format!(
+            "--timeout: `{timeout}` is not a duration such as 10s"
+        ))
+    })?;
+    let store = StoreConfig::load(path)?;
+    match crate::reload::request(&store.path, pid, timeout) {
+        Ok(answer) => {
+            println!("{answer}");
+            Ok(())
+        }
+        Err(why) => Err(Failure::Runtime(anyhow::anyhow!(why))),
+    }
 }
 
 /// Asks `question` on the terminal; true for an answer starting with y.

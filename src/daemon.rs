@@ -50,6 +50,9 @@ pub struct App {
     pub writer: Writer,
     /// Room on the database's file system (the ingest watermark, the reserve).
     pub space: Arc<Space>,
+    /// The config the daemon started with: restart-only settings are
+    /// compared with it on reload.
+    started: Arc<Config>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<bool>>,
     writer_task: JoinHandle<()>,
@@ -137,6 +140,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
     let tick_allowance = tick_allowance(&config.dispatch.schedule);
     let schedule_text = config.dispatch.schedule.clone();
     let admin_listen = config.server.admin_listen;
+    let started = Arc::new(config.clone());
     let handle = ConfigHandle::new(config);
     let dispatcher = Dispatcher::new(store.clone(), handle.clone(), Arc::clone(&metrics));
     let scheduler = schedule::start(Arc::clone(&dispatcher), &schedule_text)
@@ -203,6 +207,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
         metrics,
         writer,
         space,
+        started,
         stop,
         servers,
         writer_task,
@@ -389,6 +394,9 @@ pub async fn serve(
     let app = started?;
     // Migrated, recovered, listening: only now is the service ready.
     notifier.notify("READY=1\nSTATUS=Serving");
+    // `ldbridge reload` finds the daemon, and its answers, here.
+    let mut generation = 0;
+    report_reload(&app, generation, true, "started".to_owned());
     let (stop_watchdog, watchdog_stopped) = watch::channel(false);
     let watchdog = tokio::spawn(watchdog(
         Arc::clone(&notifier),
@@ -399,13 +407,35 @@ pub async fn serve(
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => reload(&app, config_path.as_deref(), log.as_ref()),
+            _ = hangup.recv() => {
+                generation += 1;
+                let (ok, message) = match reload(&app, config_path.as_deref(), log.as_ref()) {
+                    Ok(changed) => (true, changed),
+                    Err(error) => (false, error),
+                };
+                report_reload(&app, generation, ok, message);
+            }
         }
     }
     notifier.notify("STOPPING=1\nSTATUS=Stopping");
     let _ = stop_watchdog.send(true);
     let _ = watchdog.await;
     app.shutdown().await
+}
+
+/// Writes the reload status file (see `crate::reload`); a failure is only
+/// logged: reloading works without it, `ldbridge reload` does not.
+fn report_reload(app: &App, generation: u64, ok: bool, message: String) {
+    let status = crate::reload::Status {
+        pid: std::process::id(),
+        generation,
+        ok,
+        message,
+    };
+    let database = &app.started.store.path;
+    if let Err(error) = crate::reload::write(database, &status) {
+        tracing::warn!(%error, "Could not write the reload status file; `ldbridge reload` cannot wait for answers.");
+    }
 }
 
 /// What the watchdog checks, detached from `App` so it can run beside it.
@@ -496,53 +526,39 @@ async fn status_line(store: &Store, space: &Space) -> String {
 /// timeout), retention and the log filter apply at once; listeners, the
 /// store, the schedule and the writer queue keep their start-up values (a
 /// warning names any that changed). An invalid file changes nothing.
-fn reload(app: &App, path: Option<&Path>, log: Option<&LogControl>) {
+fn reload(app: &App, path: Option<&Path>, log: Option<&LogControl>) -> Result<String, String> {
     let fresh = match Config::load(path) {
         Ok(fresh) => fresh,
         Err(error) => {
             tracing::error!(%error, "Config reload failed; the running config is unchanged.");
-            return;
+            return Err(format!(
+                "rejected, the running config is unchanged: {error}"
+            ));
         }
     };
     let running = app.config.get();
-    let restart_needed: Vec<&str> = [
-        (
-            "server.listen",
-            running.server.listen != fresh.server.listen,
-        ),
-        (
-            "server.admin_listen",
-            running.server.admin_listen != fresh.server.admin_listen,
-        ),
-        (
-            "store",
-            // All of [store] is read at start but retain and the refusal
-            // log's rate, which apply at once.
-            crate::config::StoreConfig {
-                retain: running.store.retain,
-                refusal_log_per_second: running.store.refusal_log_per_second,
-                ..fresh.store.clone()
-            } != running.store,
-        ),
-        (
-            "dispatch.schedule",
-            running.dispatch.schedule != fresh.dispatch.schedule,
-        ),
-        (
-            "dispatch.writer_queue",
-            running.dispatch.writer_queue != fresh.dispatch.writer_queue,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(key, changed)| changed.then_some(key))
-    .collect();
+    let restart_needed = crate::config::diff::restart_only(&app.started, &fresh);
     if !restart_needed.is_empty() {
         tracing::warn!(keys = %restart_needed.join(", "), "Changed settings that take effect only after a restart.");
     }
+    let applied = crate::config::diff::applied(&running, &fresh);
     if let Some(log) = log {
         log.apply(fresh.server.log_filter.as_deref());
     }
     let sources = fresh.segment_sources.len() + fresh.launchdarkly_sources.len();
     app.config.replace(fresh);
-    tracing::info!(sources, "Config reloaded.");
+    let changed = if applied.is_empty() {
+        "nothing".to_owned()
+    } else {
+        applied.join("; ")
+    };
+    tracing::info!(sources, %changed, "Config reloaded.");
+    let mut answer = format!("reloaded; changed: {changed}");
+    if !restart_needed.is_empty() {
+        answer.push_str(&format!(
+            "; take effect only after a restart: {}",
+            restart_needed.join(", ")
+        ));
+    }
+    Ok(answer)
 }

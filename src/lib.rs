@@ -15,6 +15,7 @@
 //! map/           pure: segment_to_ld.rs
 //! deliver/       outbound HTTP: launchdarkly.rs (request build), send
 //! retry.rs       pure: classify(answer) → action, next_attempt_at(n, now, retry_after)
+//! reload.rs      the reload handshake: the daemon's status file, `ldbridge reload`
 //! receiver.rs    loopback stand-in for Segment/LaunchDarkly (demo, tests, benchmarks)
 //! demo.rs        `ldbridge demo`
 //! clock.rs       Unix-ms time, RFC 3339 in and out
@@ -52,6 +53,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod receiver;
+pub mod reload;
 pub mod retry;
 pub mod server;
 pub mod space;

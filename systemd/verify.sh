@@ -3,8 +3,7 @@
 # config against a built ldbridge binary. CI runs it after `cargo test`; by
 # hand: systemd/verify.sh [path/to/ldbridge] (default target/debug/ldbridge).
 #
-# Needs systemd-analyze (Debian package systemd) and /bin/kill (procps), which
-# the unit's ExecReload= uses; no running systemd.
+# Needs systemd-analyze (Debian package systemd); no running systemd.
 #
 # `systemd-analyze verify` insists that every Exec*= binary exists and that
 # man: pages in Documentation= resolve, so it checks a copy of the unit whose

@@ -27,6 +27,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod diff;
 mod parse;
 mod raw;
 mod resolve;

@@ -246,3 +246,58 @@ async fn a_sighup_right_after_the_ready_line_reloads_instead_of_killing_the_daem
     assert_eq!(post(&HttpClient::new(), &daemon, "k", "alive").await, 200);
     daemon.kill();
 }
+
+/// Runs `ldbridge --config <config> reload`; returns its exit code and output.
+fn reload_command(config: &Path) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldbridge"))
+        .arg("--config")
+        .arg(config)
+        .arg("reload")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ldbridge_reload_returns_once_the_new_config_serves_and_fails_when_it_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_key(dir.path(), "key-one");
+    let daemon = Daemon::start(&config);
+    let client = HttpClient::new();
+    // What `systemctl reload` runs (ExecReload=): when it returns, the new
+    // key is taken, with no polling (issue 14: a script raced the reload).
+    config_with_key(dir.path(), "key-two");
+    let (code, text) = reload_command(&config);
+    assert_eq!(code, 0, "{text}\n{}", daemon.logs());
+    assert!(text.contains("segment_source changed: web"), "{text}");
+    assert_eq!(post(&client, &daemon, "key-two", "right-after").await, 200);
+    assert_eq!(post(&client, &daemon, "key-one", "old-key").await, 401);
+
+    // A file the daemon rejects: exit 1, the reason, and the running config
+    // serves on.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("[dispatch]\n", "[dispatch]\nmax_in_flight = 0\n"),
+    )
+    .unwrap();
+    let (code, text) = reload_command(&config);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("rejected") && text.contains("max_in_flight"),
+        "{text}"
+    );
+    assert_eq!(post(&client, &daemon, "key-two", "after-bad").await, 200);
+    // A file that does not even parse: the command says so (exit 2) and
+    // signals nothing.
+    std::fs::write(&config, "[server\nlisten = ").unwrap();
+    let (code, text) = reload_command(&config);
+    assert_eq!(code, 2, "{text}");
+    assert_eq!(post(&client, &daemon, "key-two", "after-broken").await, 200);
+    daemon.kill();
+}
