@@ -40,7 +40,11 @@ pub enum Command {
     /// Run the daemon.
     Serve,
     /// Run the real daemon against local stand-in receivers, send sample traffic, print what arrived.
-    Demo,
+    Demo {
+        /// Print every payload each stand-in received, and the delivery log.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Validate the config (and that its secrets resolve) without starting.
     CheckConfig,
     /// List batches, newest first.
@@ -229,7 +233,14 @@ pub async fn run(cli: Cli, log_control: Option<crate::logging::LogControl>) -> R
             Ok(())
         }
         Command::CheckConfig => check_config(path),
-        Command::Demo => Ok(crate::demo::run().await?),
+        Command::Demo { verbose } => {
+            // The daemon's lifecycle lines would bury the summary; warnings
+            // (the operator loop's retries) still show.
+            if let (Some(log), false) = (&log_control, verbose) {
+                log.apply(Some("warn"));
+            }
+            Ok(crate::demo::run(verbose).await?)
+        }
         Command::Log(args) => log(path, &args).await,
         Command::Show { batch_id, json } => show(path, batch_id, json).await,
         Command::Explain { id, json } => explain(path, &id, json).await,

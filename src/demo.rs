@@ -136,7 +136,12 @@ pub fn config(
     Ok(config)
 }
 
-pub async fn run() -> anyhow::Result<()> {
+/// `ldbridge demo`: the real daemon, sample traffic through the real
+/// endpoints, then a summary that fits a screen (each route's first
+/// request in and its payload out, counts by route and status) and the
+/// operator loop (a batch retrying, failed, resent, delivered with the same
+/// payload id). `verbose` prints every payload each stand-in received.
+pub async fn run(verbose: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let launchdarkly = Receiver::start()
         .await
@@ -145,11 +150,13 @@ pub async fn run() -> anyhow::Result<()> {
         .await
         .context("starting the stand-in receivers")?;
     segment.set_default(crate::receiver::Reply::status(200).body(r#"{"success":true}"#));
-    let config = config(
+    let mut config = config(
         &dir.path().join("ldbridge.db"),
         &launchdarkly.url(),
         &segment.url(),
     )?;
+    // Quick retries, so the operator loop below takes seconds.
+    config.dispatch.retry_schedule = vec![Duration::from_secs(1)];
     let app = daemon::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
     println!("ldbridge demo: daemon on http://{}", app.ingest_addr);
     println!(
@@ -161,35 +168,172 @@ pub async fn run() -> anyhow::Result<()> {
     for (n, (path, body, how)) in SAMPLES.iter().enumerate() {
         let request = sample_request(&format!("http://{}{path}", app.ingest_addr), body, how, n)?;
         let reply = client.send(&request, Duration::from_secs(10)).await;
-        println!(
-            "POST {path:<40} ({how:<10}) → {} {}",
-            reply
-                .http_status()
-                .map_or("error".to_owned(), |s| s.to_string()),
-            reply.excerpt.unwrap_or_default()
-        );
+        let status = reply
+            .http_status()
+            .map_or("error".to_owned(), |s| s.to_string());
+        let answer = crate::ops::truncate(&reply.excerpt.unwrap_or_default(), 40);
+        println!("POST {path:<40} ({how:<10}) → {status} {answer}");
     }
     wait_for_delivery(&app.store).await?;
-    println!("\nDelivery log (ldbridge log):\n");
-    let filter = queries::BatchFilter {
-        limit: 50,
-        ..Default::default()
-    };
-    print!(
-        "{}",
-        crate::ops::batch_table(&queries::list_batches(&app.store, &filter).await?)
-    );
-    println!("\nDeliveries by route and status:");
+    println!("\nDeliveries by route and status (ldbridge stats):");
     for (route, status, count) in queries::delivery_counts(&app.store).await? {
         println!("  {route:<24} {status:<10} {count}");
     }
-    print_received("LaunchDarkly", &launchdarkly);
-    print_received("Segment", &segment);
+    if verbose {
+        println!("\nDelivery log (ldbridge log):\n");
+        let filter = queries::BatchFilter {
+            limit: 50,
+            ..Default::default()
+        };
+        print!(
+            "{}",
+            crate::ops::batch_table(&queries::list_batches(&app.store, &filter).await?)
+        );
+        print_received("LaunchDarkly", &launchdarkly.requests());
+        print_received("Segment", &segment.requests());
+    } else {
+        println!("\nWhat each destination got (--verbose prints every payload):");
+        print_first_per_path("LaunchDarkly", &launchdarkly.requests());
+        print_first_per_path("Segment", &segment.requests());
+    }
+    operator_loop(&app, &client, &launchdarkly).await?;
     app.shutdown().await
 }
 
-fn print_received(name: &str, receiver: &Receiver) {
-    for (n, request) in receiver.requests().iter().enumerate() {
+/// A batch LaunchDarkly refuses: `retrying` after a 503, `failed` after a
+/// 401, then `ldbridge resend`, and delivered with the same payload id.
+async fn operator_loop(
+    app: &daemon::App,
+    client: &HttpClient,
+    launchdarkly: &Receiver,
+) -> anyhow::Result<()> {
+    println!("\nThe operator loop: LaunchDarkly answers 503, then 401, then accepts.");
+    let before = launchdarkly.requests().len();
+    launchdarkly.push(crate::receiver::Reply::status(503));
+    launchdarkly.push(crate::receiver::Reply::status(401).body(r#"{"message":"unauthorized"}"#));
+    let body = r#"{"userId":"user-42","event":"Demo Checkout","messageId":"demo-operator-loop"}"#;
+    let request = sample_request(
+        &format!("http://{}/v1/track", app.ingest_addr),
+        body,
+        "basic",
+        99,
+    )?;
+    client.send(&request, Duration::from_secs(10)).await;
+    let batch = wait_for_batch(&app.store, None, "failed").await?;
+    let show = crate::ops::show(&app.store, batch).await?;
+    if let Some(detail) = show {
+        let attempts: Vec<String> = detail
+            .attempts
+            .iter()
+            .map(|a| {
+                format!(
+                    "#{} {} → {}",
+                    a.attempt,
+                    a.http_status.map_or("-".to_owned(), |s| s.to_string()),
+                    a.outcome
+                )
+            })
+            .collect();
+        println!(
+            "  batch {batch} ({}): {}; attempts {}",
+            detail.batch.route,
+            detail.batch.status,
+            attempts.join(", ")
+        );
+    }
+    println!("$ ldbridge resend {batch}");
+    let report = crate::ops::resend(
+        &app.store,
+        &crate::ops::ResendRequest {
+            ids: vec![batch],
+            ..Default::default()
+        },
+        clock::now_ms(),
+    )
+    .await?;
+    print!("  {}", report.text());
+    wait_for_batch(&app.store, Some(batch), "delivered").await?;
+    let ids: Vec<String> = launchdarkly.requests()[before..]
+        .iter()
+        .filter_map(|request| {
+            request
+                .header("x-launchdarkly-payload-id")
+                .map(str::to_owned)
+        })
+        .collect();
+    let same = ids.windows(2).all(|pair| pair[0] == pair[1]);
+    println!(
+        "  batch {batch}: delivered; {} attempts, payload id {} each time{}",
+        ids.len(),
+        ids.first().map_or("-", String::as_str),
+        if same { "" } else { " (they differed!)" }
+    );
+    Ok(())
+}
+
+/// Batch `id` (or else the newest segment-to-launchdarkly batch) once it
+/// is in `status` (30 s at most).
+async fn wait_for_batch(
+    store: &crate::store::Store,
+    id: Option<i64>,
+    status: &str,
+) -> anyhow::Result<i64> {
+    let deadline = clock::now_ms() + 30_000;
+    loop {
+        let batch = match id {
+            Some(id) => queries::batch(store, id).await?,
+            None => {
+                let filter = queries::BatchFilter {
+                    route: Some("segment-to-launchdarkly".to_owned()),
+                    limit: 1,
+                    ..Default::default()
+                };
+                queries::list_batches(store, &filter)
+                    .await?
+                    .into_iter()
+                    .next()
+            }
+        };
+        if let Some(batch) = batch.filter(|batch| batch.status == status) {
+            return Ok(batch.id);
+        }
+        if clock::now_ms() > deadline {
+            anyhow::bail!("the demo's batch did not become {status} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Each path's request count and the first event of its first request,
+/// on one line.
+fn print_first_per_path(name: &str, requests: &[crate::receiver::Recorded]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for request in requests {
+        if !seen.insert(request.path.clone()) {
+            continue;
+        }
+        let count = requests.iter().filter(|r| r.path == request.path).count();
+        let body = request.json();
+        let first = match &body {
+            serde_json::Value::Array(events) => events.first().cloned(),
+            serde_json::Value::Object(object) => object
+                .get("batch")
+                .and_then(|batch| batch.as_array()?.first().cloned())
+                .or(Some(body.clone())),
+            _ => None,
+        };
+        let first = serde_json::to_string(&first.unwrap_or_default()).unwrap_or_default();
+        println!(
+            "  {name} {} {} ({count} request(s)), first event:\n    {}",
+            request.method,
+            request.path,
+            crate::ops::truncate(&first, 150)
+        );
+    }
+}
+
+fn print_received(name: &str, requests: &[crate::receiver::Recorded]) {
+    for (n, request) in requests.iter().enumerate() {
         println!(
             "\n{name} stand-in, request {}: {} {}",
             n + 1,

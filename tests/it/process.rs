@@ -435,9 +435,30 @@ fn the_demo_runs_end_to_end_and_shows_delivered_batches_and_payloads() {
         "{stdout}"
     );
     assert!(stdout.contains("delivered"), "{stdout}");
-    assert!(stdout.contains("\"kind\": \"custom\""), "{stdout}");
+    assert!(stdout.contains("\"kind\":\"custom\""), "{stdout}");
     assert!(
         stdout.contains("/events/bulk/6488674dc2ea1d6673731ba2"),
         "{stdout}"
     );
+    // A summary that fits a screen (it printed 1,264 lines: issue 14)…
+    assert!(stdout.lines().count() <= 60, "{stdout}");
+    // …and the operator loop: retrying, failed, resent, delivered, one payload id.
+    assert!(
+        stdout.contains("attempts #1 503 → retrying, #2 401 → failed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("$ ldbridge resend"), "{stdout}");
+    assert!(
+        stdout.contains("delivered; 3 attempts, payload id") && stdout.contains("each time"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("differed"), "{stdout}");
+    // --verbose: every payload, as before.
+    let verbose = Command::new(binary())
+        .args(["demo", "--verbose"])
+        .output()
+        .unwrap();
+    let verbose = String::from_utf8_lossy(&verbose.stdout);
+    assert!(verbose.contains("\"kind\": \"custom\""), "{verbose}");
+    assert!(verbose.lines().count() > 200, "{verbose}");
 }
