@@ -205,6 +205,12 @@ impl Dispatcher {
         for batch in claimed.batches {
             jobs.push(self.reload(&config, batch, now).await?);
         }
+        if jobs.is_empty() && outcome.events_skipped == 0 {
+            // Nothing formed, settled or claimed (another writer took it
+            // between the look and the claim): idle, so `drain` stops.
+            outcome.idle = true;
+            return Ok(outcome);
+        }
         self.send_all(&config, jobs, &mut outcome).await?;
         Ok(outcome)
     }
