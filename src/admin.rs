@@ -216,21 +216,20 @@ impl Admin {
                 Ok(json_answer(StatusCode::OK, &found.json()))
             }
             (Method::GET, ["api", "refusals"]) => {
-                let args = crate::cli::RefusalsArgs {
-                    since: query_param(&query, "since"),
-                    source: query_param(&query, "source"),
-                    reason: query_param(&query, "reason"),
-                    limit: match query_param(&query, "limit") {
-                        Some(limit) => limit.parse().map_err(|_| {
-                            error_answer(StatusCode::BAD_REQUEST, "limit must be a number")
-                        })?,
-                        None => 50,
-                    },
-                    json: true,
+                let limit = match query_param(&query, "limit") {
+                    Some(limit) => limit.parse().map_err(|_| {
+                        error_answer(StatusCode::BAD_REQUEST, "limit must be a number")
+                    })?,
+                    None => 50,
                 };
-                let filter = args.to_filter().map_err(|failure| {
-                    error_answer(StatusCode::BAD_REQUEST, &failure.to_string())
-                })?;
+                let filter = ops::filters::refusal_filter(
+                    query_param(&query, "since").as_deref(),
+                    query_param(&query, "source").as_deref(),
+                    query_param(&query, "reason").as_deref(),
+                    limit,
+                    clock::now_ms(),
+                )
+                .map_err(|reason| error_answer(StatusCode::BAD_REQUEST, &reason))?;
                 let found = ops::refusals::list(&self.store, &filter)
                     .await
                     .map_err(internal)?;
@@ -365,8 +364,8 @@ fn filter_from(
     until: Option<&str>,
     limit: usize,
 ) -> Result<queries::BatchFilter, ApiError> {
-    crate::cli::batch_filter(status, route, source, since, until, limit)
-        .map_err(|failure| error_answer(StatusCode::BAD_REQUEST, &failure.to_string()))
+    ops::filters::batch_filter(status, route, source, since, until, limit, clock::now_ms())
+        .map_err(|reason| error_answer(StatusCode::BAD_REQUEST, &reason))
 }
 
 fn batch_filter(query: &str) -> Result<queries::BatchFilter, ApiError> {

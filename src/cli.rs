@@ -5,14 +5,15 @@
 
 use std::{io::IsTerminal, path::PathBuf};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::{
     clock,
     config::{Config, ConfigError, StoreConfig},
+    logging::LogFormat,
     ops,
-    store::{log::BatchFilter, refusals::RefusalFilter, Route, Store, StoreOptions},
+    store::{log::BatchFilter, refusals::RefusalFilter, Store, StoreOptions},
 };
 
 /// ldbridge: a durable bridge between Segment and LaunchDarkly.
@@ -27,12 +28,6 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,14 +112,16 @@ impl FilterArgs {
         default_status: Option<&str>,
         limit: usize,
     ) -> Result<BatchFilter, Failure> {
-        batch_filter(
+        ops::filters::batch_filter(
             self.status.as_deref().or(default_status),
             self.route.as_deref(),
             self.source.as_deref(),
             self.since.as_deref(),
             self.until.as_deref(),
             limit,
+            clock::now_ms(),
         )
+        .map_err(Failure::Usage)
     }
 }
 
@@ -185,17 +182,14 @@ pub struct RefusalsArgs {
 impl RefusalsArgs {
     /// The store filter (shared with the admin API's query parameters).
     pub fn to_filter(&self) -> Result<RefusalFilter, Failure> {
-        Ok(RefusalFilter {
-            since: self
-                .since
-                .as_deref()
-                .map(|t| parse_time(t, clock::now_ms()))
-                .transpose()?,
-            source: self.source.clone(),
-            code: self.reason.clone(),
-            message_id: None,
-            limit: self.limit.max(1),
-        })
+        ops::filters::refusal_filter(
+            self.since.as_deref(),
+            self.source.as_deref(),
+            self.reason.as_deref(),
+            self.limit,
+            clock::now_ms(),
+        )
+        .map_err(Failure::Usage)
     }
 }
 
@@ -308,47 +302,6 @@ async fn refusals(path: Option<&std::path::Path>, args: &RefusalsArgs) -> Result
         print!("{}", ops::refusals::table(&found));
     }
     Ok(())
-}
-
-/// Checks `--route` and `--status` and parses `--since`/`--until`
-/// (shared with the admin API's query parameters).
-pub fn batch_filter(
-    status: Option<&str>,
-    route: Option<&str>,
-    source: Option<&str>,
-    since: Option<&str>,
-    until: Option<&str>,
-    limit: usize,
-) -> Result<BatchFilter, Failure> {
-    const STATUSES: [&str; 6] = [
-        "pending",
-        "sending",
-        "delivered",
-        "retrying",
-        "failed",
-        "split",
-    ];
-    let now = clock::now_ms();
-    if let Some(route) = route {
-        route.parse::<Route>().map_err(Failure::Usage)?;
-    }
-    if let Some(status) = status {
-        if !STATUSES.contains(&status) {
-            return Err(Failure::Usage(format!(
-                "unknown status `{status}` (expected one of {})",
-                STATUSES.join(", ")
-            )));
-        }
-    }
-    Ok(BatchFilter {
-        status: status.map(str::to_owned),
-        route: route.map(str::to_owned),
-        source: source.map(str::to_owned),
-        since: since.map(|t| parse_time(t, now)).transpose()?,
-        until: until.map(|t| parse_time(t, now)).transpose()?,
-        before_id: None,
-        limit: limit.max(1),
-    })
 }
 
 async fn resend(path: Option<&std::path::Path>, args: &ResendArgs) -> Result<(), Failure> {
@@ -542,18 +495,4 @@ async fn log(path: Option<&std::path::Path>, args: &LogArgs) -> Result<(), Failu
         print!("{}", ops::batch_table(&batches));
     }
     Ok(())
-}
-
-/// `T` of `--since`/`--until`: RFC 3339, or a duration ago (`2h`, `15m`, `7d`).
-pub fn parse_time(text: &str, now: i64) -> Result<i64, Failure> {
-    if let Some(at) = clock::parse_ms(text) {
-        return Ok(at);
-    }
-    humantime::parse_duration(text)
-        .map(|ago| now - ago.as_millis() as i64)
-        .map_err(|_| {
-            Failure::Usage(format!(
-                "`{text}` is neither an RFC 3339 time nor a duration such as 2h"
-            ))
-        })
 }

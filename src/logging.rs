@@ -13,7 +13,14 @@ use tracing_subscriber::{
     layer::SubscriberExt, reload, util::SubscriberInitExt, EnvFilter, Registry,
 };
 
-use crate::cli::LogFormat;
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line each, colour on a terminal.
+    Text,
+    /// One JSON object per line, for journald or a log shipper.
+    Json,
+}
 
 /// INFO for ldbridge; the scheduler crate narrates every start at INFO, so
 /// only its warnings.

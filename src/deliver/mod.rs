@@ -79,6 +79,20 @@ impl Reply {
     }
 }
 
+/// Serialises already-serialised JSON values as one JSON array (the body
+/// of a LaunchDarkly bulk post, the `batch` of a Segment one).
+pub fn json_array<'a>(elements: impl IntoIterator<Item = &'a str>) -> String {
+    let mut body = String::from("[");
+    for (n, element) in elements.into_iter().enumerate() {
+        if n > 0 {
+            body.push(',');
+        }
+        body.push_str(element);
+    }
+    body.push(']');
+    body
+}
+
 /// A pooled HTTP/HTTPS client (rustls, webpki roots); each send has a
 /// deadline covering connect, send and reading the answer.
 #[derive(Clone, Debug)]
@@ -203,4 +217,15 @@ fn transport_error(error: &hyper_util::client::legacy::Error) -> String {
         text.push_str(" (connect)");
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_array_joins_elements() {
+        assert_eq!(json_array([]), "[]");
+        assert_eq!(json_array(["1", "{\"a\":2}"]), "[1,{\"a\":2}]");
+    }
 }

@@ -30,9 +30,7 @@ pub fn batch_request(
 ) -> Result<Outbound, String> {
     let mut body = String::with_capacity(messages.iter().map(|m| m.len() + 1).sum::<usize>() + 128);
     body.push_str("{\"batch\":");
-    body.push_str(&crate::dispatch::batching::json_array(
-        messages.iter().map(String::as_str),
-    ));
+    body.push_str(&super::json_array(messages.iter().map(String::as_str)));
     body.push_str(",\"sentAt\":\"");
     body.push_str(&clock::format_ms(now));
     body.push_str("\",\"writeKey\":");

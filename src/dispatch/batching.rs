@@ -51,19 +51,6 @@ pub fn plan<K: PartialEq>(
     closed
 }
 
-/// Serialises already-serialised JSON values as one JSON array.
-pub fn json_array<'a>(elements: impl IntoIterator<Item = &'a str>) -> String {
-    let mut body = String::from("[");
-    for (n, element) in elements.into_iter().enumerate() {
-        if n > 0 {
-            body.push(',');
-        }
-        body.push_str(element);
-    }
-    body.push(']');
-    body
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,7 +83,7 @@ mod tests {
         let items = [("a", 4, false), ("a", 4, false), ("a", 4, false)];
         assert_eq!(plan(&items, 10, 11), vec![vec![0, 1], vec![2]]);
         assert_eq!(plan(&items, 10, 10), vec![vec![0], vec![1], vec![2]]);
-        let sizes: Vec<usize> = vec![json_array(["abcd", "abcd"]).len()];
+        let sizes: Vec<usize> = vec![crate::deliver::json_array(["abcd", "abcd"]).len()];
         assert_eq!(sizes, vec![11]);
     }
 
@@ -115,11 +102,5 @@ mod tests {
             ("a", 1, true),
         ];
         assert_eq!(plan(&items, 10, 1000), vec![vec![0, 2], vec![1], vec![3]]);
-    }
-
-    #[test]
-    fn json_array_joins_elements() {
-        assert_eq!(json_array([]), "[]");
-        assert_eq!(json_array(["1", "{\"a\":2}"]), "[1,{\"a\":2}]");
     }
 }

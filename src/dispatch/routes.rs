@@ -10,7 +10,6 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::batching;
 use crate::{
     config::{Config, LaunchDarklySource, SegmentSource},
     deliver::{launchdarkly, segment, Outbound},
@@ -194,7 +193,11 @@ pub fn request(
     elements: &[String],
     now: i64,
 ) -> Result<Outbound, String> {
-    let array = || Bytes::from(batching::json_array(elements.iter().map(String::as_str)));
+    let array = || {
+        Bytes::from(crate::deliver::json_array(
+            elements.iter().map(String::as_str),
+        ))
+    };
     match batch.route {
         Route::SegmentToLaunchDarkly => {
             let source = segment_source(config, &batch.source)?;
@@ -320,7 +323,9 @@ fn relay_request(
             None,
         )
     } else {
-        let body = Bytes::from(batching::json_array(elements.iter().map(String::as_str)));
+        let body = Bytes::from(crate::deliver::json_array(
+            elements.iter().map(String::as_str),
+        ));
         (
             body,
             meta.schema.as_deref(),

@@ -7,6 +7,7 @@
 //! within 100 columns, durations humanised). Reads and writes go through
 //! `store`; no SQL here.
 
+pub mod filters;
 pub mod refusals;
 
 use std::fmt::Write as _;
