@@ -3,23 +3,38 @@
 //!
 //! # Layout
 //!
+//! Top to bottom: a module imports only modules below it (`clock`,
+//! `config` and `metrics` are leaves every layer may use).
+//!
 //! ```text
-//! main.rs        thin: parse CLI, init tracing, run, map error → exit code
-//! cli.rs         clap commands; one small fn each; table/JSON printing
-//! config/        TOML → Config, secret references, validate()
-//! daemon.rs      serve: open store, start ingest + scheduler, shutdown order
-//! server.rs      the HTTP accept loop every listener shares
-//! ingest/        hyper service: segment.rs (parse, auth, validate → NewEvent), body.rs
-//! store/         the only SQL: open (WAL, pragmas), migrations, writer (group commit), queries
-//! dispatch/      scheduler wiring, run_once(route, now) → RunOutcome, batching
-//! map/           pure: segment_to_ld.rs
-//! deliver/       outbound HTTP: launchdarkly.rs (request build), send
-//! retry.rs       pure: classify(answer) → action, next_attempt_at(n, now, retry_after)
-//! reload.rs      the reload handshake: the daemon's status file, `ldbridge reload`
-//! receiver.rs    loopback stand-in for Segment/LaunchDarkly (demo, tests, benchmarks)
-//! demo.rs        `ldbridge demo`
-//! clock.rs       Unix-ms time, RFC 3339 in and out
-//! space.rs       free space on the store's file system: the ingest watermark, the reserve file
+//! main.rs          thin: parse CLI, init logging, run, map error → exit code
+//! cli.rs           clap commands; one small fn each; table/JSON printing
+//! demo.rs          `ldbridge demo`: the daemon against stand-ins, sample traffic, the operator loop
+//! daemon.rs        serve: open store, start ingest + admin + scheduler + room watch, reload, shutdown order
+//! admin.rs         admin API, /metrics, /healthz, /readyz
+//! server.rs        the HTTP accept loop every listener shares (timeouts, connection bound, drain)
+//! ingest/          the ingest service: mod.rs (routing, answers), segment.rs + normalize.rs
+//!                  (Segment requests, message by message), launchdarkly.rs (SDK payloads),
+//!                  message.rs (one-level JSON), body.rs (limits, gzip), cors.rs,
+//!                  surrogates.rs (lone \u escapes), refusal_log.rs (rows, rate, redaction)
+//! dispatch/        run_once(route, now) → RunOutcome: batching.rs (plan), routes.rs
+//!                  (prepare events, build requests), schedule.rs (cron and retention jobs)
+//! map/             pure: segment_to_ld.rs, ld_to_segment.rs, segment_relay.rs
+//! deliver/         outbound HTTP: launchdarkly.rs, segment.rs (requests), mod.rs (client, send)
+//! retry.rs         pure: classify(answer) → action, next_attempt_at(n, now, retry_after)
+//! ops/             operator views (log, show, explain, resend, stats, purge), refusals.rs,
+//!                  filters.rs (the words of --status/--since and the API's parameters)
+//! store/           the only SQL: open, migrations, writer.rs (group commit), dispatch.rs
+//!                  (claims, attempts), log.rs (operator queries), maintenance.rs (resend,
+//!                  retention, heartbeat), refusals.rs, body.rs (stored Segment bodies)
+//! space.rs         room on the store's file system: the ingest watermark, the reserve file
+//! reload.rs        the reload handshake: the daemon's status file, `ldbridge reload`
+//! notify.rs        sd_notify
+//! logging.rs       tracing setup, --log-format, the reloadable filter
+//! receiver.rs      loopback stand-in for Segment/LaunchDarkly (demo, tests, benchmarks)
+//! config/          TOML → Config, secret references, validate(), diff.rs (what a reload changes)
+//! metrics.rs       the Prometheus registry and its recording helpers
+//! clock.rs         Unix-ms time, RFC 3339 in and out
 //! ```
 //!
 //! # Data flow

@@ -1,6 +1,7 @@
 //! Wires the dispatcher to tokio-cron-scheduler: every tick of
 //! `dispatch.schedule` calls [`Dispatcher::tick`], which starts a drain of
-//! each route not already running. No logic lives here.
+//! each route not already running; and the hourly retention job, which
+//! purges what `store.retain` lets go (`ops::purge`).
 
 use std::sync::Arc;
 
