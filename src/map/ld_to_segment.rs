@@ -40,7 +40,7 @@ type Fields = Map<String, Value>;
 /// Where an event came from: what the mapping needs besides the event.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
-    /// "<X-LaunchDarkly-Payload-ID>:<index in the payload, 0-based>": the
+    /// `<X-LaunchDarkly-Payload-ID>:<index in the payload, 0-based>`: the
     /// stored event's dedupe key, the name hashed into messageId and eventId.
     pub dedupe_key: &'a str,
     /// LaunchDarkly project id from config (`properties.project`; omitted when None).

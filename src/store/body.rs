@@ -31,7 +31,7 @@ pub fn row_fields<'r>(row: &Row<'r>, received_text: &'r str) -> [(&'static str, 
     ]
 }
 
-/// Puts back what [`strip`] left out: fields absent from `message` take the
+/// Puts back what ingest left out: fields absent from `message` take the
 /// row's values (`type` first, as Segment's libraries send it). Bodies
 /// stored whole (before migration 0004) are unchanged.
 pub fn restore(message: &mut Value, row: Row<'_>) {

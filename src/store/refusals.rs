@@ -1,7 +1,7 @@
 //! The refusal log's queries: what ingest refused, and why.
 //!
 //! Rows are written by the ingest writer, inside its group commit
-//! ([`insert`]), so a message refused within an accepted batch is on record
+//! (`insert`), so a message refused within an accepted batch is on record
 //! exactly when the rest of the batch is. The table keeps the newest
 //! `store.refusal_log_max_rows` rows (older ones are dropped in the same
 //! transaction) and retention purges rows older than `store.retain`.

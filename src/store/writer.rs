@@ -42,7 +42,7 @@ pub struct IngestBatch {
     pub meta: Option<String>,
     /// A LaunchDarkly payload id: the request is stored once per (payload
     /// id, source), as a whole, and its events' dedupe keys are derived
-    /// from it ("<payload id>:<index>"); their own keys are not stored.
+    /// from it (`<payload id>:<index>`); their own keys are not stored.
     /// `None`: each event is deduplicated by its own `dedupe_key`.
     pub payload_id: Option<String>,
     /// One `pending` delivery per route is created for every new event.
