@@ -17,7 +17,7 @@ use crate::clock;
 
 /// Segment's limit per message, strict (segment.md §7.1: the libraries use
 /// 32,000 bytes).
-pub const MAX_MESSAGE_BYTES: usize = 32_000;
+pub const MAX_SENT_MESSAGE_BYTES: usize = 32_000;
 
 /// Builds the batch request for `messages` (each already a serialised
 /// Segment message). Fails only if the write key cannot be a header value

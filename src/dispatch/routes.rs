@@ -96,7 +96,7 @@ pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> 
         Route::SegmentToLaunchDarkly => from_mapped(map::segment_to_ld::map(&value, now), None),
         Route::SegmentRelay => from_mapped(
             map::segment_relay::map(&value),
-            Some(segment::MAX_MESSAGE_BYTES),
+            Some(segment::MAX_SENT_MESSAGE_BYTES),
         ),
         Route::LaunchDarklyToSegment => {
             let meta = parse_meta(event);
@@ -116,7 +116,7 @@ pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> 
             };
             from_mapped(
                 ld_to_segment::map(&value, &origin),
-                Some(segment::MAX_MESSAGE_BYTES),
+                Some(segment::MAX_SENT_MESSAGE_BYTES),
             )
         }
         Route::LaunchDarklyRelay => relay_lane(event),

@@ -23,8 +23,10 @@ use crate::{
     store::{writer::IngestBatch, Protocol, Route},
 };
 
-/// Segment's per-message limit, applied to each message as sent (bytes).
-pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+/// The largest Segment message ingest accepts (32 KiB, as analytics-python
+/// counts Segment's 32 KB); what goes out is held to
+/// `deliver::segment::MAX_SENT_MESSAGE_BYTES`, the strictest library's.
+pub const MAX_ACCEPTED_MESSAGE_BYTES: usize = 32 * 1024;
 
 /// A Segment ingest path: one message of a known type, a batch envelope, or
 /// what Segment's Webhooks destinations push (one message or an array).
@@ -354,14 +356,14 @@ fn single_message(body: &[u8]) -> Item<'_> {
             )),
         };
     };
-    if body.len() > MAX_MESSAGE_BYTES {
+    if body.len() > MAX_ACCEPTED_MESSAGE_BYTES {
         return Item {
             raw: text,
             message: Err(Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "message_too_large",
                 format!(
-                    "message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message",
+                    "message is {} bytes; Segment's limit is {MAX_ACCEPTED_MESSAGE_BYTES} bytes per message",
                     body.len()
                 ),
             )),
@@ -420,11 +422,11 @@ fn item_message(item: &RawValue, label: Label) -> Item<'_> {
         let place = place.trim_end_matches('.');
         Refusal::new(StatusCode::BAD_REQUEST, code, format!("{place}: {reason}"))
     };
-    let message = if raw.len() > MAX_MESSAGE_BYTES {
+    let message = if raw.len() > MAX_ACCEPTED_MESSAGE_BYTES {
         Err(refuse(
             "message_too_large",
             format!(
-                "message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES} bytes per message",
+                "message is {} bytes; Segment's limit is {MAX_ACCEPTED_MESSAGE_BYTES} bytes per message",
                 raw.len()
             ),
         ))
