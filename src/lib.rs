@@ -17,8 +17,8 @@
 //!                  (Segment requests, message by message), launchdarkly.rs (SDK payloads),
 //!                  message.rs (one-level JSON), body.rs (limits, gzip), cors.rs,
 //!                  surrogates.rs (lone \u escapes), refusal_log.rs (rows, rate, redaction)
-//! dispatch/        run_once(route, now) → RunOutcome: batching.rs (plan), routes.rs
-//!                  (prepare events, build requests), schedule.rs (cron and retention jobs)
+//! dispatch/        run_once(route, now) → RunOutcome: batching.rs (plan), prepare.rs
+//!                  (prepare events, pick a batch's destination), schedule.rs (cron, retention)
 //! map/             pure: segment_to_ld.rs, ld_to_segment.rs, segment_relay.rs
 //! deliver/         outbound HTTP: launchdarkly.rs, segment.rs (requests), mod.rs (client, send)
 //! retry.rs         pure: classify(answer) → action, next_attempt_at(n, now, retry_after)

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 
 use super::Outbound;
+use crate::store::LdEndpoint;
 
 /// Where and how to post: one of the two LaunchDarkly credentials.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +93,38 @@ pub fn request(events_url: &str, spec: &Request<'_>, body: Bytes) -> Result<Outb
     })
 }
 
+/// The credential a relayed payload is sent with: the source's key of the
+/// kind the SDK used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKey {
+    Sdk,
+    Mobile,
+    /// Browser paths carry the client-side id in the path instead.
+    None,
+}
+
+/// Where the relay sends a payload that came in on `endpoint` (a
+/// diagnostic or analytics post; `env` is a browser path's client-side
+/// id): the events service's path for it, and which key goes with it.
+/// `Err` names what is missing.
+pub fn relay_target(
+    endpoint: LdEndpoint,
+    diagnostic: bool,
+    env: Option<&str>,
+) -> Result<(String, RelayKey), &'static str> {
+    Ok(match (endpoint, diagnostic) {
+        (LdEndpoint::Server, false) => ("/bulk".to_owned(), RelayKey::Sdk),
+        (LdEndpoint::Server, true) => ("/diagnostic".to_owned(), RelayKey::Sdk),
+        (LdEndpoint::Mobile, false) => ("/mobile".to_owned(), RelayKey::Mobile),
+        (LdEndpoint::Mobile, true) => ("/mobile/events/diagnostic".to_owned(), RelayKey::Mobile),
+        (LdEndpoint::Client, diagnostic) => {
+            let env = env.ok_or("client-side id")?;
+            let kind = if diagnostic { "diagnostic" } else { "bulk" };
+            (format!("/events/{kind}/{env}"), RelayKey::None)
+        }
+    })
+}
+
 /// The analytics POST of a mapped batch (schema 4): `/events/bulk/{id}` for
 /// a client-side id (what Segment's LaunchDarkly destination uses), or
 /// `/bulk` with the SDK key.
@@ -126,6 +159,37 @@ mod tests {
             .iter()
             .find(|(key, _)| key.as_str() == name)
             .and_then(|(_, value)| value.to_str().ok())
+    }
+
+    #[test]
+    fn a_relayed_payload_goes_to_the_path_it_came_in_by_with_the_same_kind_of_key() {
+        use crate::store::LdEndpoint::*;
+        let target = |endpoint, diagnostic, env| relay_target(endpoint, diagnostic, env);
+        assert_eq!(
+            target(Server, false, None),
+            Ok(("/bulk".to_owned(), RelayKey::Sdk))
+        );
+        assert_eq!(
+            target(Server, true, None),
+            Ok(("/diagnostic".to_owned(), RelayKey::Sdk))
+        );
+        assert_eq!(
+            target(Mobile, false, None),
+            Ok(("/mobile".to_owned(), RelayKey::Mobile))
+        );
+        assert_eq!(
+            target(Mobile, true, None),
+            Ok(("/mobile/events/diagnostic".to_owned(), RelayKey::Mobile))
+        );
+        assert_eq!(
+            target(Client, false, Some("abc")),
+            Ok(("/events/bulk/abc".to_owned(), RelayKey::None))
+        );
+        assert_eq!(
+            target(Client, true, Some("abc")),
+            Ok(("/events/diagnostic/abc".to_owned(), RelayKey::None))
+        );
+        assert_eq!(target(Client, false, None), Err("client-side id"));
     }
 
     #[test]

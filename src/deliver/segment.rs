@@ -18,6 +18,11 @@ use crate::clock;
 /// Segment's limit per message, strict (segment.md §7.1: the libraries use
 /// 32,000 bytes).
 pub const MAX_SENT_MESSAGE_BYTES: usize = 32_000;
+/// Messages a request may carry (segment.md §7.1: 2,500 a request).
+pub const MAX_BATCH_MESSAGES: usize = 2_500;
+/// Bytes of messages a request may carry, leaving room for the envelope
+/// within Segment's 500 KB (segment.md §7.1; analytics-python cuts at this).
+pub const MAX_BATCH_BYTES: usize = 475_000;
 
 /// Builds the batch request for `messages` (each already a serialised
 /// Segment message). Fails only if the write key cannot be a header value

@@ -8,7 +8,7 @@
 //! Runs of one route never overlap; routes never wait for each other.
 
 pub mod batching;
-pub mod routes;
+pub mod prepare;
 pub mod schedule;
 
 use std::{
@@ -21,7 +21,7 @@ use std::{
 
 use tokio::{sync::Mutex, task::JoinSet};
 
-use self::routes::Prepared;
+use self::prepare::Prepared;
 use crate::{
     clock,
     config::{Config, ConfigHandle},
@@ -232,7 +232,7 @@ impl Dispatcher {
         // (event, lane, alone, json) of everything to send.
         let mut sendable = Vec::new();
         for event in &pending {
-            match routes::prepare(config, route, event, now) {
+            match prepare::prepare(config, route, event, now) {
                 Prepared::Send { lane, alone, json } => sendable.push((event, lane, alone, json)),
                 Prepared::Skip(reason) => settled.skipped.push((event.event_id, reason)),
                 Prepared::Fail(reason) => settled.failed.push((event.event_id, reason)),
@@ -244,7 +244,7 @@ impl Dispatcher {
                 ((event.source.as_str(), lane.as_str()), json.len(), *alone)
             })
             .collect();
-        let (max_events, max_bytes) = routes::limits(config, route);
+        let (max_events, max_bytes) = prepare::limits(config, route);
         let groups = batching::plan(&items, max_events, max_bytes);
         let plans: Vec<queries::BatchPlan> = groups
             .iter()
@@ -296,7 +296,7 @@ impl Dispatcher {
         let mut event_ids = Vec::with_capacity(events.len());
         let mut elements = Vec::with_capacity(events.len());
         for event in &events {
-            if let Prepared::Send { json, .. } = routes::prepare(config, batch.route, event, now) {
+            if let Prepared::Send { json, .. } = prepare::prepare(config, batch.route, event, now) {
                 event_ids.push(event.event_id);
                 elements.push(json);
             }
@@ -326,7 +326,7 @@ impl Dispatcher {
                 in_flight.spawn(tracing::Instrument::instrument(
                     async move {
                         // Built at send time: Segment's sentAt is now.
-                        let request = routes::request(
+                        let request = prepare::request(
                             &config,
                             &job.batch,
                             job.meta.as_deref(),

@@ -1,11 +1,12 @@
-//! What each route sends, and where (architecture.md §1).
+//! Preparing events for a route, and a batch's request.
 //!
 //! [`prepare`] turns one stored event into what the route will send for it
 //! (serialised, with the lane it must share a batch with), or settles it
-//! (`skipped` / `failed` with the reason). [`request`] builds the HTTP
-//! request of a batch from the current config, at send time (Segment's
-//! `sentAt` is the send time). Mapping rules themselves live in `map`;
-//! wire details in `deliver`.
+//! (`skipped` / `failed` with the reason). [`request`] picks the
+//! destination and credential of a batch from the current config, at send
+//! time (Segment's `sentAt` is the send time), and has `deliver` build the
+//! request. Mapping rules live in `map`; wire details (paths, headers,
+//! limits) in `deliver`.
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -68,9 +69,10 @@ pub fn limits(config: &Config, route: Route) -> (usize, usize) {
         config.dispatch.max_batch_bytes,
     );
     match route {
-        Route::LaunchDarklyToSegment | Route::SegmentRelay => {
-            (events.min(2_500), bytes.min(475_000))
-        }
+        Route::LaunchDarklyToSegment | Route::SegmentRelay => (
+            events.min(segment::MAX_BATCH_MESSAGES),
+            bytes.min(segment::MAX_BATCH_BYTES),
+        ),
         Route::SegmentToLaunchDarkly | Route::LaunchDarklyRelay => (events, bytes),
     }
 }
@@ -279,41 +281,20 @@ fn relay_request(
             batch.source
         )
     };
-    let (path, authorization) = match (meta.endpoint, meta.diagnostic) {
-        (LdEndpoint::Server, false) => (
-            "/bulk".to_owned(),
-            Some(source.sdk_key.as_ref().ok_or_else(|| missing("sdk_key"))?),
-        ),
-        (LdEndpoint::Server, true) => (
-            "/diagnostic".to_owned(),
-            Some(source.sdk_key.as_ref().ok_or_else(|| missing("sdk_key"))?),
-        ),
-        (LdEndpoint::Mobile, false) => (
-            "/mobile".to_owned(),
-            Some(
-                source
-                    .mobile_key
-                    .as_ref()
-                    .ok_or_else(|| missing("mobile_key"))?,
-            ),
-        ),
-        (LdEndpoint::Mobile, true) => (
-            "/mobile/events/diagnostic".to_owned(),
-            Some(
-                source
-                    .mobile_key
-                    .as_ref()
-                    .ok_or_else(|| missing("mobile_key"))?,
-            ),
-        ),
-        (LdEndpoint::Client, diagnostic) => {
-            let env = meta
-                .env
-                .as_deref()
-                .ok_or_else(|| missing("client-side id"))?;
-            let kind = if diagnostic { "diagnostic" } else { "bulk" };
-            (format!("/events/{kind}/{env}"), None)
+    let (path, key) =
+        launchdarkly::relay_target(meta.endpoint, meta.diagnostic, meta.env.as_deref())
+            .map_err(missing)?;
+    let authorization = match key {
+        launchdarkly::RelayKey::Sdk => {
+            Some(source.sdk_key.as_ref().ok_or_else(|| missing("sdk_key"))?)
         }
+        launchdarkly::RelayKey::Mobile => Some(
+            source
+                .mobile_key
+                .as_ref()
+                .ok_or_else(|| missing("mobile_key"))?,
+        ),
+        launchdarkly::RelayKey::None => None,
     };
     let (body, schema, payload_id) = if meta.diagnostic {
         // A diagnostic is one JSON object, without analytics headers.
