@@ -35,6 +35,7 @@
 //! config/          TOML → Config, secret references, validate(), diff.rs (what a reload changes)
 //! metrics.rs       the Prometheus registry and its recording helpers
 //! clock.rs         Unix-ms time, RFC 3339 in and out
+//! domain.rs        shared types: Route, Protocol, LdMeta, BatchStatus, DeliveryStatus
 //! ```
 //!
 //! # Data flow
@@ -61,6 +62,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod demo;
 pub mod dispatch;
+pub mod domain;
 pub mod ingest;
 pub mod logging;
 pub mod map;

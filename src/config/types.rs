@@ -10,6 +10,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::domain::Route;
+
 /// The whole configuration, with every secret resolved and every rule checked
 /// when it comes from [`Config::load`] or [`Config::from_toml`].
 ///
@@ -254,6 +256,21 @@ pub struct SegmentSource {
 }
 
 /// A LaunchDarkly environment to send to; exactly one field is set.
+impl SegmentSource {
+    /// The routes its events take: mapped to LaunchDarkly, relayed to
+    /// Segment, or both (ingest asks; it knows no destinations itself).
+    pub fn routes(&self) -> Vec<Route> {
+        let mut routes = Vec::new();
+        if self.to_launchdarkly.is_some() {
+            routes.push(Route::SegmentToLaunchDarkly);
+        }
+        if self.relay_to_segment {
+            routes.push(Route::SegmentRelay);
+        }
+        routes
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchDarklyDestination {
     /// Send through the browser endpoint `/events/bulk/{id}`.
@@ -286,6 +303,21 @@ pub struct LaunchDarklySource {
 }
 
 /// A Segment source to send to.
+impl LaunchDarklySource {
+    /// The routes its events take: mapped to Segment, relayed to
+    /// LaunchDarkly, or both.
+    pub fn routes(&self) -> Vec<Route> {
+        let mut routes = Vec::new();
+        if self.to_segment.is_some() {
+            routes.push(Route::LaunchDarklyToSegment);
+        }
+        if self.relay_to_launchdarkly {
+            routes.push(Route::LaunchDarklyRelay);
+        }
+        routes
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentDestination {
     /// Write key used as the Basic-auth username on `/v1/batch`.

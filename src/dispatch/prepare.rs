@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::{
-    config::{Config, LaunchDarklySource, SegmentSource},
+    config::{Config, LaunchDarklySource, SegmentSource, SourceRef},
     deliver::{launchdarkly, segment, Outbound},
     map::{self, ld_to_segment, Mapped},
     store::{
@@ -170,18 +170,17 @@ fn relay_lane(event: &StoredEvent) -> Prepared {
 }
 
 fn segment_source<'c>(config: &'c Config, name: &str) -> Result<&'c SegmentSource, String> {
-    config
-        .segment_sources
-        .iter()
-        .find(|source| source.name == name)
-        .ok_or_else(|| format!("segment source `{name}` is no longer configured"))
+    match config.source_by_name(name) {
+        Some(SourceRef::Segment(source)) => Ok(source),
+        _ => Err(format!("segment source `{name}` is no longer configured")),
+    }
 }
 
 fn ld_source<'c>(config: &'c Config, name: &str) -> Option<&'c LaunchDarklySource> {
-    config
-        .launchdarkly_sources
-        .iter()
-        .find(|source| source.name == name)
+    match config.source_by_name(name) {
+        Some(SourceRef::LaunchDarkly(source)) => Some(source),
+        _ => None,
+    }
 }
 
 /// Builds the request of `batch` from its prepared `elements`. `meta` is

@@ -19,7 +19,7 @@ use crate::{
     config::{Config, LaunchDarklySource},
     store::{
         writer::{IngestBatch, NewEvent},
-        LdEndpoint, LdMeta, Protocol, Route,
+        LdEndpoint, LdMeta, Protocol,
     },
 };
 
@@ -204,22 +204,10 @@ fn events<'h>(
         received_at,
         meta: serde_json::to_string(&meta).ok(),
         payload_id,
-        routes: routes(source),
+        routes: source.routes(),
         events,
         refusals: Vec::new(),
     })
-}
-
-/// The routes a LaunchDarkly source feeds.
-pub fn routes(source: &LaunchDarklySource) -> Vec<Route> {
-    let mut routes = Vec::new();
-    if source.to_segment.is_some() {
-        routes.push(Route::LaunchDarklyToSegment);
-    }
-    if source.relay_to_launchdarkly {
-        routes.push(Route::LaunchDarklyRelay);
-    }
-    routes
 }
 
 fn authenticate<'c>(

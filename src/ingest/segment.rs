@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     config::{Config, SegmentSource},
-    store::{writer::IngestBatch, Protocol, Route},
+    store::{writer::IngestBatch, Protocol},
 };
 
 /// The largest Segment message ingest accepts (32 KiB, as analytics-python
@@ -195,7 +195,7 @@ pub fn parse(
             received_at,
             meta: None,
             payload_id: None,
-            routes: routes(source),
+            routes: source.routes(),
             events,
             refusals: Vec::new(),
         },
@@ -218,18 +218,6 @@ fn excerpt_of(raw: &str) -> String {
         end -= 1;
     }
     raw[..end].to_owned()
-}
-
-/// The routes a Segment source feeds.
-pub fn routes(source: &SegmentSource) -> Vec<Route> {
-    let mut routes = Vec::new();
-    if source.to_launchdarkly.is_some() {
-        routes.push(Route::SegmentToLaunchDarkly);
-    }
-    if source.relay_to_segment {
-        routes.push(Route::SegmentRelay);
-    }
-    routes
 }
 
 /// Checks `X-Signature` when the source has a `webhook_secret`: lowercase

@@ -6,18 +6,9 @@
 
 use crate::{
     clock,
-    store::{log::BatchFilter, refusals::RefusalFilter, Route},
+    domain::{BatchStatus, Route},
+    store::{log::BatchFilter, refusals::RefusalFilter},
 };
-
-/// Batch statuses a filter may name.
-const STATUSES: [&str; 6] = [
-    "pending",
-    "sending",
-    "delivered",
-    "retrying",
-    "failed",
-    "split",
-];
 
 /// A batch filter: `route` and `status` checked, `since`/`until` parsed
 /// (see [`parse_time`]) against `now`.
@@ -34,12 +25,7 @@ pub fn batch_filter(
         route.parse::<Route>()?;
     }
     if let Some(status) = status {
-        if !STATUSES.contains(&status) {
-            return Err(format!(
-                "unknown status `{status}` (expected one of {})",
-                STATUSES.join(", ")
-            ));
-        }
+        status.parse::<BatchStatus>()?;
     }
     Ok(BatchFilter {
         status: status.map(str::to_owned),

@@ -20,18 +20,21 @@ pub enum ResendDecision {
 /// Whether `batch` may be resent. Delivered batches need `force`; a batch
 /// in flight or split is never resent (its halves are).
 pub fn resend_decision(batch: &BatchSummary, force: bool) -> ResendDecision {
-    match batch.status.as_str() {
-        "failed" | "retrying" | "pending" => ResendDecision::Requeue,
-        "delivered" if force => ResendDecision::Requeue,
-        "delivered" => {
+    use crate::domain::BatchStatus::*;
+    match batch.status.parse() {
+        Ok(Failed | Retrying | Pending) => ResendDecision::Requeue,
+        Ok(Delivered) if force => ResendDecision::Requeue,
+        Ok(Delivered) => {
             ResendDecision::Refuse(
                 "already delivered; to send it again, force it (`--force`, or `force=true` / \"force\": true over the admin API)"
                     .to_owned(),
             )
         }
-        "sending" => ResendDecision::Refuse("being sent right now".to_owned()),
-        "split" => ResendDecision::Refuse("split into smaller batches; resend those".to_owned()),
-        other => ResendDecision::Refuse(format!("status `{other}` cannot be resent")),
+        Ok(Sending) => ResendDecision::Refuse("being sent right now".to_owned()),
+        Ok(Split) => {
+            ResendDecision::Refuse("split into smaller batches; resend those".to_owned())
+        }
+        Err(_) => ResendDecision::Refuse(format!("status `{}` cannot be resent", batch.status)),
     }
 }
 
