@@ -20,7 +20,10 @@ use super::{
 };
 use crate::{
     config::{Config, SegmentSource},
-    store::{writer::IngestBatch, Protocol},
+    store::{
+        writer::{IngestBatch, NewEvent},
+        Protocol,
+    },
 };
 
 /// The largest Segment message ingest accepts (32 KiB, as analytics-python
@@ -99,29 +102,12 @@ pub fn parse(
     };
     // Lone surrogates are repaired in what is parsed and stored; a webhook
     // signature covers the bytes as sent.
-    let sent = body;
     let repaired = super::surrogates::repair(body);
-    let body = repaired.as_ref();
-    let (items, envelope, path_kind, labels) = match endpoint {
-        Endpoint::Single(kind) => (
-            vec![single_message(body)],
-            Envelope::default(),
-            Some(kind),
-            None,
-        ),
-        Endpoint::Batch => {
-            let (items, envelope) = batch_messages(body).map_err(refused_early)?;
-            (items, envelope, None, Some("batch"))
-        }
-        Endpoint::Webhook => {
-            let (items, array) = webhook_messages(body).map_err(refused_early)?;
-            (items, Envelope::default(), None, array.then_some(""))
-        }
-    };
+    let request = read_request(endpoint, repaired.as_ref()).map_err(refused_early)?;
     // A single message that is no JSON object is the request's problem
     // whatever the key: said before asking for one.
-    if labels.is_none() {
-        if let Err(refusal) = &items[0].message {
+    if request.labels.is_none() {
+        if let Err(refusal) = &request.items[0].message {
             if matches!(
                 refusal.code,
                 "invalid_json" | "not_an_object" | "message_too_large"
@@ -130,13 +116,82 @@ pub fn parse(
             }
         }
     }
-    let key = basic
+    let key = write_key(basic, &request)?;
+    let source = find_source(config, &key)?;
+    let webhook = endpoint == Endpoint::Webhook;
+    if webhook {
+        verify_signature(source, headers, body)
+            .map_err(|refusal| Box::new(Refused::from(refusal).from_source(&source.name)))?;
+    }
+    let (events, refused) = take_messages(request, source, webhook, received_at)?;
+    Ok(Parsed {
+        batch: IngestBatch {
+            source: source.name.clone(),
+            protocol: Protocol::Segment,
+            received_at,
+            meta: None,
+            payload_id: None,
+            routes: source.routes(),
+            events,
+            refusals: Vec::new(),
+        },
+        refused,
+    })
+}
+
+/// A request's messages, read but not yet validated, with what they share.
+struct Request<'a> {
+    items: Vec<Item<'a>>,
+    envelope: Envelope<'a>,
+    /// The call type of a single-message path (`/v1/track` → track).
+    path_kind: Option<&'static str>,
+    /// The name of the array the messages came in (`batch`, `""` for an
+    /// Actions webhook batch); `None` for one message, which is the request.
+    labels: Option<&'static str>,
+}
+
+/// Reads `body` as `endpoint` expects it. Only a body unusable as a whole
+/// (not JSON, no `batch` array) fails.
+fn read_request(endpoint: Endpoint, body: &[u8]) -> Result<Request<'_>, Refusal> {
+    Ok(match endpoint {
+        Endpoint::Single(kind) => Request {
+            items: vec![single_message(body)],
+            envelope: Envelope::default(),
+            path_kind: Some(kind),
+            labels: None,
+        },
+        Endpoint::Batch => {
+            let (items, envelope) = batch_messages(body)?;
+            Request {
+                items,
+                envelope,
+                path_kind: None,
+                labels: Some("batch"),
+            }
+        }
+        Endpoint::Webhook => {
+            let (items, array) = webhook_messages(body)?;
+            Request {
+                items,
+                envelope: Envelope::default(),
+                path_kind: None,
+                labels: array.then_some(""),
+            }
+        }
+    })
+}
+
+/// The write key: the Basic username, else the envelope's `writeKey`, else
+/// the first message's; a 401 when there is none.
+fn write_key(basic: Option<String>, request: &Request<'_>) -> Result<String, Refusal> {
+    basic
         .or_else(|| {
-            let key = envelope.write_key.as_ref().and_then(Value::as_str);
+            let key = request.envelope.write_key.as_ref().and_then(Value::as_str);
             key.filter(|key| !key.is_empty()).map(str::to_owned)
         })
         .or_else(|| {
-            items
+            request
+                .items
                 .iter()
                 .filter_map(|item| item.message.as_ref().ok()?.string("writeKey"))
                 .find(|key| !key.is_empty())
@@ -147,14 +202,24 @@ pub fn parse(
                 "missing_write_key",
                 "no write key: send it as the HTTP Basic username or as writeKey in the body",
             )
-        })?;
-    let source = find_source(config, &key)?;
-    let refused_here =
-        |refusal: Refusal| Box::new(Refused::from(refusal).from_source(&source.name));
-    let webhook = endpoint == Endpoint::Webhook;
-    if webhook {
-        verify_signature(source, headers, sent).map_err(refused_here)?;
-    }
+        })
+}
+
+/// Validates and normalises each message of `request` from `source`: the
+/// events to store, and the messages refused alone. The one message of a
+/// single-message request refused is the request refused.
+fn take_messages(
+    request: Request<'_>,
+    source: &SegmentSource,
+    webhook: bool,
+    received_at: i64,
+) -> Result<(Vec<NewEvent>, Vec<Refused>), RequestRefused> {
+    let Request {
+        items,
+        envelope,
+        path_kind,
+        labels,
+    } = request;
     let shared = Shared::new(
         envelope.sent_at,
         envelope.context,
@@ -172,35 +237,27 @@ pub fn parse(
                 .map_err(|refusal| (refusal, message.string("messageId"))),
             Err(refusal) => Err((refusal, None)),
         };
-        match normalized {
-            Ok(event) => events.push(event),
-            // The one message of a single-message request: the request fails.
-            Err((refusal, message_id)) if labels.is_none() => {
-                let mut whole = refused_here(refusal);
-                whole.message_id = message_id;
-                return Err(whole);
+        let (refusal, message_id) = match normalized {
+            Ok(event) => {
+                events.push(event);
+                continue;
             }
-            Err((refusal, message_id)) => refused.push(Refused {
-                index: Some(index),
-                message_id,
-                excerpt: Some(excerpt_of(item.raw)),
-                ..Refused::from(refusal).from_source(&source.name)
-            }),
+            Err(failed) => failed,
+        };
+        let one = Refused {
+            message_id,
+            ..Refused::from(refusal).from_source(&source.name)
+        };
+        if labels.is_none() {
+            return Err(Box::new(one));
         }
+        refused.push(Refused {
+            index: Some(index),
+            excerpt: Some(excerpt_of(item.raw)),
+            ..one
+        });
     }
-    Ok(Parsed {
-        batch: IngestBatch {
-            source: source.name.clone(),
-            protocol: Protocol::Segment,
-            received_at,
-            meta: None,
-            payload_id: None,
-            routes: source.routes(),
-            events,
-            refusals: Vec::new(),
-        },
-        refused,
-    })
+    Ok((events, refused))
 }
 
 /// One message of a request: its text as sent and what reading it gave.

@@ -243,10 +243,13 @@ fn open_fds(pid: &str) -> usize {
 async fn ten_thousand_idle_connections_are_bounded_and_the_daemon_keeps_serving() {
     const IDLE: usize = 10_000;
     const LIMIT: usize = 256;
-    // This process holds the client ends. Where the hard limit is lower
-    // than 10,000 descriptors, as many as it allows.
-    let limit = rlimit::increase_nofile_limit(IDLE as u64 + 1024).unwrap_or(1024) as usize;
-    let target = IDLE.min(limit.saturating_sub(512));
+    // This process holds the client ends, beside the other tests of this
+    // binary running at the same time (their in-process daemons accept
+    // connections too: the browser test's page opens many), so it leaves
+    // them thousands of descriptors. Where the hard limit is lower, as many
+    // as that allows.
+    let limit = rlimit::increase_nofile_limit(IDLE as u64 + 8192).unwrap_or(1024) as usize;
+    let target = IDLE.min(limit.saturating_sub(4096));
     if target < IDLE {
         eprintln!("open-files hard limit {limit}: opening {target} idle connections, not {IDLE}");
     }
