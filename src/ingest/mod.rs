@@ -327,8 +327,12 @@ impl Ingest {
         let admitted = self
             .refusal_rate
             .admit(wanted, config.store.refusal_log_per_second);
-        self.metrics
-            .refusals_unrecorded("rate", (wanted - admitted) as u64);
+        // Every accepted request passes here with nothing refused: no
+        // metric update (a label lookup) for that.
+        if admitted < wanted {
+            self.metrics
+                .refusals_unrecorded("rate", (wanted - admitted) as u64);
+        }
         admitted
     }
 
