@@ -189,14 +189,16 @@ impl Admin {
                     .status
                     .clone()
                     .or_else(|| body.ids.is_empty().then(|| "failed".to_owned()));
-                let filter = filter_from(
+                let filter = ops::filters::batch_filter(
                     status.as_deref(),
                     body.route.as_deref(),
                     body.source.as_deref(),
                     body.since.as_deref(),
                     body.until.as_deref(),
                     1_000_000,
-                )?;
+                    clock::now_ms(),
+                )
+                .map_err(bad_filter)?;
                 let request = ops::ResendRequest {
                     ids: body.ids,
                     filter,
@@ -229,7 +231,7 @@ impl Admin {
                     limit,
                     clock::now_ms(),
                 )
-                .map_err(|reason| error_answer(StatusCode::BAD_REQUEST, &reason))?;
+                .map_err(bad_filter)?;
                 let found = ops::refusals::list(&self.store, &filter)
                     .await
                     .map_err(internal)?;
@@ -356,16 +358,9 @@ fn parse_id(text: &str) -> Result<i64, ApiError> {
     })
 }
 
-fn filter_from(
-    status: Option<&str>,
-    route: Option<&str>,
-    source: Option<&str>,
-    since: Option<&str>,
-    until: Option<&str>,
-    limit: usize,
-) -> Result<queries::BatchFilter, ApiError> {
-    ops::filters::batch_filter(status, route, source, since, until, limit, clock::now_ms())
-        .map_err(|reason| error_answer(StatusCode::BAD_REQUEST, &reason))
+/// A filter the caller got wrong: 400 with the reason.
+fn bad_filter(reason: String) -> ApiError {
+    error_answer(StatusCode::BAD_REQUEST, &reason)
 }
 
 fn batch_filter(query: &str) -> Result<queries::BatchFilter, ApiError> {
@@ -376,14 +371,16 @@ fn batch_filter(query: &str) -> Result<queries::BatchFilter, ApiError> {
             .map_err(|_| error_answer(StatusCode::BAD_REQUEST, "limit must be a number"))?,
         None => 50,
     };
-    let mut filter = filter_from(
+    let mut filter = ops::filters::batch_filter(
         param("status").as_deref(),
         param("route").as_deref(),
         param("source").as_deref(),
         param("since").as_deref(),
         param("until").as_deref(),
         limit,
-    )?;
+        clock::now_ms(),
+    )
+    .map_err(bad_filter)?;
     if let Some(before) = param("before") {
         filter.before_id = Some(parse_id(&before)?);
     }
