@@ -23,6 +23,7 @@ use crate::{
     clock,
     config::{ConfigHandle, Secret},
     dispatch::Dispatcher,
+    domain::BatchStatus,
     metrics::Metrics,
     ops,
     store::{log as queries, Route, Store},
@@ -188,7 +189,7 @@ impl Admin {
                 let status = body
                     .status
                     .clone()
-                    .or_else(|| body.ids.is_empty().then(|| "failed".to_owned()));
+                    .or_else(|| body.ids.is_empty().then(|| BatchStatus::Failed.to_string()));
                 let filter = ops::filters::batch_filter(
                     status.as_deref(),
                     body.route.as_deref(),
@@ -277,7 +278,7 @@ impl Admin {
         );
         if let Ok(open) = queries::open_deliveries(&self.store).await {
             for (route, status, count) in open {
-                self.metrics.set_queue_depth(&route, &status, count);
+                self.metrics.set_queue_depth(&route, status, count);
             }
         }
         for route in Route::ALL {

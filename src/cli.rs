@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::{
     clock,
     config::{Config, ConfigError, StoreConfig},
+    domain::BatchStatus,
     logging::LogFormat,
     ops,
     store::{log::BatchFilter, refusals::RefusalFilter, Store, StoreOptions},
@@ -307,7 +308,7 @@ async fn refusals(path: Option<&std::path::Path>, args: &RefusalsArgs) -> Result
 async fn resend(path: Option<&std::path::Path>, args: &ResendArgs) -> Result<(), Failure> {
     // Without ids, a status must be named: a bare `resend` requeueing every
     // failed batch surprised people.
-    let status = args.all_failed.then_some("failed");
+    let status = args.all_failed.then_some(BatchStatus::Failed.as_str());
     if args.batch_ids.is_empty() && status.is_none() && args.filter.status.is_none() {
         return Err(Failure::Usage(
             "resend needs batch ids, or a selection: --status failed (or --all-failed), \

@@ -30,6 +30,7 @@ use crate::{
     clock,
     config::{Config, ConfigHandle, Synchronous},
     dispatch::{schedule, Dispatcher},
+    domain::DeliveryStatus,
     ingest::Ingest,
     logging::LogControl,
     metrics::Metrics,
@@ -504,17 +505,17 @@ async fn status_line(store: &Store, space: &Space) -> String {
     };
     match store::log::open_deliveries(store).await {
         Ok(counts) => {
-            let sum = |status: &str| {
+            let sum = |status: DeliveryStatus| {
                 counts
                     .iter()
-                    .filter(|(_, s, _)| s == status)
+                    .filter(|(_, s, _)| *s == status)
                     .map(|(_, _, n)| n)
                     .sum::<i64>()
             };
             format!(
                 "{state}; {} waiting, {} failed",
-                sum("pending") + sum("batched"),
-                sum("failed")
+                sum(DeliveryStatus::Pending) + sum(DeliveryStatus::Batched),
+                sum(DeliveryStatus::Failed)
             )
         }
         Err(_) => format!("{state}; queue depth unavailable"),

@@ -24,6 +24,7 @@ use crate::{
     },
     daemon,
     deliver::{HttpClient, Outbound},
+    domain::{BatchStatus, DeliveryStatus},
     receiver::Receiver,
     store::log as queries,
 };
@@ -219,7 +220,7 @@ async fn operator_loop(
         99,
     )?;
     client.send(&request, Duration::from_secs(10)).await;
-    let batch = wait_for_batch(&app.store, None, "failed").await?;
+    let batch = wait_for_batch(&app.store, None, BatchStatus::Failed).await?;
     let show = crate::ops::show(&app.store, batch).await?;
     if let Some(detail) = show {
         let attempts: Vec<String> = detail
@@ -252,7 +253,7 @@ async fn operator_loop(
     )
     .await?;
     print!("  {}", report.text());
-    wait_for_batch(&app.store, Some(batch), "delivered").await?;
+    wait_for_batch(&app.store, Some(batch), BatchStatus::Delivered).await?;
     let ids: Vec<String> = launchdarkly.requests()[before..]
         .iter()
         .filter_map(|request| {
@@ -276,7 +277,7 @@ async fn operator_loop(
 async fn wait_for_batch(
     store: &crate::store::Store,
     id: Option<i64>,
-    status: &str,
+    status: BatchStatus,
 ) -> anyhow::Result<i64> {
     let deadline = clock::now_ms() + 30_000;
     loop {
@@ -428,9 +429,9 @@ async fn wait_for_delivery(store: &crate::store::Store) -> anyhow::Result<()> {
     let deadline = clock::now_ms() + 30_000;
     loop {
         let counts = queries::delivery_counts(store).await?;
-        let open = counts
-            .iter()
-            .any(|(_, status, count)| (status == "pending" || status == "batched") && *count > 0);
+        let open = counts.iter().any(|(_, status, count)| {
+            matches!(status, DeliveryStatus::Pending | DeliveryStatus::Batched) && *count > 0
+        });
         if !open && !counts.is_empty() {
             return Ok(());
         }

@@ -54,17 +54,27 @@ impl FromStr for Route {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Route::ALL
-            .into_iter()
-            .find(|route| route.as_str() == text)
-            .ok_or_else(|| {
-                let names: Vec<_> = Route::ALL.iter().map(|r| r.as_str()).collect();
-                format!(
-                    "unknown route `{text}` (expected one of {})",
-                    names.join(", ")
-                )
-            })
+        one_of(text, &Route::ALL, Route::as_str, "route")
     }
+}
+
+/// The one of `all` whose name is `text`, or an error listing the names.
+fn one_of<T: Copy>(
+    text: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|item| name(*item) == text)
+        .ok_or_else(|| {
+            let names: Vec<_> = all.iter().map(|item| name(*item)).collect();
+            format!(
+                "unknown {what} `{text}` (expected one of {})",
+                names.join(", ")
+            )
+        })
 }
 
 /// Which wire protocol an event arrived by.
@@ -127,7 +137,8 @@ pub struct LdMeta {
 }
 
 /// A batch's status, as stored and shown (architecture.md §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BatchStatus {
     /// Formed, waiting for its first attempt (the halves of a split).
     Pending,
@@ -164,20 +175,36 @@ impl BatchStatus {
     }
 }
 
+impl BatchStatus {
+    /// Why a batch in this status may not be resent, or `None` when it may.
+    /// Delivered batches need `force`; a batch in flight or split never is
+    /// (its halves are).
+    pub fn resend_refusal(self, force: bool) -> Option<&'static str> {
+        match self {
+            BatchStatus::Failed | BatchStatus::Retrying | BatchStatus::Pending => None,
+            BatchStatus::Delivered if force => None,
+            BatchStatus::Delivered => Some(
+                "already delivered; to send it again, force it (`--force`, or `force=true` / \"force\": true over the admin API)",
+            ),
+            BatchStatus::Sending => Some("being sent right now"),
+            BatchStatus::Split => Some("split into smaller batches; resend those"),
+        }
+    }
+
+    /// The statuses [`BatchStatus::resend_refusal`] lets through.
+    pub fn resendable(force: bool) -> Vec<BatchStatus> {
+        BatchStatus::ALL
+            .into_iter()
+            .filter(|status| status.resend_refusal(force).is_none())
+            .collect()
+    }
+}
+
 impl FromStr for BatchStatus {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        BatchStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| {
-                let names: Vec<_> = BatchStatus::ALL.iter().map(|s| s.as_str()).collect();
-                format!(
-                    "unknown status `{text}` (expected one of {})",
-                    names.join(", ")
-                )
-            })
+        one_of(text, &BatchStatus::ALL, BatchStatus::as_str, "status")
     }
 }
 
@@ -188,7 +215,8 @@ impl std::fmt::Display for BatchStatus {
 }
 
 /// Where one event stands on one route, as stored and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,
     Batched,
@@ -214,5 +242,59 @@ impl DeliveryStatus {
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Skipped => "skipped",
         }
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        one_of(
+            text,
+            &DeliveryStatus::ALL,
+            DeliveryStatus::as_str,
+            "delivery status",
+        )
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_reads_back_as_itself_and_an_unknown_one_lists_the_names() {
+        for route in Route::ALL {
+            assert_eq!(route.as_str().parse::<Route>(), Ok(route));
+        }
+        for status in BatchStatus::ALL {
+            assert_eq!(status.as_str().parse::<BatchStatus>(), Ok(status));
+        }
+        for status in DeliveryStatus::ALL {
+            assert_eq!(status.as_str().parse::<DeliveryStatus>(), Ok(status));
+        }
+        let error = "sent".parse::<BatchStatus>().unwrap_err();
+        assert!(
+            error.contains("`sent`") && error.contains("retrying, failed"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn failed_retrying_and_pending_batches_may_be_resent_delivered_ones_only_when_forced() {
+        use BatchStatus::*;
+        assert_eq!(BatchStatus::resendable(false), [Pending, Retrying, Failed]);
+        assert_eq!(
+            BatchStatus::resendable(true),
+            [Pending, Delivered, Retrying, Failed]
+        );
+        assert!(Delivered.resend_refusal(false).unwrap().contains("--force"));
+        assert!(Split.resend_refusal(true).unwrap().contains("split"));
     }
 }

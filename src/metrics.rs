@@ -23,6 +23,8 @@
 
 use std::sync::atomic::AtomicU64;
 
+use crate::domain::{BatchStatus, DeliveryStatus};
+
 use prometheus_client::{
     encoding::{text, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -387,20 +389,20 @@ impl Metrics {
         self.telemetry.inc();
     }
 
-    /// Deliveries settled on a route: `outcome` is "delivered" | "failed" |
-    /// "skipped"; `events` is how many events settled that way.
-    pub fn deliveries(&self, route: &str, outcome: &str, events: u64) {
+    /// Deliveries settled on a route: `outcome` is delivered, failed or
+    /// skipped; `events` is how many events settled that way.
+    pub fn deliveries(&self, route: &str, outcome: DeliveryStatus, events: u64) {
         self.deliveries
-            .get_or_create(&route_outcome(route, outcome))
+            .get_or_create(&route_outcome(route, outcome.as_str()))
             .inc_by(events);
     }
 
-    /// One HTTP attempt finished: `outcome` "delivered" | "retrying" |
-    /// "failed" | "split"; `seconds` = attempt duration; `batch_events` =
-    /// events in the batch.
-    pub fn attempt(&self, route: &str, outcome: &str, seconds: f64, batch_events: u64) {
+    /// One HTTP attempt finished: `outcome` is the batch's status after it
+    /// (delivered, retrying, failed or split); `seconds` = attempt duration;
+    /// `batch_events` = events in the batch.
+    pub fn attempt(&self, route: &str, outcome: BatchStatus, seconds: f64, batch_events: u64) {
         self.attempts
-            .get_or_create(&route_outcome(route, outcome))
+            .get_or_create(&route_outcome(route, outcome.as_str()))
             .inc();
         let route = RouteLabels {
             route: route.to_owned(),
@@ -425,11 +427,11 @@ impl Metrics {
 
     /// Sets the number of deliveries on `route` in `status` (pending,
     /// batched, failed, ...), as read from the database at scrape time.
-    pub fn set_queue_depth(&self, route: &str, status: &str, count: i64) {
+    pub fn set_queue_depth(&self, route: &str, status: DeliveryStatus, count: i64) {
         self.queue_depth
             .get_or_create(&QueueLabels {
                 route: route.to_owned(),
-                status: status.to_owned(),
+                status: status.as_str().to_owned(),
             })
             .set(count);
     }
@@ -528,11 +530,11 @@ mod tests {
         m.refusals_unrecorded("rate", 4);
         m.telemetry();
         m.claims_expired("ld-main", 2);
-        m.deliveries("ld-main", "delivered", 15);
-        m.attempt("ld-main", "delivered", 0.2, 10);
-        m.attempt("ld-main", "retrying", 3.0, 5);
+        m.deliveries("ld-main", DeliveryStatus::Delivered, 15);
+        m.attempt("ld-main", BatchStatus::Delivered, 0.2, 10);
+        m.attempt("ld-main", BatchStatus::Retrying, 3.0, 5);
         m.commit(0.002, 15, 3, true);
-        m.set_queue_depth("ld-main", "pending", 4);
+        m.set_queue_depth("ld-main", DeliveryStatus::Pending, 4);
         m.set_oldest_undelivered_age("ld-main", 12.5);
         m
     }
@@ -619,12 +621,12 @@ mod tests {
     #[test]
     fn cleared_scrape_gauges_drop_series_not_set_again() {
         let m = recorded();
-        m.set_queue_depth("ld-main", "failed", 2);
-        m.set_queue_depth("seg-out", "pending", 1);
+        m.set_queue_depth("ld-main", DeliveryStatus::Failed, 2);
+        m.set_queue_depth("seg-out", DeliveryStatus::Pending, 1);
         m.set_oldest_undelivered_age("seg-out", 60.0);
 
         m.clear_scrape_gauges();
-        m.set_queue_depth("ld-main", "pending", 3);
+        m.set_queue_depth("ld-main", DeliveryStatus::Pending, 3);
         m.set_oldest_undelivered_age("ld-main", 0.0);
         let text = m.encode();
 

@@ -26,6 +26,7 @@ use crate::{
     clock,
     config::{Config, ConfigHandle},
     deliver::{HttpClient, Reply},
+    domain::DeliveryStatus,
     metrics::Metrics,
     retry::{self, Action},
     store::{
@@ -258,10 +259,16 @@ impl Dispatcher {
             queries::create_batches(&self.store, route, &plans, &settled, now, claimed_until)
                 .await?;
         outcome.events_skipped += settled.skipped.len() + settled.failed.len();
-        self.metrics
-            .deliveries(route.as_str(), "skipped", settled.skipped.len() as u64);
-        self.metrics
-            .deliveries(route.as_str(), "failed", settled.failed.len() as u64);
+        self.metrics.deliveries(
+            route.as_str(),
+            DeliveryStatus::Skipped,
+            settled.skipped.len() as u64,
+        );
+        self.metrics.deliveries(
+            route.as_str(),
+            DeliveryStatus::Failed,
+            settled.failed.len() as u64,
+        );
         outcome.batches_formed += batches.len();
         // Each prepared event is in exactly one group: moved, not copied.
         let mut jsons: Vec<String> = sendable
@@ -407,12 +414,12 @@ impl Dispatcher {
         let (route, events) = (job.batch.route.as_str(), job.event_ids.len() as u64);
         let seconds = attempt.duration_ms as f64 / 1000.0;
         let settled = match &resolution {
-            Resolution::Delivered => Some("delivered"),
-            Resolution::Failed { .. } => Some("failed"),
+            Resolution::Delivered => Some(DeliveryStatus::Delivered),
+            Resolution::Failed { .. } => Some(DeliveryStatus::Failed),
             Resolution::Retrying { .. } | Resolution::Split { .. } => None,
         };
         self.metrics
-            .attempt(route, attempt_outcome(&resolution), seconds, events);
+            .attempt(route, resolution.status(), seconds, events);
         if let Some(outcome) = settled {
             self.metrics.deliveries(route, outcome, events);
         }
@@ -466,15 +473,6 @@ fn resolve(config: &Config, job: &Job, action: Action, now: i64) -> Resolution {
 /// recording it carries the batch id and route.
 fn attempt_span(batch: &ClaimedBatch) -> tracing::Span {
     tracing::info_span!("attempt", batch_id = batch.id, route = %batch.route, source = %batch.source)
-}
-
-fn attempt_outcome(resolution: &Resolution) -> &'static str {
-    match resolution {
-        Resolution::Delivered => "delivered",
-        Resolution::Retrying { .. } => "retrying",
-        Resolution::Failed { .. } => "failed",
-        Resolution::Split { .. } => "split",
-    }
 }
 
 /// One line per batch outcome (never per event at INFO).

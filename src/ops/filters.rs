@@ -24,11 +24,8 @@ pub fn batch_filter(
     if let Some(route) = route {
         route.parse::<Route>()?;
     }
-    if let Some(status) = status {
-        status.parse::<BatchStatus>()?;
-    }
     Ok(BatchFilter {
-        status: status.map(str::to_owned),
+        status: status.map(str::parse::<BatchStatus>).transpose()?,
         route: route.map(str::to_owned),
         source: source.map(str::to_owned),
         since: since.map(|t| parse_time(t, now)).transpose()?,

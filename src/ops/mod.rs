@@ -16,12 +16,13 @@ use serde_json::{json, Value};
 
 use crate::{
     clock,
+    domain::{BatchStatus, DeliveryStatus},
     store::{
         log::{
             self as queries, AttemptSummary, BatchFilter, BatchMember, BatchSummary, EventSummary,
             RouteState,
         },
-        maintenance::{self, Purged, ResendDecision},
+        maintenance::{self, Purged},
         refusals::Refusal,
         Route, Store, StoreError,
     },
@@ -88,7 +89,7 @@ pub fn batch_table(batches: &[BatchSummary]) -> String {
         if let Some(error) = batch
             .last_error
             .as_deref()
-            .filter(|_| batch.status != "delivered")
+            .filter(|_| batch.status != BatchStatus::Delivered)
         {
             let _ = writeln!(out, "{:>7}  └ {}", "", truncate(error, 89));
         }
@@ -167,7 +168,9 @@ impl BatchDetail {
             clock::format_ms(b.created_at),
             clock::format_ms(b.updated_at),
         );
-        if let (Some(next), "retrying" | "pending") = (b.next_attempt_at, b.status.as_str()) {
+        if let (Some(next), BatchStatus::Retrying | BatchStatus::Pending) =
+            (b.next_attempt_at, b.status)
+        {
             let _ = writeln!(out, "  next attempt {}", clock::format_ms(next));
         }
         if let Some(error) = &b.last_error {
@@ -281,20 +284,22 @@ impl Explained {
 pub fn route_sentence(state: &RouteState) -> String {
     let reason = state.reason.as_deref().unwrap_or("no reason recorded");
     let Some(batch) = &state.batch else {
-        return match state.status.as_str() {
-            "pending" => "pending: waiting for the next dispatch run to batch it".to_owned(),
-            "skipped" => format!("skipped: {reason}"),
-            "failed" => format!("failed, never sent: {reason}"),
-            other => other.to_owned(),
+        return match state.status {
+            DeliveryStatus::Pending => {
+                "pending: waiting for the next dispatch run to batch it".to_owned()
+            }
+            DeliveryStatus::Skipped => format!("skipped: {reason}"),
+            DeliveryStatus::Failed => format!("failed, never sent: {reason}"),
+            other => other.to_string(),
         };
     };
     let at = clock::format_ms(batch.updated_at);
     let error = batch.last_error.as_deref().unwrap_or("no error recorded");
-    match (state.status.as_str(), batch.status.as_str()) {
-        ("delivered", _) => format!("delivered in batch {} at {at}", batch.id),
-        ("failed", _) => format!("failed in batch {} at {at}: {error}", batch.id),
-        (_, "sending") => format!("in batch {}, being sent now", batch.id),
-        (_, "retrying" | "pending") => format!(
+    match (state.status, batch.status) {
+        (DeliveryStatus::Delivered, _) => format!("delivered in batch {} at {at}", batch.id),
+        (DeliveryStatus::Failed, _) => format!("failed in batch {} at {at}: {error}", batch.id),
+        (_, BatchStatus::Sending) => format!("in batch {}, being sent now", batch.id),
+        (_, BatchStatus::Retrying | BatchStatus::Pending) => format!(
             "in batch {}, still pending until {} (attempts so far: {}; last error: {error})",
             batch.id,
             batch
@@ -387,15 +392,16 @@ pub async fn resend(
     };
     let mut chosen = Vec::new();
     for batch in &batches {
-        match maintenance::resend_decision(batch, request.force) {
-            ResendDecision::Requeue => chosen.push(batch.id),
-            ResendDecision::Refuse(reason) => report.refused.push((batch.id, reason)),
+        match batch.status.resend_refusal(request.force) {
+            None => chosen.push(batch.id),
+            Some(reason) => report.refused.push((batch.id, reason.to_owned())),
         }
     }
     report.requeued = if request.dry_run {
         chosen
     } else {
-        maintenance::requeue(store, &chosen, request.force, now).await?
+        let from = BatchStatus::resendable(request.force);
+        maintenance::requeue(store, &chosen, &from, now).await?
     };
     Ok(report)
 }
@@ -436,8 +442,8 @@ impl ResendReport {
 /// `ldbridge stats`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stats {
-    pub deliveries: Vec<(String, String, i64)>,
-    pub batches: Vec<(String, String, i64)>,
+    pub deliveries: Vec<(String, DeliveryStatus, i64)>,
+    pub batches: Vec<(String, BatchStatus, i64)>,
     /// Per route: age of the oldest undelivered event in ms (None: nothing waiting).
     pub oldest_undelivered_ms: Vec<(String, Option<i64>)>,
     pub attempts_last_hour: Vec<(String, String, i64)>,
@@ -460,11 +466,11 @@ pub async fn stats(store: &Store, now: i64) -> Result<Stats, StoreError> {
     })
 }
 
-fn counts_json(counts: &[(String, String, i64)]) -> Value {
+fn counts_json<S: std::fmt::Display>(counts: &[(String, S, i64)]) -> Value {
     let mut by_route = serde_json::Map::new();
     for (route, status, count) in counts {
         let entry = by_route.entry(route.clone()).or_insert_with(|| json!({}));
-        entry[status] = json!(count);
+        entry[status.to_string()] = json!(count);
     }
     Value::Object(by_route)
 }
@@ -483,20 +489,19 @@ impl Stats {
     }
 
     pub fn text(&self) -> String {
-        const STATUSES: [&str; 5] = ["pending", "batched", "delivered", "failed", "skipped"];
         let mut out = format!(
             "{:<24}{:>10}{:>10}{:>11}{:>9}{:>9}  {:<14}\n",
             "ROUTE", "PENDING", "BATCHED", "DELIVERED", "FAILED", "SKIPPED", "OLDEST WAITING"
         );
         for (route, oldest) in &self.oldest_undelivered_ms {
-            let count = |status: &str| {
+            let count = |status: DeliveryStatus| {
                 self.deliveries
                     .iter()
-                    .filter(|(r, s, _)| r == route && s == status)
+                    .filter(|(r, s, _)| r == route && *s == status)
                     .map(|(_, _, n)| *n)
                     .sum::<i64>()
             };
-            let [pending, batched, delivered, failed, skipped] = STATUSES.map(count);
+            let [pending, batched, delivered, failed, skipped] = DeliveryStatus::ALL.map(count);
             let _ = writeln!(
                 out,
                 "{route:<24}{pending:>10}{batched:>10}{delivered:>11}{failed:>9}{skipped:>9}  {:<14}",
@@ -557,12 +562,13 @@ mod tests {
 
     #[test]
     fn route_sentences_say_what_happened() {
-        let batch = |status: &str| BatchSummary {
+        use crate::domain::{BatchStatus as B, DeliveryStatus as D};
+        let batch = |status: B| BatchSummary {
             id: 12,
             route: "segment-to-launchdarkly".into(),
             source: "web".into(),
             lane: String::new(),
-            status: status.into(),
+            status,
             payload_id: "p".into(),
             event_count: 1,
             attempts: 3,
@@ -572,26 +578,26 @@ mod tests {
             last_error: Some("HTTP 503".into()),
             parent_id: None,
         };
-        let state = |status: &str, batch: Option<BatchSummary>, reason: Option<&str>| RouteState {
+        let state = |status: D, batch: Option<BatchSummary>, reason: Option<&str>| RouteState {
             route: "segment-to-launchdarkly".into(),
-            status: status.into(),
+            status,
             reason: reason.map(str::to_owned),
             batch,
         };
         assert_eq!(
-            route_sentence(&state("delivered", Some(batch("delivered")), None)),
+            route_sentence(&state(D::Delivered, Some(batch(B::Delivered)), None)),
             "delivered in batch 12 at 2024-05-14T09:31:27.412Z"
         );
         assert!(
-            route_sentence(&state("batched", Some(batch("retrying")), None))
+            route_sentence(&state(D::Batched, Some(batch(B::Retrying)), None))
                 .contains("still pending until 2024-05-14T09:31:40.000Z")
         );
         assert_eq!(
-            route_sentence(&state("skipped", None, Some("page calls…"))),
+            route_sentence(&state(D::Skipped, None, Some("page calls…"))),
             "skipped: page calls…"
         );
         assert!(
-            route_sentence(&state("failed", Some(batch("failed")), None)).ends_with("HTTP 503")
+            route_sentence(&state(D::Failed, Some(batch(B::Failed)), None)).ends_with("HTTP 503")
         );
     }
 }

@@ -12,6 +12,7 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::{Route, Store, StoreError};
+use crate::domain::{BatchStatus, DeliveryStatus};
 
 /// A stored event as the dispatcher reads it.
 #[derive(Debug, Clone)]
@@ -80,12 +81,14 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    fn outcome(&self) -> &'static str {
+    /// The batch's status once this is recorded; also the attempt's
+    /// stored outcome.
+    pub fn status(&self) -> BatchStatus {
         match self {
-            Resolution::Delivered => "delivered",
-            Resolution::Retrying { .. } => "retrying",
-            Resolution::Failed { .. } => "failed",
-            Resolution::Split { .. } => "split",
+            Resolution::Delivered => BatchStatus::Delivered,
+            Resolution::Retrying { .. } => BatchStatus::Retrying,
+            Resolution::Failed { .. } => BatchStatus::Failed,
+            Resolution::Split { .. } => BatchStatus::Split,
         }
     }
 }
@@ -173,7 +176,10 @@ pub async fn create_batches(
     claimed_until: i64,
 ) -> Result<Vec<ClaimedBatch>, StoreError> {
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
-    for (status, list) in [("skipped", &settled.skipped), ("failed", &settled.failed)] {
+    for (status, list) in [
+        (DeliveryStatus::Skipped, &settled.skipped),
+        (DeliveryStatus::Failed, &settled.failed),
+    ] {
         settle(&mut tx, route, status, list).await?;
     }
     let mut created = Vec::with_capacity(plans.len());
@@ -183,13 +189,20 @@ pub async fn create_batches(
             source: &plan.source,
             lane: &plan.lane,
             event_count: plan.event_ids.len(),
-            status: "sending",
+            status: BatchStatus::Sending,
             parent_id: None,
             created_at: now,
             next_attempt_at: claimed_until,
         };
         let batch = insert_batch(&mut tx, &target, now).await?;
-        assign_events(&mut tx, route, batch.id, &plan.event_ids, "pending").await?;
+        assign_events(
+            &mut tx,
+            route,
+            batch.id,
+            &plan.event_ids,
+            DeliveryStatus::Pending,
+        )
+        .await?;
         created.push(batch);
     }
     tx.commit().await?;
@@ -201,7 +214,7 @@ pub async fn create_batches(
 async fn settle(
     conn: &mut SqliteConnection,
     route: Route,
-    status: &str,
+    status: DeliveryStatus,
     list: &[(i64, String)],
 ) -> Result<(), sqlx::Error> {
     let mut by_reason: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
@@ -232,7 +245,7 @@ struct NewBatch<'a> {
     source: &'a str,
     lane: &'a str,
     event_count: usize,
-    status: &'a str,
+    status: BatchStatus,
     parent_id: Option<i64>,
     /// The halves of a split keep their parent's age, so `give_up_after`
     /// counts from the first attempt at these events.
@@ -283,7 +296,7 @@ async fn assign_events(
     route: Route,
     batch_id: i64,
     event_ids: &[i64],
-    from_status: &str,
+    from_status: DeliveryStatus,
 ) -> Result<(), sqlx::Error> {
     // One statement per batch: the ids travel as a JSON array.
     sqlx::query(
@@ -411,14 +424,14 @@ pub async fn record_attempt(
     .bind(attempt.http_status.map(i64::from))
     .bind(&attempt.error)
     .bind(&attempt.response)
-    .bind(resolution.outcome())
+    .bind(resolution.status())
     .execute(&mut *tx)
     .await?;
     let mut children = Vec::new();
     match resolution {
         Resolution::Delivered => {
-            set_batch(&mut tx, batch.id, "delivered", None, None, now).await?;
-            set_deliveries(&mut tx, batch.id, "delivered", None).await?;
+            set_batch(&mut tx, batch.id, BatchStatus::Delivered, None, None, now).await?;
+            set_deliveries(&mut tx, batch.id, DeliveryStatus::Delivered, None).await?;
         }
         Resolution::Retrying {
             next_attempt_at,
@@ -427,7 +440,7 @@ pub async fn record_attempt(
             set_batch(
                 &mut tx,
                 batch.id,
-                "retrying",
+                BatchStatus::Retrying,
                 Some(*next_attempt_at),
                 Some(reason),
                 now,
@@ -435,18 +448,34 @@ pub async fn record_attempt(
             .await?;
         }
         Resolution::Failed { reason } => {
-            set_batch(&mut tx, batch.id, "failed", None, Some(reason), now).await?;
-            set_deliveries(&mut tx, batch.id, "failed", Some(reason)).await?;
+            set_batch(
+                &mut tx,
+                batch.id,
+                BatchStatus::Failed,
+                None,
+                Some(reason),
+                now,
+            )
+            .await?;
+            set_deliveries(&mut tx, batch.id, DeliveryStatus::Failed, Some(reason)).await?;
         }
         Resolution::Split { reason, parts } => {
-            set_batch(&mut tx, batch.id, "split", None, Some(reason), now).await?;
+            set_batch(
+                &mut tx,
+                batch.id,
+                BatchStatus::Split,
+                None,
+                Some(reason),
+                now,
+            )
+            .await?;
             for part in parts {
                 let half = NewBatch {
                     route: batch.route,
                     source: &batch.source,
                     lane: &batch.lane,
                     event_count: part.len(),
-                    status: "pending",
+                    status: BatchStatus::Pending,
                     parent_id: Some(batch.id),
                     created_at: batch.created_at,
                     next_attempt_at: now,
@@ -464,7 +493,7 @@ pub async fn record_attempt(
 async fn set_batch(
     conn: &mut SqliteConnection,
     batch_id: i64,
-    status: &str,
+    status: BatchStatus,
     next_attempt_at: Option<i64>,
     error: Option<&String>,
     now: i64,
@@ -486,7 +515,7 @@ async fn set_batch(
 async fn set_deliveries(
     conn: &mut SqliteConnection,
     batch_id: i64,
-    status: &str,
+    status: DeliveryStatus,
     reason: Option<&String>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE deliveries SET status = ?2, reason = ?3 WHERE batch_id = ?1")

@@ -6,6 +6,7 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
+use crate::domain::{BatchStatus, DeliveryStatus};
 
 /// The columns [`summary`] reads, in one place for every batch query.
 macro_rules! batch_columns {
@@ -23,7 +24,7 @@ pub struct BatchSummary {
     pub source: String,
     /// Destination lane within the route (relay only; empty otherwise).
     pub lane: String,
-    pub status: String,
+    pub status: BatchStatus,
     pub payload_id: String,
     pub event_count: i64,
     pub attempts: i64,
@@ -37,7 +38,7 @@ pub struct BatchSummary {
 /// Which batches `list_batches` returns. `None` means "any".
 #[derive(Debug, Clone, Default)]
 pub struct BatchFilter {
-    pub status: Option<String>,
+    pub status: Option<BatchStatus>,
     pub route: Option<String>,
     pub source: Option<String>,
     /// Created at or after (Unix ms).
@@ -76,7 +77,7 @@ pub async fn list_batches(
     }
     sql.push_str(" ORDER BY id DESC LIMIT ?7");
     let rows = sqlx::query(AssertSqlSafe(sql))
-        .bind(&filter.status)
+        .bind(filter.status)
         .bind(&filter.route)
         .bind(&filter.source)
         .bind(filter.since)
@@ -85,39 +86,39 @@ pub async fn list_batches(
         .bind(filter.limit as i64)
         .fetch_all(store.pool())
         .await?;
-    Ok(rows.into_iter().map(|row| summary(&row)).collect())
+    Ok(rows.iter().map(summary).collect::<Result<_, _>>()?)
 }
 
-fn summary(row: &sqlx::sqlite::SqliteRow) -> BatchSummary {
-    BatchSummary {
-        id: row.get("id"),
-        route: row.get("route"),
-        source: row.get("source"),
-        lane: row.get("lane"),
-        status: row.get("status"),
-        payload_id: row.get("payload_id"),
-        event_count: row.get("event_count"),
-        attempts: row.get("attempts"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
-        next_attempt_at: row.get("next_attempt_at"),
-        last_error: row.get("last_error"),
-        parent_id: row.get("parent_id"),
-    }
+/// A row of [`batch_columns!`]; an error (not a panic) for a status this
+/// version does not know.
+fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<BatchSummary, sqlx::Error> {
+    Ok(BatchSummary {
+        id: row.try_get("id")?,
+        route: row.try_get("route")?,
+        source: row.try_get("source")?,
+        lane: row.try_get("lane")?,
+        status: row.try_get("status")?,
+        payload_id: row.try_get("payload_id")?,
+        event_count: row.try_get("event_count")?,
+        attempts: row.try_get("attempts")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        parent_id: row.try_get("parent_id")?,
+    })
 }
 
 /// Counts of deliveries by route and status, for tests and `stats`.
-pub async fn delivery_counts(store: &Store) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let rows = sqlx::query(
+pub async fn delivery_counts(
+    store: &Store,
+) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
+    Ok(sqlx::query_as(
         "SELECT r.name, d.status, COUNT(*) FROM deliveries d JOIN routes r ON r.id = d.route \
          GROUP BY r.name, d.status ORDER BY r.name, d.status",
     )
     .fetch_all(store.pool())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect())
+    .await?)
 }
 
 /// Number of stored events.
@@ -179,7 +180,7 @@ pub async fn batch(store: &Store, id: i64) -> Result<Option<BatchSummary>, Store
     .bind(id)
     .fetch_optional(store.pool())
     .await?;
-    Ok(row.as_ref().map(summary))
+    Ok(row.as_ref().map(summary).transpose()?)
 }
 
 /// The halves a split batch was replaced by. Empty for other batches.
@@ -199,7 +200,7 @@ pub struct BatchMember {
     pub route: String,
     pub dedupe_key: String,
     pub kind: String,
-    pub status: String,
+    pub status: DeliveryStatus,
 }
 
 /// The events a batch carries, in order. Empty for an unknown batch or a
@@ -216,16 +217,16 @@ pub async fn batch_members(store: &Store, batch_id: i64) -> Result<Vec<BatchMemb
     .bind(batch_id)
     .fetch_all(store.pool())
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| BatchMember {
-            event_id: row.get(0),
-            route: row.get(1),
-            dedupe_key: row.get(2),
-            kind: row.get(3),
-            status: row.get(4),
+    let member = |row: &sqlx::sqlite::SqliteRow| -> Result<_, sqlx::Error> {
+        Ok(BatchMember {
+            event_id: row.try_get(0)?,
+            route: row.try_get(1)?,
+            dedupe_key: row.try_get(2)?,
+            kind: row.try_get(3)?,
+            status: row.try_get(4)?,
         })
-        .collect())
+    };
+    Ok(rows.iter().map(member).collect::<Result<_, _>>()?)
 }
 
 /// A stored event, as `explain` shows it.
@@ -291,7 +292,7 @@ pub async fn find_events(store: &Store, needle: &str) -> Result<Vec<EventSummary
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteState {
     pub route: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub reason: Option<String>,
     pub batch: Option<BatchSummary>,
 }
@@ -309,32 +310,34 @@ pub async fn event_routes(store: &Store, event_id: i64) -> Result<Vec<RouteState
     .bind(event_id)
     .fetch_all(store.pool())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| RouteState {
-            route: row.get("d_route"),
-            status: row.get("d_status"),
-            reason: row.get("reason"),
-            batch: row.get::<Option<i64>, _>("id").map(|_| summary(row)),
+    let state = |row: &sqlx::sqlite::SqliteRow| -> Result<_, sqlx::Error> {
+        let batch = row.try_get::<Option<i64>, _>("id")?.map(|_| summary(row));
+        Ok(RouteState {
+            route: row.try_get("d_route")?,
+            status: row.try_get("d_status")?,
+            reason: row.try_get("reason")?,
+            batch: batch.transpose()?,
         })
-        .collect())
+    };
+    Ok(rows.iter().map(state).collect::<Result<_, _>>()?)
 }
 
 /// Open deliveries (not yet settled) by route and status: pending, batched
 /// and failed. Uses the partial indexes, so it stays cheap with a large
 /// history.
-pub async fn open_deliveries(store: &Store) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let mut counts: Vec<(String, String, i64)> = Vec::new();
+pub async fn open_deliveries(
+    store: &Store,
+) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
+    let mut counts: Vec<(String, DeliveryStatus, i64)> = Vec::new();
     for sql in [
         "SELECT (SELECT name FROM routes WHERE id = d.route), 'pending', COUNT(*) FROM deliveries d \
          WHERE status = 'pending' GROUP BY route",
         "SELECT (SELECT name FROM routes WHERE id = d.route), status, COUNT(*) FROM deliveries d \
          WHERE status IN ('batched', 'failed') GROUP BY route, status",
     ] {
-        let rows = sqlx::query(sql).fetch_all(store.pool()).await?;
-        counts.extend(rows.into_iter().map(|row| (row.get(0), row.get(1), row.get(2))));
+        counts.extend(sqlx::query_as(sql).fetch_all(store.pool()).await?);
     }
-    counts.sort();
+    counts.sort_by_key(|(route, status, _)| (route.clone(), status.as_str()));
     Ok(counts)
 }
 
@@ -362,16 +365,12 @@ pub async fn oldest_undelivered(store: &Store, route: &str) -> Result<Option<i64
 }
 
 /// Batches by route and status.
-pub async fn batch_counts(store: &Store) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let rows = sqlx::query(
+pub async fn batch_counts(store: &Store) -> Result<Vec<(String, BatchStatus, i64)>, StoreError> {
+    Ok(sqlx::query_as(
         "SELECT route, status, COUNT(*) FROM batches GROUP BY route, status ORDER BY route, status",
     )
     .fetch_all(store.pool())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect())
+    .await?)
 }
 
 /// Attempts started at or after `since`, by route and outcome.

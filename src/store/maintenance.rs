@@ -6,61 +6,35 @@
 
 use std::time::Duration;
 
-use super::{log::BatchSummary, Store, StoreError};
-
-/// What `resend` decided for one batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResendDecision {
-    /// Requeued (or would be, in a dry run).
-    Requeue,
-    /// Left alone, with the reason.
-    Refuse(String),
-}
-
-/// Whether `batch` may be resent. Delivered batches need `force`; a batch
-/// in flight or split is never resent (its halves are).
-pub fn resend_decision(batch: &BatchSummary, force: bool) -> ResendDecision {
-    use crate::domain::BatchStatus::*;
-    match batch.status.parse() {
-        Ok(Failed | Retrying | Pending) => ResendDecision::Requeue,
-        Ok(Delivered) if force => ResendDecision::Requeue,
-        Ok(Delivered) => {
-            ResendDecision::Refuse(
-                "already delivered; to send it again, force it (`--force`, or `force=true` / \"force\": true over the admin API)"
-                    .to_owned(),
-            )
-        }
-        Ok(Sending) => ResendDecision::Refuse("being sent right now".to_owned()),
-        Ok(Split) => {
-            ResendDecision::Refuse("split into smaller batches; resend those".to_owned())
-        }
-        Err(_) => ResendDecision::Refuse(format!("status `{}` cannot be resent", batch.status)),
-    }
-}
+use super::{Store, StoreError};
+use crate::domain::BatchStatus;
 
 /// Requeues `batch_ids` in one transaction: each becomes `retrying`, due
 /// `now`, with a `manual` trigger for its next attempt, a fresh
 /// `give_up_after` window, and its events back to `batched`. The batch keeps
 /// its id and payload id, so nothing is copied and dedupe ids stay the same.
-/// Only batches still in a resendable state are touched (`force` allows
-/// delivered ones). Returns the ids requeued.
+/// Only batches whose status is still one of `from` when the transaction
+/// writes are touched (the caller decides which may be resent; a batch a
+/// dispatcher run took meanwhile is left alone). Returns the ids requeued.
 pub async fn requeue(
     store: &Store,
     batch_ids: &[i64],
-    force: bool,
+    from: &[BatchStatus],
     now: i64,
 ) -> Result<Vec<i64>, StoreError> {
+    let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+        .expect("a list of strings serializes");
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let mut done = Vec::new();
     for id in batch_ids {
         let updated = sqlx::query(
             "UPDATE batches SET status = 'retrying', next_attempt_at = ?2, next_trigger = 'manual', \
                     retry_since = ?2, updated_at = ?2 \
-             WHERE id = ?1 AND (status IN ('failed', 'retrying', 'pending') OR (?3 AND status = 'delivered'))",
+             WHERE id = ?1 AND status IN (SELECT value FROM json_each(?3))",
         )
         .bind(id)
         .bind(now)
-        .bind(force)
+        .bind(&from)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 1 {

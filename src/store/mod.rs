@@ -28,6 +28,7 @@ pub mod dispatch;
 pub mod log;
 pub mod maintenance;
 pub mod refusals;
+mod status;
 pub mod writer;
 
 use std::{path::Path, time::Duration};

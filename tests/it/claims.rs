@@ -4,6 +4,7 @@
 //! died) is taken again by a later run, with the same payload id, without
 //! a restart.
 
+use ldbridge::domain::DeliveryStatus;
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -84,8 +85,10 @@ async fn a_batch_whose_outcome_could_not_be_committed_is_sent_again_once_its_cla
     assert_eq!(app.launchdarkly.requests().len(), 1);
 
     // The same process sends it again once the claim expires.
-    app.dispatch_until(|counts| counts.on(Route::SegmentToLaunchDarkly, "delivered") == 2)
-        .await;
+    app.dispatch_until(|counts| {
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == 2
+    })
+    .await;
     let ids = payload_ids(&app);
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(ids[0], ids[1], "the batch kept its payload id");
@@ -137,8 +140,10 @@ async fn a_batch_whose_outcome_met_a_locked_database_is_sent_again_once_its_clai
     holder.close().await.unwrap();
     assert!(failed.is_err(), "recording past a held lock succeeded?");
 
-    app.dispatch_until(|counts| counts.on(Route::SegmentToLaunchDarkly, "delivered") == 1)
-        .await;
+    app.dispatch_until(|counts| {
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == 1
+    })
+    .await;
     let ids = payload_ids(&app);
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert_eq!(ids[0], ids[1], "the batch kept its payload id");
@@ -209,7 +214,7 @@ async fn saturating_ingest_during_an_outage_is_all_delivered_when_the_destinatio
     let deadline = tokio::time::Instant::now() + WAIT * 3;
     loop {
         let counts = app.counts().await;
-        if counts.on(Route::SegmentToLaunchDarkly, "delivered") == acknowledged {
+        if counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == acknowledged {
             break;
         }
         assert!(

@@ -1,6 +1,7 @@
 //! Delivery to LaunchDarkly: retries keep the payload id, Retry-After is
 //! honoured, failures are final and recorded, bad events are isolated.
 
+use ldbridge::domain::{BatchStatus, DeliveryStatus};
 use std::time::Duration;
 
 use ldbridge::{receiver::Reply, store::log as queries};
@@ -29,7 +30,7 @@ async fn a_500_is_retried_and_delivered_with_the_same_payload_id() {
         .http_status(),
         Some(200)
     );
-    app.dispatch_until(|counts| counts.get("delivered") == 1)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 1)
         .await;
     let requests = app.launchdarkly.requests();
     assert_eq!(requests.len(), 2);
@@ -67,7 +68,7 @@ async fn a_429_with_retry_after_waits_at_least_that_long() {
     app.launchdarkly
         .push(Reply::status(429).header("retry-after", "1"));
     app.post_tracks(&["a"]).await;
-    app.dispatch_until(|counts| counts.get("delivered") == 1)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 1)
         .await;
     let requests = app.launchdarkly.requests();
     assert_eq!(requests.len(), 2);
@@ -84,7 +85,8 @@ async fn a_401_fails_the_batch_without_retrying() {
     app.launchdarkly
         .set_default(Reply::status(401).body("invalid key"));
     app.post_tracks(&["a", "b"]).await;
-    app.dispatch_until(|counts| counts.get("failed") == 2).await;
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Failed) == 2)
+        .await;
     // Well past the 10 ms retry step: still one request.
     tokio::time::sleep(Duration::from_millis(50)).await;
     app.app
@@ -94,7 +96,7 @@ async fn a_401_fails_the_batch_without_retrying() {
         .unwrap();
     assert_eq!(app.launchdarkly.requests().len(), 1);
     let batch = &app.batches().await[0];
-    assert_eq!(batch.status, "failed");
+    assert_eq!(batch.status, BatchStatus::Failed);
     assert!(
         batch.last_error.as_deref().unwrap().contains("401"),
         "{:?}",
@@ -108,7 +110,13 @@ async fn a_400_on_a_batch_of_three_isolates_the_poison_event_and_delivers_the_ot
     crate::helpers::refuse_event(&app.launchdarkly, "poison", 400);
     app.post_tracks(&["good-1", "poison", "good-2"]).await;
     let counts = app.dispatch_until(|counts| counts.settled()).await;
-    assert_eq!((counts.get("delivered"), counts.get("failed")), (2, 1));
+    assert_eq!(
+        (
+            counts.get(DeliveryStatus::Delivered),
+            counts.get(DeliveryStatus::Failed)
+        ),
+        (2, 1)
+    );
     let delivered: Vec<Value> = app
         .launchdarkly
         .requests()
@@ -121,12 +129,15 @@ async fn a_400_on_a_batch_of_three_isolates_the_poison_event_and_delivers_the_ot
         .collect();
     assert_eq!(delivered, vec![json!("good-1"), json!("good-2")]);
     let batches = app.batches().await;
-    let failed: Vec<_> = batches.iter().filter(|b| b.status == "failed").collect();
+    let failed: Vec<_> = batches
+        .iter()
+        .filter(|b| b.status == BatchStatus::Failed)
+        .collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].event_count, 1);
     assert!(batches
         .iter()
-        .any(|b| b.status == "split" && b.event_count == 3));
+        .any(|b| b.status == BatchStatus::Split && b.event_count == 3));
 }
 
 #[tokio::test]
@@ -143,7 +154,7 @@ async fn a_413_splits_the_batch_until_each_part_fits() {
     });
     app.post_tracks(&["a", "b", "c", "d", "e"]).await;
     let counts = app.dispatch_until(|counts| counts.settled()).await;
-    assert_eq!(counts.get("delivered"), 5);
+    assert_eq!(counts.get(DeliveryStatus::Delivered), 5);
     let keys: std::collections::BTreeSet<String> = app
         .launchdarkly
         .requests()
@@ -165,7 +176,8 @@ async fn a_batch_still_failing_after_give_up_after_becomes_failed() {
         spawn_app_with(|config| config.dispatch.give_up_after = Duration::from_millis(200)).await;
     app.launchdarkly.set_default(Reply::status(503));
     app.post_tracks(&["a"]).await;
-    app.dispatch_until(|counts| counts.get("failed") == 1).await;
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Failed) == 1)
+        .await;
     let batch = &app.batches().await[0];
     assert!(batch.attempts >= 2);
     assert!(
@@ -186,7 +198,7 @@ async fn a_hanging_receiver_times_out_and_the_batch_is_retried() {
     app.launchdarkly
         .push(Reply::status(202).delay(Duration::from_secs(30)));
     app.post_tracks(&["a"]).await;
-    app.dispatch_until(|counts| counts.get("delivered") == 1)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 1)
         .await;
     let log = attempts(&app, app.batches().await[0].id).await;
     assert_eq!(log[0].http_status, None);
@@ -198,7 +210,7 @@ async fn a_hanging_receiver_times_out_and_the_batch_is_retried() {
 async fn batches_respect_max_batch_events_and_every_event_is_sent_once() {
     let app = spawn_app_with(|config| config.dispatch.max_batch_events = 2).await;
     app.post_tracks(&["a", "b", "c", "d", "e"]).await;
-    app.dispatch_until(|counts| counts.get("delivered") == 5)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 5)
         .await;
     let sizes: Vec<usize> = app
         .launchdarkly

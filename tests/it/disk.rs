@@ -5,6 +5,7 @@
 //! not-ready, and ingest resumes without a restart once room returns; nothing
 //! acknowledged is lost or corrupted.
 
+use ldbridge::domain::DeliveryStatus;
 use std::{path::Path, process::Command};
 
 use ldbridge::store::Route;
@@ -76,8 +77,10 @@ async fn a_full_database_refuses_ingest_keeps_delivering_and_resumes_once_purged
     );
 
     // Delivery of what is stored carries on while ingest is refused.
-    app.dispatch_until(|counts| counts.on(Route::SegmentToLaunchDarkly, "delivered") == stored)
-        .await;
+    app.dispatch_until(|counts| {
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == stored
+    })
+    .await;
     assert_eq!(app.received_events().len() as i64, stored);
 
     // Room returns (retention purges what was delivered): ingest resumes
@@ -87,8 +90,10 @@ async fn a_full_database_refuses_ingest_keeps_delivering_and_resumes_once_purged
     assert_eq!(post_batch(&app, "after", 40).await.0, 200);
     let (status, text) = readyz(&app).await;
     assert_eq!(status, 200, "{text}");
-    app.dispatch_until(|counts| counts.on(Route::SegmentToLaunchDarkly, "delivered") == 40)
-        .await;
+    app.dispatch_until(|counts| {
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == 40
+    })
+    .await;
     assert_eq!(app.received_events().len() as i64, stored + 40);
     assert_eq!(integrity_check(&app.database).await, "ok");
 }
@@ -159,8 +164,10 @@ async fn read_only_database_refuses_ingest_and_recovers_without_a_restart() {
     let (ready, text) = readyz(&app).await;
     assert_eq!((status, ready), (200, 200), "{text}");
     assert_eq!(app.events_stored().await, 20);
-    app.dispatch_until(|counts| counts.on(Route::SegmentToLaunchDarkly, "delivered") == 20)
-        .await;
+    app.dispatch_until(|counts| {
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == 20
+    })
+    .await;
     let keys: std::collections::BTreeSet<_> = app
         .received_events()
         .iter()

@@ -4,6 +4,7 @@
 //! delivering; and the daemon's memory stays flat through hours' worth of
 //! failures.
 
+use ldbridge::domain::{BatchStatus, DeliveryStatus};
 use std::time::Duration;
 
 use ldbridge::{
@@ -76,8 +77,14 @@ async fn run(fault: Reply, expect: Expect) {
     let counts = app.dispatch_until(|counts| counts.settled()).await;
 
     // The other routes delivered regardless.
-    assert_eq!(counts.on(Route::LaunchDarklyToSegment, "delivered"), 1);
-    assert_eq!(counts.on(Route::LaunchDarklyRelay, "delivered"), 1);
+    assert_eq!(
+        counts.on(Route::LaunchDarklyToSegment, DeliveryStatus::Delivered),
+        1
+    );
+    assert_eq!(
+        counts.on(Route::LaunchDarklyRelay, DeliveryStatus::Delivered),
+        1
+    );
     assert_eq!(app.segment.requests().len(), 1);
 
     let batch = app
@@ -101,8 +108,11 @@ async fn run(fault: Reply, expect: Expect) {
             error,
             min_wait,
         } => {
-            assert_eq!(counts.on(Route::SegmentToLaunchDarkly, "delivered"), 1);
-            assert_eq!(batch.status, "delivered");
+            assert_eq!(
+                counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered),
+                1
+            );
+            assert_eq!(batch.status, BatchStatus::Delivered);
             assert_eq!(log.len(), 2, "{log:?}");
             assert_eq!(log[0].outcome, "retrying");
             assert_eq!(log[0].http_status, status.map(i64::from), "{log:?}");
@@ -128,8 +138,11 @@ async fn run(fault: Reply, expect: Expect) {
             assert_eq!(sent[0].body, sent[1].body);
         }
         Expect::Failed { status, reason } => {
-            assert_eq!(counts.on(Route::SegmentToLaunchDarkly, "failed"), 1);
-            assert_eq!(batch.status, "failed");
+            assert_eq!(
+                counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Failed),
+                1
+            );
+            assert_eq!(batch.status, BatchStatus::Failed);
             assert_eq!(log.len(), 1, "{log:?}");
             assert_eq!(log[0].outcome, "failed");
             assert_eq!(log[0].http_status, Some(i64::from(status)));
@@ -286,7 +299,10 @@ async fn a_flapping_receiver_gets_every_batch_delivered_once_with_stable_payload
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     app.post_tracks(&names).await;
     let counts = app.dispatch_until(|counts| counts.settled()).await;
-    assert_eq!(counts.on(Route::SegmentToLaunchDarkly, "delivered"), 30);
+    assert_eq!(
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered),
+        30
+    );
 
     // Every event arrived in a 202'd request; each event's requests all
     // carried one payload id.

@@ -2,6 +2,7 @@
 //! database, pointed at a recording LaunchDarkly stand-in, with retry
 //! delays in milliseconds.
 
+use ldbridge::domain::DeliveryStatus;
 use std::{io::Write, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
@@ -210,30 +211,30 @@ impl TestApp {
 
 /// Delivery counts by (route, status).
 #[derive(Debug, Clone)]
-pub struct Counts(pub Vec<(String, String, i64)>);
+pub struct Counts(pub Vec<(String, DeliveryStatus, i64)>);
 
 impl Counts {
     /// Deliveries of `route` in `status`.
-    pub fn on(&self, route: Route, status: &str) -> i64 {
+    pub fn on(&self, route: Route, status: DeliveryStatus) -> i64 {
         self.0
             .iter()
-            .filter(|(r, s, _)| r == route.as_str() && s == status)
+            .filter(|(r, s, _)| r == route.as_str() && *s == status)
             .map(|(_, _, n)| *n)
             .sum()
     }
 
     /// Deliveries in `status`, all routes together.
-    pub fn get(&self, status: &str) -> i64 {
+    pub fn get(&self, status: DeliveryStatus) -> i64 {
         self.0
             .iter()
-            .filter(|(_, s, _)| s == status)
+            .filter(|(_, s, _)| *s == status)
             .map(|(_, _, n)| *n)
             .sum()
     }
 
     /// Nothing waiting: no delivery pending or batched.
     pub fn settled(&self) -> bool {
-        self.get("pending") == 0 && self.get("batched") == 0
+        self.get(DeliveryStatus::Pending) == 0 && self.get(DeliveryStatus::Batched) == 0
     }
 }
 

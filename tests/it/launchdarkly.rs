@@ -2,6 +2,7 @@
 //! relayed to LaunchDarkly unchanged; auth, dedupe and refusals.
 
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::{
     demo::{CLIENT_SIDE_ID, DESTINATION_WRITE_KEY, MOBILE_KEY, SDK_KEY},
     receiver::{Recorded, Reply},
@@ -268,7 +269,10 @@ async fn diagnostics_are_relayed_to_the_diagnostic_path_verbatim_and_skipped_for
         Some(202)
     );
     let counts = app.dispatch_until(|counts| counts.settled()).await;
-    assert_eq!(counts.on(Route::LaunchDarklyToSegment, "skipped"), 1);
+    assert_eq!(
+        counts.on(Route::LaunchDarklyToSegment, DeliveryStatus::Skipped),
+        1
+    );
     let relayed = app.launchdarkly.requests();
     assert_eq!(relayed.len(), 1);
     assert_eq!(relayed[0].path, "/diagnostic");
@@ -390,7 +394,7 @@ async fn a_retried_segment_batch_carries_the_same_message_ids_and_a_retried_rela
         &fixture("ld-server-bulk.in.json"),
     )
     .await;
-    app.dispatch_until(|counts| counts.get("delivered") == 4 + 7)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 4 + 7)
         .await;
 
     let segment = app.segment.requests();
@@ -464,7 +468,10 @@ async fn one_route_down_does_not_hold_back_the_other() {
     // The receiver has the request before the daemon records its outcome
     // (this counted too early, and failed under load: issue 14).
     crate::helpers::wait_until("both relayed payloads recorded delivered", || async {
-        app.counts().await.on(Route::LaunchDarklyRelay, "delivered") == 14
+        app.counts()
+            .await
+            .on(Route::LaunchDarklyRelay, DeliveryStatus::Delivered)
+            == 14
     })
     .await;
 }
@@ -487,7 +494,13 @@ async fn custom_data_is_copied_only_when_the_source_asks_and_oversized_messages_
         Some(202)
     );
     let counts = app.dispatch_until(|counts| counts.settled()).await;
-    assert_eq!((counts.get("delivered"), counts.get("failed")), (1, 1));
+    assert_eq!(
+        (
+            counts.get(DeliveryStatus::Delivered),
+            counts.get(DeliveryStatus::Failed)
+        ),
+        (1, 1)
+    );
     let messages = segment_messages(&app.segment.requests());
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["properties"]["data"], json!({"plan": "pro"}));
@@ -495,5 +508,6 @@ async fn custom_data_is_copied_only_when_the_source_asks_and_oversized_messages_
     let failed = ldbridge::store::log::delivery_counts(store).await.unwrap();
     assert!(failed
         .iter()
-        .any(|(route, status, _)| route == "launchdarkly-to-segment" && status == "failed"));
+        .any(|(route, status, _)| route == "launchdarkly-to-segment"
+            && *status == DeliveryStatus::Failed));
 }

@@ -3,6 +3,7 @@
 //! states, and a payload stored before the upgrade is still recognised when
 //! an SDK retries it afterwards.
 
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::store::{
     dispatch, log, maintenance,
     writer::{IngestBatch, NewEvent, Writer},
@@ -102,9 +103,9 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
         ("segment-to-launchdarkly", "delivered", 1),
         ("segment-to-launchdarkly", "pending", 1),
     ];
-    let expected: Vec<(String, String, i64)> = expected
+    let expected: Vec<(String, DeliveryStatus, i64)> = expected
         .iter()
-        .map(|(route, status, n)| (route.to_string(), status.to_string(), *n))
+        .map(|(route, status, n)| (route.to_string(), status.parse().unwrap(), *n))
         .collect();
     assert_eq!(counts, expected);
 

@@ -1,6 +1,7 @@
 //! The operator surface: the CLI (log, show, explain, resend, stats,
 //! purge) against the live database, the admin API, and /metrics.
 
+use ldbridge::domain::DeliveryStatus;
 use std::{collections::BTreeSet, time::Duration};
 
 use ldbridge::{receiver::Reply, store::Route};
@@ -15,7 +16,8 @@ async fn a_failed_batch_can_be_found_explained_and_resent_with_the_same_dedupe_i
     app.launchdarkly
         .set_default(Reply::status(500).body("LaunchDarkly is down"));
     app.post_tracks(&["alpha", "beta"]).await;
-    app.dispatch_until(|counts| counts.get("failed") == 2).await;
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Failed) == 2)
+        .await;
 
     let log = app.cli(&["log", "--status", "failed", "--json"]);
     assert_eq!(log.code, 0, "{}", log.stderr);
@@ -70,7 +72,7 @@ async fn a_failed_batch_can_be_found_explained_and_resent_with_the_same_dedupe_i
     let resend = app.cli(&["resend", "--all-failed"]);
     assert_eq!(resend.code, 0, "{}", resend.stderr);
     assert!(resend.stdout.contains("requeued 1"), "{}", resend.stdout);
-    app.dispatch_until(|counts| counts.get("delivered") == 2)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 2)
         .await;
 
     let requests = app.launchdarkly.requests();
@@ -207,7 +209,8 @@ async fn retention_purges_delivered_and_skipped_data_and_keeps_failed_and_pendin
         .await;
     app.dispatch_until(|counts| counts.settled()).await;
     app.post_tracks(&["fail-me"]).await;
-    app.dispatch_until(|counts| counts.get("failed") == 1).await;
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Failed) == 1)
+        .await;
     app.post_tracks(&["still-pending"]).await;
 
     // Everything is now "ten days old".
@@ -271,7 +274,8 @@ async fn the_admin_api_needs_the_token_and_returns_the_same_json_as_the_cli() {
         spawn_app_with(|config| config.dispatch.give_up_after = Duration::from_millis(100)).await;
     app.launchdarkly.set_default(Reply::status(403));
     app.post_tracks(&["one"]).await;
-    app.dispatch_until(|counts| counts.get("failed") == 1).await;
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Failed) == 1)
+        .await;
 
     for token in [None, Some("wrong-token"), Some("")] {
         let (status, _) = app.admin("GET", "/api/batches", token, "").await;
@@ -311,7 +315,7 @@ async fn the_admin_api_needs_the_token_and_returns_the_same_json_as_the_cli() {
         .admin_json("POST", &format!("/api/batches/{id}/resend"))
         .await;
     assert_eq!((status, report["requeued"].clone()), (200, json!([id])));
-    app.dispatch_until(|counts| counts.get("delivered") == 1)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 1)
         .await;
     let (status, _) = app
         .admin(
@@ -387,7 +391,7 @@ async fn metrics_parse_as_prometheus_text_and_move_by_the_traffic_sent() {
             r#"ldbridge_oldest_undelivered_age_seconds{route="segment-to-launchdarkly"}"#
         ) >= 0.0
     );
-    app.dispatch_until(|counts| counts.get("delivered") == 5)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 5)
         .await;
     let after = scrape().await;
     let moved = |series: &str| sample(&after, series) - sample(&before, series);

@@ -11,6 +11,7 @@ use hyper::{
     header::{HeaderValue, AUTHORIZATION},
     HeaderMap,
 };
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::{
     config::Config,
     ingest::{launchdarkly, segment, Refused},
@@ -346,7 +347,7 @@ async fn regression_floats_reach_the_destination_with_every_digit() {
         .post("/v1/track", track.as_bytes(), crate::helpers::Dress::Basic)
         .await;
     assert_eq!(reply.http_status(), Some(200));
-    app.dispatch_until(|counts| counts.get("delivered") == 1)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 1)
         .await;
     let sent = String::from_utf8(app.launchdarkly.requests()[0].body.to_vec()).unwrap();
     assert!(sent.contains("4.602112335161006e-119"), "{sent}");

@@ -6,6 +6,7 @@
 
 use http_body_util::BodyExt;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::store::Route;
 use serde_json::{json, Value};
 
@@ -57,8 +58,10 @@ async fn what_segment_takes_leniently_is_stored_and_delivered() {
     // Numeric ids, written as JavaScript's String() writes them.
     accepted(&app, "/v1/t", json!({"userId": 1e21, "event": "Big"})).await;
 
-    app.dispatch_until(|counts| counts.on(Route::SegmentToLaunchDarkly, "delivered") == 5)
-        .await;
+    app.dispatch_until(|counts| {
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == 5
+    })
+    .await;
     let events = app.received_events();
     let by_key = |key: &str| {
         events
@@ -95,11 +98,17 @@ async fn integrations_turning_launchdarkly_off_skip_it_and_the_relay_forwards_th
     assert_eq!(reply.http_status(), Some(200));
     let counts = app
         .dispatch_until(|counts| {
-            counts.settled() && counts.on(Route::SegmentRelay, "delivered") == 4
+            counts.settled() && counts.on(Route::SegmentRelay, DeliveryStatus::Delivered) == 4
         })
         .await;
-    assert_eq!(counts.on(Route::SegmentToLaunchDarkly, "skipped"), 2);
-    assert_eq!(counts.on(Route::SegmentToLaunchDarkly, "delivered"), 2);
+    assert_eq!(
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Skipped),
+        2
+    );
+    assert_eq!(
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered),
+        2
+    );
     let sent: Vec<Value> = app
         .received_events()
         .iter()
@@ -274,8 +283,10 @@ async fn the_relay_keeps_each_sdks_identifying_headers_and_never_mixes_them() {
         let reply = app.post_raw("/bulk", body.to_string(), headers).await;
         assert_eq!(reply.http_status(), Some(202));
     }
-    app.dispatch_until(|counts| counts.on(Route::LaunchDarklyRelay, "delivered") == 2)
-        .await;
+    app.dispatch_until(|counts| {
+        counts.on(Route::LaunchDarklyRelay, DeliveryStatus::Delivered) == 2
+    })
+    .await;
     let relayed: Vec<_> = app
         .launchdarkly
         .requests()

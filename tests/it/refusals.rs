@@ -2,6 +2,7 @@
 //! keeps its good ones; every refusal is on record (CLI, explain, admin
 //! API, stats, metrics), bounded, and never holds a key.
 
+use ldbridge::domain::DeliveryStatus;
 use std::time::Duration;
 
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -85,8 +86,10 @@ async fn a_batch_of_100_with_broken_messages_keeps_every_good_one_and_records_ea
     assert_eq!(app.events_stored().await, 94);
 
     // Every valid one is delivered to LaunchDarkly.
-    app.dispatch_until(|counts| counts.on(Route::SegmentToLaunchDarkly, "delivered") == 94)
-        .await;
+    app.dispatch_until(|counts| {
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == 94
+    })
+    .await;
     let sent: Vec<String> = app
         .received_events()
         .iter()

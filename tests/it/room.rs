@@ -4,6 +4,7 @@
 //! back ingest resumes, all without a restart; every acknowledged event is
 //! delivered exactly once per route.
 
+use ldbridge::domain::DeliveryStatus;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -150,8 +151,8 @@ async fn on_a_full_file_system_delivery_goes_on_and_ingest_resumes_when_room_is_
 
     // Delivery goes on while the disk stays full: every stored event, both routes.
     app.dispatch_until(|counts| {
-        counts.on(Route::SegmentToLaunchDarkly, "delivered") == stored
-            && counts.on(Route::SegmentRelay, "delivered") == stored
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == stored
+            && counts.on(Route::SegmentRelay, DeliveryStatus::Delivered) == stored
     })
     .await;
     assert_eq!(post_batch(&app, "still-full").await.0, 503);
@@ -180,8 +181,8 @@ async fn on_a_full_file_system_delivery_goes_on_and_ingest_resumes_when_room_is_
     }
     let stored = acknowledged.len() as i64 * 100;
     app.dispatch_until(|counts| {
-        counts.on(Route::SegmentToLaunchDarkly, "delivered") == stored
-            && counts.on(Route::SegmentRelay, "delivered") == stored
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered) == stored
+            && counts.on(Route::SegmentRelay, DeliveryStatus::Delivered) == stored
     })
     .await;
     let (to_launchdarkly, relayed) = arrivals(&app);

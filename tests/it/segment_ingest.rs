@@ -2,6 +2,7 @@
 
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use ldbridge::clock;
+use ldbridge::domain::DeliveryStatus;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -69,7 +70,13 @@ async fn a_batch_arrives_the_same_with_basic_auth_body_key_gzip_and_text_plain()
                 "{path} {dress:?}"
             );
             // group and page have no LaunchDarkly equivalent.
-            assert_eq!((counts.get("delivered"), counts.get("skipped")), (4, 2));
+            assert_eq!(
+                (
+                    counts.get(DeliveryStatus::Delivered),
+                    counts.get(DeliveryStatus::Skipped)
+                ),
+                (4, 2)
+            );
         }
     }
 }

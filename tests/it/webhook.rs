@@ -2,6 +2,7 @@
 //! segment-relay route back out to Segment.
 
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::{demo::WRITE_KEY, store::Route};
 use serde_json::{json, Value};
 
@@ -84,7 +85,13 @@ async fn webhooks_without_a_secret_need_no_signature_and_delete_requests_are_acc
         Some(200)
     );
     let counts = app.dispatch_until(|counts| counts.settled()).await;
-    assert_eq!((counts.get("delivered"), counts.get("skipped")), (1, 1));
+    assert_eq!(
+        (
+            counts.get(DeliveryStatus::Delivered),
+            counts.get(DeliveryStatus::Skipped)
+        ),
+        (1, 1)
+    );
 }
 
 #[tokio::test]
@@ -99,8 +106,11 @@ async fn segment_relay_sends_messages_with_their_own_message_ids_and_timestamps(
         .await;
     assert_eq!(reply.http_status(), Some(200));
     let counts = app.dispatch_until(|counts| counts.settled()).await;
-    assert_eq!(counts.on(Route::SegmentRelay, "delivered"), 1);
-    assert_eq!(counts.on(Route::SegmentToLaunchDarkly, "delivered"), 1);
+    assert_eq!(counts.on(Route::SegmentRelay, DeliveryStatus::Delivered), 1);
+    assert_eq!(
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered),
+        1
+    );
     let requests = app.segment.requests();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].path, "/v1/batch");
@@ -140,7 +150,7 @@ async fn a_retried_segment_relay_batch_carries_the_same_message_ids_with_a_new_s
         Dress::BodyKey,
     )
     .await;
-    app.dispatch_until(|counts| counts.get("delivered") == 6)
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 6)
         .await;
     let requests = app.segment.requests();
     assert_eq!(requests.len(), 2);
