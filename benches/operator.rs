@@ -25,9 +25,10 @@ use common::Daemon;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use ldbridge::store::{
-    writer::{IngestBatch, NewEvent, Writer},
-    Protocol, Route, Store, StoreOptions,
+use ldbridge::{
+    domain::accepted::{IngestBatch, NewEvent},
+    domain::{Protocol, Route},
+    store::{writer::Writer, Store, StoreOptions},
 };
 use serde_json::{json, Value};
 

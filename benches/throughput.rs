@@ -46,12 +46,10 @@ use std::{
 use common::Daemon;
 use ldbridge::{
     clock,
+    domain::accepted::{IngestBatch, NewEvent},
+    domain::{Protocol, Route},
     receiver::{Receiver, Reply},
-    store::{
-        log::oldest_undelivered,
-        writer::{IngestBatch, NewEvent, Writer},
-        Protocol, Route, Store, StoreOptions,
-    },
+    store::{log::oldest_undelivered, writer::Writer, Store, StoreOptions},
 };
 use load::{Body, Kind, LoadResult, Target};
 

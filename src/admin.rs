@@ -24,9 +24,10 @@ use crate::{
     config::{ConfigHandle, Secret},
     dispatch::Dispatcher,
     domain::BatchStatus,
+    domain::Route,
     metrics::Metrics,
     ops,
-    store::{log as queries, Route, Store},
+    store::{log as queries, Store},
 };
 
 /// How long `/readyz` waits for its test write.

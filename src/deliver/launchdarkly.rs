@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 
 use super::Outbound;
-use crate::store::LdEndpoint;
+use crate::domain::LdEndpoint;
 
 /// Where and how to post: one of the two LaunchDarkly credentials.
 #[derive(Debug, Clone, Copy)]
@@ -163,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_relayed_payload_goes_to_the_path_it_came_in_by_with_the_same_kind_of_key() {
-        use crate::store::LdEndpoint::*;
+        use crate::domain::LdEndpoint::*;
         let target = |endpoint, diagnostic, env| relay_target(endpoint, diagnostic, env);
         assert_eq!(
             target(Server, false, None),

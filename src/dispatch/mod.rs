@@ -27,11 +27,12 @@ use crate::{
     config::{Config, ConfigHandle},
     deliver::{HttpClient, Reply},
     domain::DeliveryStatus,
+    domain::Route,
     metrics::Metrics,
     retry::{self, Action},
     store::{
         dispatch::{self as queries, AttemptRecord, ClaimedBatch, Resolution, Settled},
-        Route, Store, StoreError,
+        Store, StoreError,
     },
 };
 

@@ -14,12 +14,10 @@ use serde_json::Value;
 use crate::{
     config::{Config, LaunchDarklySource, SegmentSource, SourceRef},
     deliver::{launchdarkly, segment, Outbound},
+    domain::stored_message,
+    domain::{LdEndpoint, LdMeta, Route},
     map::{self, ld_to_segment, Mapped},
-    store::{
-        self,
-        dispatch::{ClaimedBatch, StoredEvent},
-        LdEndpoint, LdMeta, Route,
-    },
+    store::dispatch::{ClaimedBatch, StoredEvent},
 };
 
 /// What a route does with one event.
@@ -87,12 +85,12 @@ pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> 
         Err(error) => return Prepared::Fail(format!("stored event is not valid JSON: {error}")),
     };
     if matches!(route, Route::SegmentToLaunchDarkly | Route::SegmentRelay) {
-        let row = store::body::Row {
+        let row = stored_message::Row {
             kind: &event.kind,
             dedupe_key: &event.dedupe_key,
             received_at: event.received_at,
         };
-        store::body::restore(&mut value, row);
+        stored_message::restore(&mut value, row);
     }
     match route {
         Route::SegmentToLaunchDarkly => from_mapped(map::segment_to_ld::map(&value, now), None),

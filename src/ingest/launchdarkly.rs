@@ -17,8 +17,8 @@ use serde_json::value::RawValue;
 use super::{message::Checked, Parsed, Refusal, Refused, RequestRefused};
 use crate::{
     config::{Config, LaunchDarklySource},
-    store::{
-        writer::{IngestBatch, NewEvent},
+    domain::{
+        accepted::{IngestBatch, NewEvent},
         LdEndpoint, LdMeta, Protocol,
     },
 };

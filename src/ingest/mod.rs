@@ -31,8 +31,9 @@ use serde_json::json;
 use crate::{
     clock,
     config::{Config, ConfigHandle},
+    domain::accepted::IngestBatch,
     metrics::Metrics,
-    store::writer::{IngestBatch, WriteError, Writer},
+    store::writer::{WriteError, Writer},
 };
 
 /// How much later a request carrying only refused messages is answered

@@ -16,7 +16,7 @@ use super::{
     message::{self, Kind, Message},
     Refusal,
 };
-use crate::{clock, store::writer::NewEvent};
+use crate::{clock, domain::accepted::NewEvent};
 
 /// Segment documents `messageId` as at most 100 characters.
 const MAX_MESSAGE_ID_CHARS: usize = 100;
@@ -141,13 +141,13 @@ pub fn normalize(
         .string("messageId")
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     message.remove("messageId");
-    let row = crate::store::body::Row {
+    let row = crate::domain::stored_message::Row {
         kind: &kind,
         dedupe_key: &dedupe_key,
         received_at: shared.received_at,
     };
     // What else the row holds: the `receivedAt` ldbridge stamped.
-    for (field, column) in crate::store::body::row_fields(&row, &shared.received_text) {
+    for (field, column) in crate::domain::stored_message::row_fields(&row, &shared.received_text) {
         if message.string(field).as_deref() == Some(column) {
             message.remove(field);
         }

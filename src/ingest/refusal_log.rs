@@ -8,7 +8,7 @@
 use std::{sync::Mutex, time::Instant};
 
 use super::Refused;
-use crate::store::refusals::NewRefusal;
+use crate::domain::accepted::NewRefusal;
 
 /// Bytes of a message kept in its refusal row.
 pub const EXCERPT_BYTES: usize = 1024;

@@ -20,8 +20,8 @@ use super::{
 };
 use crate::{
     config::{Config, SegmentSource},
-    store::{
-        writer::{IngestBatch, NewEvent},
+    domain::{
+        accepted::{IngestBatch, NewEvent},
         Protocol,
     },
 };

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::{
     clock,
+    domain::Route,
     domain::{BatchStatus, DeliveryStatus},
     store::{
         log::{
@@ -24,7 +25,7 @@ use crate::{
         },
         maintenance::{self, Purged},
         refusals::Refusal,
-        Route, Store, StoreError,
+        Store, StoreError,
     },
 };
 

@@ -102,7 +102,7 @@ pub fn table(refusals: &[Refusal]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::refusals::NewRefusal;
+    use crate::domain::accepted::NewRefusal;
 
     fn refusal(item: Option<i64>, source: Option<&str>) -> Refusal {
         Refusal {

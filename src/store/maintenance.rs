@@ -254,9 +254,12 @@ pub async fn heartbeat(store: &Store, now: i64, deadline: Duration) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{
-        writer::{IngestBatch, NewEvent, Writer},
-        Protocol,
+    use crate::{
+        domain::{
+            accepted::{IngestBatch, NewEvent},
+            Protocol,
+        },
+        store::writer::Writer,
     };
 
     /// Stores one event per receive time, in this order (ids ascending),

@@ -23,7 +23,6 @@ macro_rules! event_request {
     };
 }
 
-pub mod body;
 pub mod dispatch;
 pub mod log;
 pub mod maintenance;
@@ -39,7 +38,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Connection;
 
-pub use crate::domain::{LdEndpoint, LdMeta, Protocol, Route};
+use crate::domain::Route;
 
 /// How the database file is opened.
 #[derive(Debug, Clone)]

@@ -10,27 +10,7 @@
 use sqlx::{sqlite::SqliteConnection, AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
-
-/// One refused message or request, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRefusal {
-    /// When it was refused (Unix ms).
-    pub at: i64,
-    /// The configured source; `None` when the key was unknown or missing.
-    pub source: Option<String>,
-    pub path: String,
-    /// Index in the request's array; `None` for the whole request.
-    pub item: Option<i64>,
-    /// The HTTP status the request was answered with (200 when only this
-    /// message of it was refused).
-    pub status: u16,
-    pub code: String,
-    pub reason: String,
-    /// Segment `messageId` or LaunchDarkly payload id, when there was one.
-    pub message_id: Option<String>,
-    /// The first 1 KB of the message (or body), redacted.
-    pub excerpt: String,
-}
+use crate::domain::accepted::NewRefusal;
 
 /// A recorded refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,62 +12,17 @@ use std::sync::{Arc, OnceLock};
 use sqlx::{sqlite::SqliteConnection, AssertSqlSafe, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{refusals::NewRefusal, Protocol, Route, Store, StoreError};
+use super::{Store, StoreError};
+use crate::domain::{
+    accepted::{IngestBatch, NewRefusal},
+    Route,
+};
 
 /// Upper bound of events drained into one transaction; keeps each commit's
 /// latency (and the write lock hold time) small under heavy load.
 const MAX_EVENTS_PER_COMMIT: usize = 20_000;
 /// Rows per multi-row INSERT statement (the largest of the power-of-two shapes).
 const MAX_ROWS_PER_STATEMENT: usize = 64;
-
-/// One event to store.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    /// Segment `messageId`, or LaunchDarkly `"<payload id>:<index>"`.
-    pub dedupe_key: String,
-    /// Segment message type or LaunchDarkly event kind.
-    pub kind: String,
-    /// The event JSON as it will be stored.
-    pub body: String,
-}
-
-/// The events of one inbound request: all from one source, all taking the
-/// same routes.
-#[derive(Debug, Clone)]
-pub struct IngestBatch {
-    pub source: String,
-    pub protocol: Protocol,
-    pub received_at: i64,
-    /// Protocol extras shared by every event of the request (JSON), if any.
-    pub meta: Option<String>,
-    /// A LaunchDarkly payload id: the request is stored once per (payload
-    /// id, source), as a whole, and its events' dedupe keys are derived
-    /// from it (`<payload id>:<index>`); their own keys are not stored.
-    /// `None`: each event is deduplicated by its own `dedupe_key`.
-    pub payload_id: Option<String>,
-    /// One `pending` delivery per route is created for every new event.
-    pub routes: Vec<Route>,
-    pub events: Vec<NewEvent>,
-    /// Refusals to record in the same transaction: the request's messages
-    /// that were refused while the rest were accepted.
-    pub refusals: Vec<NewRefusal>,
-}
-
-impl IngestBatch {
-    /// A request with nothing to store but refusals to record.
-    pub fn refusals_only(refusals: Vec<NewRefusal>) -> IngestBatch {
-        IngestBatch {
-            source: String::new(),
-            protocol: Protocol::Segment,
-            received_at: 0,
-            meta: None,
-            payload_id: None,
-            routes: Vec::new(),
-            events: Vec::new(),
-            refusals,
-        }
-    }
-}
 
 /// What a commit did with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -645,6 +600,7 @@ async fn insert_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{accepted::NewEvent, Protocol};
 
     fn job(
         protocol: Protocol,

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use ldbridge::{daemon, receiver::Receiver, store::Route};
+use ldbridge::{daemon, domain::Route, receiver::Receiver};
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},

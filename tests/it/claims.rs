@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use ldbridge::{receiver::Reply, store::Route};
+use ldbridge::{domain::Route, receiver::Reply};
 use serde_json::{json, Value};
 
 use crate::{

@@ -91,7 +91,7 @@ async fn a_401_fails_the_batch_without_retrying() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     app.app
         .dispatcher
-        .drain(ldbridge::store::Route::SegmentToLaunchDarkly)
+        .drain(ldbridge::domain::Route::SegmentToLaunchDarkly)
         .await
         .unwrap();
     assert_eq!(app.launchdarkly.requests().len(), 1);
@@ -232,7 +232,7 @@ async fn an_idle_tick_writes_nothing() {
         .app
         .dispatcher
         .run_once(
-            ldbridge::store::Route::SegmentToLaunchDarkly,
+            ldbridge::domain::Route::SegmentToLaunchDarkly,
             ldbridge::clock::now_ms(),
         )
         .await

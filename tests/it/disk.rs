@@ -8,7 +8,7 @@
 use ldbridge::domain::DeliveryStatus;
 use std::{path::Path, process::Command};
 
-use ldbridge::store::Route;
+use ldbridge::domain::Route;
 use serde_json::{json, Value};
 
 use crate::helpers::{integrity_check, spawn_app_with, TestApp, WRITE_KEY};

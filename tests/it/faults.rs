@@ -8,8 +8,9 @@ use ldbridge::domain::{BatchStatus, DeliveryStatus};
 use std::time::Duration;
 
 use ldbridge::{
+    domain::Route,
     receiver::{Fault, Receiver, Reply},
-    store::{log as queries, Route},
+    store::log as queries,
 };
 use serde_json::json;
 

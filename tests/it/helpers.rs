@@ -11,8 +11,9 @@ use ldbridge::{
     config::Config,
     daemon::{self, App},
     deliver::{HttpClient, Outbound, Reply},
+    domain::Route,
     receiver::Receiver,
-    store::{log as queries, Route},
+    store::log as queries,
 };
 use serde_json::Value;
 

@@ -5,8 +5,8 @@ use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use ldbridge::domain::DeliveryStatus;
 use ldbridge::{
     demo::{CLIENT_SIDE_ID, DESTINATION_WRITE_KEY, MOBILE_KEY, SDK_KEY},
+    domain::Route,
     receiver::{Recorded, Reply},
-    store::Route,
 };
 use serde_json::{json, Value};
 

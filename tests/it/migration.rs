@@ -3,12 +3,12 @@
 //! states, and a payload stored before the upgrade is still recognised when
 //! an SDK retries it afterwards.
 
-use ldbridge::domain::DeliveryStatus;
-use ldbridge::store::{
-    dispatch, log, maintenance,
-    writer::{IngestBatch, NewEvent, Writer},
-    Protocol, Route, Store,
+use ldbridge::domain::{
+    accepted::{IngestBatch, NewEvent},
+    DeliveryStatus,
 };
+use ldbridge::domain::{Protocol, Route};
+use ldbridge::store::{dispatch, log, maintenance, writer::Writer, Store};
 use sqlx::Connection;
 
 const LD_META: &str = r#"{"endpoint":"server","schema":"4"}"#;

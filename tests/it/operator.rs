@@ -4,7 +4,7 @@
 use ldbridge::domain::DeliveryStatus;
 use std::{collections::BTreeSet, time::Duration};
 
-use ldbridge::{receiver::Reply, store::Route};
+use ldbridge::{domain::Route, receiver::Reply};
 use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, Dress, TestApp, ADMIN_TOKEN, WRITE_KEY};

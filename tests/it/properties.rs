@@ -14,9 +14,9 @@ use hyper::{
 use ldbridge::domain::DeliveryStatus;
 use ldbridge::{
     config::Config,
+    domain::accepted::{IngestBatch, NewEvent},
     ingest::{launchdarkly, segment, Refused},
     map::{ld_to_segment, segment_relay, segment_to_ld, Mapped},
-    store::writer::{IngestBatch, NewEvent},
 };
 use proptest::prelude::*;
 use serde_json::{Map, Value};
@@ -168,12 +168,12 @@ fn assert_refusal_is_4xx(refused: &Refused) {
 /// fields its row holds put back.
 fn read_back(batch: &IngestBatch, event: &NewEvent) -> Value {
     let mut stored: Value = serde_json::from_str(&event.body).expect("stored body is JSON");
-    let row = ldbridge::store::body::Row {
+    let row = ldbridge::domain::stored_message::Row {
         kind: &event.kind,
         dedupe_key: &event.dedupe_key,
         received_at: batch.received_at,
     };
-    ldbridge::store::body::restore(&mut stored, row);
+    ldbridge::domain::stored_message::restore(&mut stored, row);
     stored
 }
 

@@ -7,7 +7,7 @@
 use http_body_util::BodyExt;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use ldbridge::domain::DeliveryStatus;
-use ldbridge::store::Route;
+use ldbridge::domain::Route;
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, Dress, TestApp, WRITE_KEY};

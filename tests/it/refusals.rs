@@ -6,7 +6,7 @@ use ldbridge::domain::DeliveryStatus;
 use std::time::Duration;
 
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use ldbridge::store::Route;
+use ldbridge::domain::Route;
 use serde_json::{json, Value};
 
 use crate::helpers::{basic, spawn_app, spawn_app_with, Dress, TestApp, WAIT, WRITE_KEY};

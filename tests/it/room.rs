@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use ldbridge::store::Route;
+use ldbridge::domain::Route;
 use serde_json::{json, Value};
 
 use crate::helpers::{integrity_check, spawn_app_with, Dress, TestApp, WAIT, WRITE_KEY};

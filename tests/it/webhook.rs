@@ -3,7 +3,7 @@
 
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use ldbridge::domain::DeliveryStatus;
-use ldbridge::{demo::WRITE_KEY, store::Route};
+use ldbridge::{demo::WRITE_KEY, domain::Route};
 use serde_json::{json, Value};
 
 use crate::helpers::{basic, fixture, fixture_json, spawn_app, spawn_app_with, Dress, TestApp};

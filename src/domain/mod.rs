@@ -3,6 +3,9 @@
 //! statuses of batches and deliveries (stored as the strings of
 //! architecture.md §4). A leaf: it imports nothing of ldbridge.
 
+pub mod accepted;
+pub mod stored_message;
+
 use std::str::FromStr;
 
 /// Routes an event can take (architecture.md §1). The string form is what is
