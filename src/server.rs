@@ -17,6 +17,7 @@ use hyper_util::{
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{watch, Semaphore},
+    task::JoinSet,
 };
 
 /// What a listener allows its clients.
@@ -56,8 +57,12 @@ content-type: application/json\r\ncontent-length: 71\r\nconnection: close\r\n\r\
 
 /// Serves connections from `listener` with `handler` until `shutdown`
 /// becomes true, then stops accepting and waits up to `limits.drain` for
-/// open connections to finish their requests. Returns false if some
-/// connection had to be abandoned at the deadline.
+/// open connections to finish their requests. A connection that has not
+/// sent its first bytes yet (a browser's preconnect) is closed at once; one
+/// still open at the deadline is closed then. Nothing this handler serves
+/// outlives the call, so a daemon started again on the same port never
+/// shares a client's pooled connection with the old one. Returns false if
+/// some connection had to be abandoned at the deadline.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     handler: H,
@@ -82,6 +87,7 @@ where
         .keep_alive_timeout(limits.header_timeout);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -102,8 +108,13 @@ where
                 let handler = handler.clone();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    if !opening_arrives(&stream, limits.header_timeout).await {
+                let mut stop = shutdown.clone();
+                connections.spawn(async move {
+                    let opened = tokio::select! {
+                        opened = opening_arrives(&stream, limits.header_timeout) => opened,
+                        () = stop_requested(&mut stop) => false,
+                    };
+                    if !opened {
                         return;
                     }
                     let service = service_fn(move |request| {
@@ -114,14 +125,18 @@ where
                     let _ = watcher.watch(connection.into_owned()).await;
                     drop(permit);
                 });
+                // Only live connections stay in the set.
+                while connections.try_join_next().is_some() {}
             }
             _ = stop_requested(&mut shutdown) => break,
         }
     }
     drop(listener);
-    tokio::time::timeout(limits.drain, graceful.shutdown())
+    let drained = tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
-        .is_ok()
+        .is_ok();
+    connections.shutdown().await;
+    drained
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).

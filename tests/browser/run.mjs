@@ -12,7 +12,8 @@
 //   UP?              a track failed while ldbridge was down; the test
 //                    restarts it and answers "up"
 //   RESULT {json}    what the browser saw: console messages, failed
-//                    requests, the X-Retry-Count of each request to ldbridge
+//                    requests, the X-Retry-Count of each request to
+//                    ldbridge, and when ldbridge was down
 // Every wait has a deadline; any failure prints "ERROR …" and exits 1.
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -63,10 +64,10 @@ async function ask(question, expected) {
   if (value?.trim() !== expected) fail(`expected "${expected}", got ${JSON.stringify(value)}`);
 }
 
-async function until(what, condition) {
-  const deadline = Date.now() + WAIT_MS;
+async function until(what, condition, waitMs = WAIT_MS) {
+  const deadline = Date.now() + waitMs;
   while (!condition()) {
-    if (Date.now() > deadline) fail(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) fail(`timed out waiting for ${what}; seen so far: ${JSON.stringify(seen)}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
@@ -84,7 +85,10 @@ const browser = await chromium.launch({
   ],
 });
 const page = await browser.newPage();
-const seen = { console: [], failed: [], requests: [], responses: [] };
+// Times are ms since the page opened; `down`/`up` bound the window in
+// which ldbridge was stopped.
+const t0 = Date.now();
+const seen = { console: [], failed: [], requests: [], responses: [], down: null, up: null };
 page.on('console', (message) =>
   seen.console.push(`${message.type()}: ${message.text()} (${message.location().url})`),
 );
@@ -93,7 +97,12 @@ page.on('pageerror', (error) => seen.console.push(`pageerror: ${error.message}`)
 // does not read a 202's empty body) lost nothing; one with no answer did.
 page.on('requestfailed', async (request) => {
   if (request.url().startsWith(config.ingest) && !(await request.response())) {
-    seen.failed.push(`${request.method()} ${new URL(request.url()).pathname}: ${request.failure()?.errorText}`);
+    seen.failed.push({
+      method: request.method(),
+      path: new URL(request.url()).pathname,
+      error: request.failure()?.errorText,
+      at: Date.now() - t0,
+    });
   }
 });
 page.on('request', (request) => {
@@ -103,6 +112,7 @@ page.on('request', (request) => {
       method: request.method(),
       path: new URL(request.url()).pathname,
       retry: headers['x-retry-count'] ?? null,
+      at: Date.now() - t0,
     });
   }
 });
@@ -112,6 +122,7 @@ page.on('response', (response) => {
       path: new URL(response.url()).pathname,
       status: response.status(),
       retry: response.request().headers()['x-retry-count'] ?? null,
+      at: Date.now() - t0,
     });
   }
 });
@@ -128,11 +139,18 @@ console.log('SENT');
 // ldbridge goes down; a track is sent; it fails; ldbridge comes back; the
 // retry (with X-Retry-Count) must get through.
 await ask('DOWN?', 'down');
+seen.down = Date.now() - t0;
 const failedBefore = seen.failed.length;
 await page.evaluate(() => window.bridge.trackLater('Sent While Down'));
-await until('the track to fail while ldbridge is down', () => seen.failed.length > failedBefore);
+// The track's own failure: analytics.js telemetry (/v1/m) fails too while
+// ldbridge is down, and restarting before the track was tried would leave
+// it nothing to retry.
+await until('the track to fail while ldbridge is down', () =>
+  seen.failed.slice(failedBefore).some((f) => f.path === '/v1/t'),
+);
 const downAt = seen.responses.length;
 await ask('UP?', 'up');
+seen.up = Date.now() - t0;
 await until('a retry with X-Retry-Count answered 200', () =>
   seen.responses.slice(downAt).some((r) => r.retry !== null && r.status === 200),
 );

@@ -359,6 +359,44 @@ async fn regression_a_connection_that_never_sends_a_byte_is_closed_after_header_
     assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
 }
 
+/// Regression: a connection opened but still silent when the daemon stopped
+/// (a browser's preconnect) held shutdown until `server.shutdown_timeout`,
+/// though it had no request to finish, and outlived the accept loop.
+#[tokio::test]
+async fn regression_a_connection_still_silent_at_shutdown_neither_holds_it_nor_is_answered() {
+    let test = spawn_app_with(|config| {
+        config.server.header_timeout = Duration::from_secs(600);
+        config.server.shutdown_timeout = Duration::from_secs(600);
+    })
+    .await;
+    let mut silent = TcpStream::connect(test.app.ingest_addr).await.unwrap();
+    // One accept loop takes connections in order: once a later one is
+    // answered, the silent one was accepted and is waiting for its bytes.
+    let mut later = TcpStream::connect(test.app.ingest_addr).await.unwrap();
+    later
+        .write_all(b"OPTIONS /v1/track HTTP/1.1\r\nHost: ldbridge\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut later)
+        .await
+        .starts_with("HTTP/1.1 204"));
+    tokio::time::timeout(WAIT, test.app.shutdown())
+        .await
+        .expect("shutdown waited on a connection that never sent a byte")
+        .unwrap();
+    let request = format!(
+        "POST /v1/track HTTP/1.1\r\nHost: ldbridge\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}",
+        basic(WRITE_KEY)
+    );
+    let _ = silent.write_all(request.as_bytes()).await;
+    assert_eq!(
+        read_until_closed(&mut silent).await,
+        "",
+        "a stopped daemon answered"
+    );
+}
+
 /// Regression: a LaunchDarkly event with a number JSON cannot hold (`1e400`)
 /// was acknowledged, stored verbatim, and then failed on the way to Segment
 /// ("stored event is not valid JSON"); it is now refused at ingest.
