@@ -66,7 +66,7 @@ fn main() {
         "x-launchdarkly-payload-id",
         HeaderValue::from_static("5b2d3c4e-9f1a-4b7c-8d2e-000000000001"),
     );
-    let ld_bulk = launchdarkly::endpoint("/bulk").expect("a LaunchDarkly path");
+    let ld_bulk = launchdarkly::parse_path("/bulk").expect("a LaunchDarkly path");
 
     println!("ldbridge ingest parse benchmark (in process, one thread)\n");
     println!("| body | events per round | CPU per event, median of {ROUNDS} rounds (µs) |");
@@ -90,14 +90,14 @@ fn main() {
                 for body in &bodies {
                     let parsed = match kind {
                         Kind::SegmentBatch => segment::parse(
-                            segment::Endpoint::Batch,
+                            segment::SegmentPath::Batch,
                             &segment_headers,
                             &body.bytes,
                             &config,
                             RECEIVED_AT,
                         ),
                         Kind::SegmentTrack => segment::parse(
-                            segment::Endpoint::Single("track"),
+                            segment::SegmentPath::Single("track"),
                             &segment_headers,
                             &body.bytes,
                             &config,

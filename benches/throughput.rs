@@ -49,7 +49,7 @@ use ldbridge::{
     domain::accepted::{IngestBatch, NewEvent},
     domain::{Protocol, Route},
     receiver::{Receiver, Reply},
-    store::{log::oldest_undelivered, writer::Writer, Store, StoreOptions},
+    store::{delivery_log::oldest_undelivered, writer::Writer, Store, StoreOptions},
 };
 use load::{Body, Kind, LoadResult, Target};
 

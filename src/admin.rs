@@ -27,7 +27,7 @@ use crate::{
     domain::Route,
     metrics::Metrics,
     ops,
-    store::{log as queries, Store},
+    store::{delivery_log, Store},
 };
 
 /// How long `/readyz` waits for its test write.
@@ -277,13 +277,14 @@ impl Admin {
             self.space.reserve_held(),
             self.space.ingest_refused(),
         );
-        if let Ok(open) = queries::open_deliveries(&self.store).await {
+        if let Ok(open) = delivery_log::open_deliveries(&self.store).await {
             for (route, status, count) in open {
                 self.metrics.set_queue_depth(&route, status, count);
             }
         }
         for route in Route::ALL {
-            if let Ok(oldest) = queries::oldest_undelivered(&self.store, route.as_str()).await {
+            if let Ok(oldest) = delivery_log::oldest_undelivered(&self.store, route.as_str()).await
+            {
                 let age = oldest.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
                 self.metrics.set_oldest_undelivered_age(route.as_str(), age);
             }
@@ -365,7 +366,7 @@ fn bad_filter(reason: String) -> ApiError {
     error_answer(StatusCode::BAD_REQUEST, &reason)
 }
 
-fn batch_filter(query: &str) -> Result<queries::BatchFilter, ApiError> {
+fn batch_filter(query: &str) -> Result<delivery_log::BatchFilter, ApiError> {
     let param = |key: &str| query_param(query, key);
     let limit = match param("limit") {
         Some(text) => text

@@ -14,7 +14,7 @@ use crate::{
     domain::BatchStatus,
     logging::LogFormat,
     ops,
-    store::{log::BatchFilter, refusals::RefusalFilter, Store, StoreOptions},
+    store::{delivery_log::BatchFilter, refusals::RefusalFilter, Store, StoreOptions},
 };
 
 /// ldbridge: a durable bridge between Segment and LaunchDarkly.

@@ -106,7 +106,7 @@ fn tick_allowance(schedule: &str) -> Duration {
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App> {
     raise_open_files_limit(config.server.max_connections);
     let store = open_store(&config).await?;
-    let recovered = store::dispatch::recover_sending(&store, clock::now_ms()).await?;
+    let recovered = store::batches::recover_sending(&store, clock::now_ms()).await?;
     if recovered > 0 {
         tracing::warn!(
             batches = recovered,
@@ -503,7 +503,7 @@ async fn status_line(store: &Store, space: &Space) -> String {
     } else {
         "Serving"
     };
-    match store::log::open_deliveries(store).await {
+    match store::delivery_log::open_deliveries(store).await {
         Ok(counts) => {
             let sum = |status: DeliveryStatus| {
                 counts

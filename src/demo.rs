@@ -26,7 +26,7 @@ use crate::{
     deliver::{HttpClient, Outbound},
     domain::{BatchStatus, DeliveryStatus},
     receiver::Receiver,
-    store::log as queries,
+    store::delivery_log,
 };
 
 /// The fixtures' credentials and ids (tests/fixtures/README.md). The demo
@@ -177,18 +177,18 @@ pub async fn run(verbose: bool) -> anyhow::Result<()> {
     }
     wait_for_delivery(&app.store).await?;
     println!("\nDeliveries by route and status (ldbridge stats):");
-    for (route, status, count) in queries::delivery_counts(&app.store).await? {
+    for (route, status, count) in delivery_log::delivery_counts(&app.store).await? {
         println!("  {route:<24} {status:<10} {count}");
     }
     if verbose {
         println!("\nDelivery log (ldbridge log):\n");
-        let filter = queries::BatchFilter {
+        let filter = delivery_log::BatchFilter {
             limit: 50,
             ..Default::default()
         };
         print!(
             "{}",
-            crate::ops::batch_table(&queries::list_batches(&app.store, &filter).await?)
+            crate::ops::batch_table(&delivery_log::list_batches(&app.store, &filter).await?)
         );
         print_received("LaunchDarkly", &launchdarkly.requests());
         print_received("Segment", &segment.requests());
@@ -282,14 +282,14 @@ async fn wait_for_batch(
     let deadline = clock::now_ms() + 30_000;
     loop {
         let batch = match id {
-            Some(id) => queries::batch(store, id).await?,
+            Some(id) => delivery_log::batch(store, id).await?,
             None => {
-                let filter = queries::BatchFilter {
+                let filter = delivery_log::BatchFilter {
                     route: Some("segment-to-launchdarkly".to_owned()),
                     limit: 1,
                     ..Default::default()
                 };
-                queries::list_batches(store, &filter)
+                delivery_log::list_batches(store, &filter)
                     .await?
                     .into_iter()
                     .next()
@@ -428,7 +428,7 @@ fn sample_request(url: &str, body: &str, how: &str, n: usize) -> anyhow::Result<
 async fn wait_for_delivery(store: &crate::store::Store) -> anyhow::Result<()> {
     let deadline = clock::now_ms() + 30_000;
     loop {
-        let counts = queries::delivery_counts(store).await?;
+        let counts = delivery_log::delivery_counts(store).await?;
         let open = counts.iter().any(|(_, status, count)| {
             matches!(status, DeliveryStatus::Pending | DeliveryStatus::Batched) && *count > 0
         });

@@ -3,8 +3,8 @@
 //!
 //! # Layout
 //!
-//! Top to bottom: a module imports only modules below it (`clock`,
-//! `config` and `metrics` are leaves every layer may use).
+//! Top to bottom: a module imports only modules below it (`domain`,
+//! `clock`, `config` and `metrics` are leaves every layer may use).
 //!
 //! ```text
 //! main.rs          thin: parse CLI, init logging, run, map error → exit code
@@ -24,9 +24,10 @@
 //! retry.rs         pure: classify(answer) → action, next_attempt_at(n, now, retry_after)
 //! ops/             operator views (log, show, explain, resend, stats, purge), refusals.rs,
 //!                  filters.rs (the words of --status/--since and the API's parameters)
-//! store/           the only SQL: open, migrations, writer.rs (group commit), dispatch.rs
-//!                  (claims, attempts), log.rs (operator queries), maintenance.rs (resend,
-//!                  retention, heartbeat), refusals.rs, body.rs (stored Segment bodies)
+//! store/           the only SQL: open, migrations, writer.rs (group commit), batches.rs
+//!                  (the dispatcher's: batches, claims, attempts), delivery_log.rs (operator
+//!                  queries), maintenance.rs (requeue, retention, heartbeat), refusals.rs,
+//!                  status.rs (statuses as stored)
 //! space.rs         room on the store's file system: the ingest watermark, the reserve file
 //! reload.rs        the reload handshake: the daemon's status file, `ldbridge reload`
 //! notify.rs        sd_notify
@@ -35,7 +36,9 @@
 //! config/          TOML → Config, secret references, validate(), diff.rs (what a reload changes)
 //! metrics.rs       the Prometheus registry and its recording helpers
 //! clock.rs         Unix-ms time, RFC 3339 in and out
-//! domain.rs        shared types: Route, Protocol, LdMeta, BatchStatus, DeliveryStatus
+//! domain/          shared types, a leaf: Route, Protocol, LdMeta, BatchStatus (and which may
+//!                  be resent), DeliveryStatus; accepted.rs (what ingest hands the writer),
+//!                  stored_message.rs (the stored form of a Segment message)
 //! ```
 //!
 //! # Data flow

@@ -31,7 +31,7 @@ use crate::{
     metrics::Metrics,
     retry::{self, Action},
     store::{
-        dispatch::{self as queries, AttemptRecord, ClaimedBatch, Resolution, Settled},
+        batches::{self, AttemptRecord, ClaimedBatch, Resolution, Settled},
         Store, StoreError,
     },
 };
@@ -179,7 +179,7 @@ impl Dispatcher {
     /// An idle run (nothing pending, nothing due) does no writes.
     #[tracing::instrument(skip_all, fields(route = %route))]
     pub async fn run_once(&self, route: Route, now: i64) -> Result<RunOutcome, StoreError> {
-        if !queries::has_work(&self.store, route, now).await? {
+        if !batches::has_work(&self.store, route, now).await? {
             return Ok(RunOutcome {
                 idle: true,
                 ..RunOutcome::default()
@@ -195,7 +195,7 @@ impl Dispatcher {
             .form_batches(&config, route, now, claimed_until, &mut outcome)
             .await?;
         let limit = config.dispatch.max_in_flight * 2;
-        let claimed = queries::claim_due(&self.store, route, now, claimed_until, limit).await?;
+        let claimed = batches::claim_due(&self.store, route, now, claimed_until, limit).await?;
         if !claimed.expired.is_empty() {
             tracing::warn!(
                 route = %route, batches = ?claimed.expired,
@@ -229,7 +229,7 @@ impl Dispatcher {
         outcome: &mut RunOutcome,
     ) -> Result<Vec<Job>, StoreError> {
         let limit = config.dispatch.max_batch_events * config.dispatch.max_in_flight;
-        let pending = queries::pending_events(&self.store, route, limit).await?;
+        let pending = batches::pending_events(&self.store, route, limit).await?;
         let mut settled = Settled::default();
         // (event, lane, alone, json) of everything to send.
         let mut sendable = Vec::new();
@@ -248,16 +248,16 @@ impl Dispatcher {
             .collect();
         let (max_events, max_bytes) = prepare::limits(config, route);
         let groups = batching::plan(&items, max_events, max_bytes);
-        let plans: Vec<queries::BatchPlan> = groups
+        let plans: Vec<batches::BatchPlan> = groups
             .iter()
-            .map(|group| queries::BatchPlan {
+            .map(|group| batches::BatchPlan {
                 source: sendable[group[0]].0.source.clone(),
                 lane: sendable[group[0]].1.clone(),
                 event_ids: group.iter().map(|&i| sendable[i].0.event_id).collect(),
             })
             .collect();
         let batches =
-            queries::create_batches(&self.store, route, &plans, &settled, now, claimed_until)
+            batches::create_batches(&self.store, route, &plans, &settled, now, claimed_until)
                 .await?;
         outcome.events_skipped += settled.skipped.len() + settled.failed.len();
         self.metrics.deliveries(
@@ -299,7 +299,7 @@ impl Dispatcher {
         batch: ClaimedBatch,
         now: i64,
     ) -> Result<Job, StoreError> {
-        let events = queries::batch_events(&self.store, batch.id).await?;
+        let events = batches::batch_events(&self.store, batch.id).await?;
         let meta = events.first().and_then(|event| event.meta.clone());
         let mut event_ids = Vec::with_capacity(events.len());
         let mut elements = Vec::with_capacity(events.len());
@@ -424,7 +424,7 @@ impl Dispatcher {
         if let Some(outcome) = settled {
             self.metrics.deliveries(route, outcome, events);
         }
-        queries::record_attempt(&self.store, &job.batch, &attempt, &resolution, now).await?;
+        batches::record_attempt(&self.store, &job.batch, &attempt, &resolution, now).await?;
         Ok(())
     }
 }

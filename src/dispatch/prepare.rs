@@ -17,7 +17,7 @@ use crate::{
     domain::stored_message,
     domain::{LdEndpoint, LdMeta, Route},
     map::{self, ld_to_segment, Mapped},
-    store::dispatch::{ClaimedBatch, StoredEvent},
+    store::batches::{ClaimedBatch, StoredEvent},
 };
 
 /// What a route does with one event.

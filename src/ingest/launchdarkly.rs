@@ -28,7 +28,7 @@ const MAX_PAYLOAD_ID: usize = 128;
 
 /// A LaunchDarkly ingest path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub struct LdPath {
     pub kind: LdEndpoint,
     pub diagnostic: bool,
     /// The client-side id of a browser path.
@@ -37,10 +37,10 @@ pub struct Endpoint {
 
 /// The endpoint for `path` (trailing slash tolerated, as SDKs differ);
 /// `None` for anything else.
-pub fn endpoint(path: &str) -> Option<Endpoint> {
+pub fn parse_path(path: &str) -> Option<LdPath> {
     let path = path.trim_end_matches('/');
     let fixed = |kind, diagnostic| {
-        Some(Endpoint {
+        Some(LdPath {
             kind,
             diagnostic,
             env: None,
@@ -56,7 +56,7 @@ pub fn endpoint(path: &str) -> Option<Endpoint> {
                 Some(env) => (false, env),
                 None => (true, path.strip_prefix("/events/diagnostic/")?),
             };
-            (!env.is_empty() && !env.contains('/')).then(|| Endpoint {
+            (!env.is_empty() && !env.contains('/')).then(|| LdPath {
                 kind: LdEndpoint::Client,
                 diagnostic,
                 env: Some(env.to_owned()),
@@ -66,7 +66,7 @@ pub fn endpoint(path: &str) -> Option<Endpoint> {
 }
 
 /// Whether browsers call this path (CORS preflight is answered for these).
-pub fn is_browser(endpoint: &Endpoint) -> bool {
+pub fn is_browser(endpoint: &LdPath) -> bool {
     endpoint.kind == LdEndpoint::Client
 }
 
@@ -128,7 +128,7 @@ impl<'de> Deserialize<'de> for IsKind {
 /// is taken or refused as a whole (nothing is stored when this fails; the
 /// refusal says why), as LaunchDarkly's events service does.
 pub fn parse(
-    endpoint: &Endpoint,
+    endpoint: &LdPath,
     headers: &HeaderMap,
     body: &[u8],
     config: &Config,
@@ -158,7 +158,7 @@ pub fn parse(
 
 /// The events of an authenticated request from `source`.
 fn events<'h>(
-    endpoint: &Endpoint,
+    endpoint: &LdPath,
     body: &[u8],
     payload_id: Option<&str>,
     received_at: i64,
@@ -211,7 +211,7 @@ fn events<'h>(
 }
 
 fn authenticate<'c>(
-    endpoint: &Endpoint,
+    endpoint: &LdPath,
     headers: &HeaderMap,
     config: &'c Config,
 ) -> Result<&'c LaunchDarklySource, Refusal> {
@@ -342,7 +342,7 @@ mod tests {
             "/events/bulk/abc",
         ]
         .iter()
-        .map(|path| endpoint(path).map(|e| (e.kind, e.diagnostic)))
+        .map(|path| parse_path(path).map(|e| (e.kind, e.diagnostic)))
         .collect();
         assert_eq!(
             kinds,
@@ -354,15 +354,15 @@ mod tests {
                 Some((LdEndpoint::Client, false)),
             ]
         );
-        assert!(endpoint("/diagnostic").unwrap().diagnostic);
-        assert!(endpoint("/mobile/events/diagnostic").unwrap().diagnostic);
+        assert!(parse_path("/diagnostic").unwrap().diagnostic);
+        assert!(parse_path("/mobile/events/diagnostic").unwrap().diagnostic);
         assert_eq!(
-            endpoint("/events/diagnostic/abc").unwrap().env.as_deref(),
+            parse_path("/events/diagnostic/abc").unwrap().env.as_deref(),
             Some("abc")
         );
-        assert_eq!(endpoint("/events/bulk/"), None);
-        assert_eq!(endpoint("/events/bulk/a/b"), None);
-        assert_eq!(endpoint("/v1/batch"), None);
+        assert_eq!(parse_path("/events/bulk/"), None);
+        assert_eq!(parse_path("/events/bulk/a/b"), None);
+        assert_eq!(parse_path("/v1/batch"), None);
     }
 
     #[test]

@@ -138,16 +138,16 @@ pub struct Ingest {
     refusal_rate: refusal_log::Limiter,
 }
 
-/// Which protocol a path belongs to.
-enum Endpoint {
-    Segment(segment::Endpoint),
-    LaunchDarkly(launchdarkly::Endpoint),
+/// An ingest path: which protocol it belongs to, and what it takes.
+enum IngestPath {
+    Segment(segment::SegmentPath),
+    LaunchDarkly(launchdarkly::LdPath),
 }
 
-fn endpoint(path: &str) -> Option<Endpoint> {
-    segment::endpoint(path)
-        .map(Endpoint::Segment)
-        .or_else(|| launchdarkly::endpoint(path).map(Endpoint::LaunchDarkly))
+fn parse_path(path: &str) -> Option<IngestPath> {
+    segment::parse_path(path)
+        .map(IngestPath::Segment)
+        .or_else(|| launchdarkly::parse_path(path).map(IngestPath::LaunchDarkly))
 }
 
 impl Ingest {
@@ -178,7 +178,7 @@ impl Ingest {
     async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_owned();
         let telemetry = path.trim_end_matches('/') == "/v1/m";
-        let endpoint = endpoint(&path);
+        let endpoint = parse_path(&path);
         if endpoint.is_none() && !telemetry {
             let refused = Refusal::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
             return refusal(&refused);
@@ -201,14 +201,14 @@ impl Ingest {
             return json_response(StatusCode::OK, r#"{"success":true}"#);
         };
         match &endpoint {
-            Endpoint::Segment(kind) => {
+            IngestPath::Segment(kind) => {
                 let parse = |headers: &HeaderMap, body: &[u8], config: &Config, at| {
                     segment::parse(*kind, headers, body, config, at)
                 };
                 self.accept("segment", request, &path, Box::new(parse))
                     .await
             }
-            Endpoint::LaunchDarkly(kind) => {
+            IngestPath::LaunchDarkly(kind) => {
                 let parse = |headers: &HeaderMap, body: &[u8], config: &Config, at| {
                     launchdarkly::parse(kind, headers, body, config, at)
                 };

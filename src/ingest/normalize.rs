@@ -124,7 +124,7 @@ pub fn normalize(
     } else {
         message_type(message, label, path_kind)?
     };
-    // The row's kind column holds it (store::body puts it back on reading).
+    // The row's kind column holds it (domain::stored_message puts it back on reading).
     message.remove("type");
     if !is_delete {
         validate(message, label, &kind)?;

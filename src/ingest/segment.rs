@@ -34,7 +34,7 @@ pub const MAX_ACCEPTED_MESSAGE_BYTES: usize = 32 * 1024;
 /// A Segment ingest path: one message of a known type, a batch envelope, or
 /// what Segment's Webhooks destinations push (one message or an array).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum SegmentPath {
     Single(&'static str),
     Batch,
     Webhook,
@@ -42,19 +42,19 @@ pub enum Endpoint {
 
 /// The endpoint for `path`, including the one-letter aliases analytics.js
 /// uses and `/v1/import`; `None` for anything else.
-pub fn endpoint(path: &str) -> Option<Endpoint> {
+pub fn parse_path(path: &str) -> Option<SegmentPath> {
     if path.trim_end_matches('/') == "/segment/webhook" {
-        return Some(Endpoint::Webhook);
+        return Some(SegmentPath::Webhook);
     }
     let tail = path.strip_prefix("/v1/")?.trim_end_matches('/');
     Some(match tail {
-        "track" | "t" => Endpoint::Single("track"),
-        "identify" | "i" => Endpoint::Single("identify"),
-        "page" | "p" => Endpoint::Single("page"),
-        "screen" | "s" => Endpoint::Single("screen"),
-        "group" | "g" => Endpoint::Single("group"),
-        "alias" | "a" => Endpoint::Single("alias"),
-        "batch" | "import" | "b" => Endpoint::Batch,
+        "track" | "t" => SegmentPath::Single("track"),
+        "identify" | "i" => SegmentPath::Single("identify"),
+        "page" | "p" => SegmentPath::Single("page"),
+        "screen" | "s" => SegmentPath::Single("screen"),
+        "group" | "g" => SegmentPath::Single("group"),
+        "alias" | "a" => SegmentPath::Single("alias"),
+        "batch" | "import" | "b" => SegmentPath::Batch,
         _ => return None,
     })
 }
@@ -84,7 +84,7 @@ struct Envelope<'a> {
 /// array, no or an unknown key, a bad signature, or the one message of a
 /// single-message endpoint refused.
 pub fn parse(
-    endpoint: Endpoint,
+    endpoint: SegmentPath,
     headers: &HeaderMap,
     body: &[u8],
     config: &Config,
@@ -118,7 +118,7 @@ pub fn parse(
     }
     let key = write_key(basic, &request)?;
     let source = find_source(config, &key)?;
-    let webhook = endpoint == Endpoint::Webhook;
+    let webhook = endpoint == SegmentPath::Webhook;
     if webhook {
         verify_signature(source, headers, body)
             .map_err(|refusal| Box::new(Refused::from(refusal).from_source(&source.name)))?;
@@ -152,15 +152,15 @@ struct Request<'a> {
 
 /// Reads `body` as `endpoint` expects it. Only a body unusable as a whole
 /// (not JSON, no `batch` array) fails.
-fn read_request(endpoint: Endpoint, body: &[u8]) -> Result<Request<'_>, Refusal> {
+fn read_request(endpoint: SegmentPath, body: &[u8]) -> Result<Request<'_>, Refusal> {
     Ok(match endpoint {
-        Endpoint::Single(kind) => Request {
+        SegmentPath::Single(kind) => Request {
             items: vec![single_message(body)],
             envelope: Envelope::default(),
             path_kind: Some(kind),
             labels: None,
         },
-        Endpoint::Batch => {
+        SegmentPath::Batch => {
             let (items, envelope) = batch_messages(body)?;
             Request {
                 items,
@@ -169,7 +169,7 @@ fn read_request(endpoint: Endpoint, body: &[u8]) -> Result<Request<'_>, Refusal>
                 labels: Some("batch"),
             }
         }
-        Endpoint::Webhook => {
+        SegmentPath::Webhook => {
             let (items, array) = webhook_messages(body)?;
             Request {
                 items,
@@ -500,12 +500,15 @@ mod tests {
 
     #[test]
     fn paths_include_short_forms_and_import() {
-        assert_eq!(endpoint("/v1/t"), Some(Endpoint::Single("track")));
-        assert_eq!(endpoint("/v1/screen"), Some(Endpoint::Single("screen")));
-        assert_eq!(endpoint("/v1/import"), Some(Endpoint::Batch));
-        assert_eq!(endpoint("/v1/b"), Some(Endpoint::Batch));
-        assert_eq!(endpoint("/v1/x"), None);
-        assert_eq!(endpoint("/bulk"), None);
+        assert_eq!(parse_path("/v1/t"), Some(SegmentPath::Single("track")));
+        assert_eq!(
+            parse_path("/v1/screen"),
+            Some(SegmentPath::Single("screen"))
+        );
+        assert_eq!(parse_path("/v1/import"), Some(SegmentPath::Batch));
+        assert_eq!(parse_path("/v1/b"), Some(SegmentPath::Batch));
+        assert_eq!(parse_path("/v1/x"), None);
+        assert_eq!(parse_path("/bulk"), None);
     }
 
     #[test]

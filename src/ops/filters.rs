@@ -7,7 +7,7 @@
 use crate::{
     clock,
     domain::{BatchStatus, Route},
-    store::{log::BatchFilter, refusals::RefusalFilter},
+    store::{delivery_log::BatchFilter, refusals::RefusalFilter},
 };
 
 /// A batch filter: `route` and `status` checked, `since`/`until` parsed

@@ -19,9 +19,8 @@ use crate::{
     domain::Route,
     domain::{BatchStatus, DeliveryStatus},
     store::{
-        log::{
-            self as queries, AttemptSummary, BatchFilter, BatchMember, BatchSummary, EventSummary,
-            RouteState,
+        delivery_log::{
+            self, AttemptSummary, BatchFilter, BatchMember, BatchSummary, EventSummary, RouteState,
         },
         maintenance::{self, Purged},
         refusals::Refusal,
@@ -103,7 +102,7 @@ pub fn batch_table(batches: &[BatchSummary]) -> String {
 
 /// `ldbridge log`: batches matching `filter`, newest first.
 pub async fn log(store: &Store, filter: &BatchFilter) -> Result<Vec<BatchSummary>, StoreError> {
-    queries::list_batches(store, filter).await
+    delivery_log::list_batches(store, filter).await
 }
 
 /// `ldbridge show`: one batch, its events and every attempt.
@@ -118,13 +117,13 @@ pub struct BatchDetail {
 
 /// One batch by id; `None` when there is none.
 pub async fn show(store: &Store, id: i64) -> Result<Option<BatchDetail>, StoreError> {
-    let Some(batch) = queries::batch(store, id).await? else {
+    let Some(batch) = delivery_log::batch(store, id).await? else {
         return Ok(None);
     };
     Ok(Some(BatchDetail {
-        events: queries::batch_members(store, id).await?,
-        attempts: queries::batch_attempts(store, id).await?,
-        children: queries::children(store, id).await?,
+        events: delivery_log::batch_members(store, id).await?,
+        attempts: delivery_log::batch_attempts(store, id).await?,
+        children: delivery_log::children(store, id).await?,
         batch,
     }))
 }
@@ -246,8 +245,8 @@ pub struct Explained {
 /// id. Empty when nothing matches.
 pub async fn explain(store: &Store, needle: &str) -> Result<Explained, StoreError> {
     let mut events = Vec::new();
-    for event in queries::find_events(store, needle).await? {
-        let routes = queries::event_routes(store, event.id).await?;
+    for event in delivery_log::find_events(store, needle).await? {
+        let routes = delivery_log::event_routes(store, event.id).await?;
         events.push(Explanation { event, routes });
     }
     Ok(Explained {
@@ -380,10 +379,10 @@ pub async fn resend(
 ) -> Result<ResendReport, StoreError> {
     let mut batches = Vec::new();
     if request.ids.is_empty() {
-        batches = queries::list_batches(store, &request.filter).await?;
+        batches = delivery_log::list_batches(store, &request.filter).await?;
     } else {
         for id in &request.ids {
-            batches.extend(queries::batch(store, *id).await?);
+            batches.extend(delivery_log::batch(store, *id).await?);
         }
     }
     let mut report = ResendReport {
@@ -455,14 +454,14 @@ pub struct Stats {
 pub async fn stats(store: &Store, now: i64) -> Result<Stats, StoreError> {
     let mut oldest = Vec::new();
     for route in Route::ALL {
-        let at = queries::oldest_undelivered(store, route.as_str()).await?;
+        let at = delivery_log::oldest_undelivered(store, route.as_str()).await?;
         oldest.push((route.as_str().to_owned(), at.map(|at| now - at)));
     }
     Ok(Stats {
-        deliveries: queries::delivery_counts(store).await?,
-        batches: queries::batch_counts(store).await?,
+        deliveries: delivery_log::delivery_counts(store).await?,
+        batches: delivery_log::batch_counts(store).await?,
         oldest_undelivered_ms: oldest,
-        attempts_last_hour: queries::attempts_since(store, now - 3_600_000).await?,
+        attempts_last_hour: delivery_log::attempts_since(store, now - 3_600_000).await?,
         refusals_last_hour: crate::store::refusals::counts_since(store, now - 3_600_000).await?,
     })
 }

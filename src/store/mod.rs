@@ -3,7 +3,8 @@
 //! Owns the SQLite file: opening it with the durability pragmas (WAL,
 //! `synchronous=FULL` by default), applying `migrations/`, the group-commit
 //! writer that ingest goes through ([`writer`]), and one function per query
-//! for the dispatcher ([`dispatch`]) and the operator surface ([`log`]).
+//! for the dispatcher ([`batches`]) and the operator surface
+//! ([`delivery_log`], [`maintenance`], [`refusals`]).
 //! It makes no HTTP calls and decides no policy: callers pass in what to
 //! write, including times.
 
@@ -23,8 +24,8 @@ macro_rules! event_request {
     };
 }
 
-pub mod dispatch;
-pub mod log;
+pub mod batches;
+pub mod delivery_log;
 pub mod maintenance;
 pub mod refusals;
 mod status;

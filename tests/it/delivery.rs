@@ -4,13 +4,13 @@
 use ldbridge::domain::{BatchStatus, DeliveryStatus};
 use std::time::Duration;
 
-use ldbridge::{receiver::Reply, store::log as queries};
+use ldbridge::{receiver::Reply, store::delivery_log};
 use serde_json::{json, Value};
 
 use crate::helpers::{fixture, spawn_app, spawn_app_with, Dress, TestApp};
 
-async fn attempts(app: &TestApp, batch_id: i64) -> Vec<queries::AttemptSummary> {
-    queries::batch_attempts(&app.app.store, batch_id)
+async fn attempts(app: &TestApp, batch_id: i64) -> Vec<delivery_log::AttemptSummary> {
+    delivery_log::batch_attempts(&app.app.store, batch_id)
         .await
         .unwrap()
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ldbridge::{
     domain::Route,
     receiver::{Fault, Receiver, Reply},
-    store::log as queries,
+    store::delivery_log,
 };
 use serde_json::json;
 
@@ -94,7 +94,7 @@ async fn run(fault: Reply, expect: Expect) {
         .into_iter()
         .find(|batch| batch.route == Route::SegmentToLaunchDarkly.as_str())
         .unwrap();
-    let log = queries::batch_attempts(&app.app.store, batch.id)
+    let log = delivery_log::batch_attempts(&app.app.store, batch.id)
         .await
         .unwrap();
     let sent: Vec<_> = app
@@ -311,7 +311,7 @@ async fn a_flapping_receiver_gets_every_batch_delivered_once_with_stable_payload
     let mut delivered = std::collections::HashSet::new();
     let mut failures = 0;
     for batch in app.batches().await {
-        for attempt in queries::batch_attempts(&app.app.store, batch.id)
+        for attempt in delivery_log::batch_attempts(&app.app.store, batch.id)
             .await
             .unwrap()
         {

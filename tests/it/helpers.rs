@@ -13,7 +13,7 @@ use ldbridge::{
     deliver::{HttpClient, Outbound, Reply},
     domain::Route,
     receiver::Receiver,
-    store::log as queries,
+    store::delivery_log,
 };
 use serde_json::Value;
 
@@ -183,19 +183,23 @@ impl TestApp {
     }
 
     pub async fn counts(&self) -> Counts {
-        Counts(queries::delivery_counts(&self.app.store).await.unwrap())
+        Counts(
+            delivery_log::delivery_counts(&self.app.store)
+                .await
+                .unwrap(),
+        )
     }
 
     pub async fn events_stored(&self) -> i64 {
-        queries::event_count(&self.app.store).await.unwrap()
+        delivery_log::event_count(&self.app.store).await.unwrap()
     }
 
-    pub async fn batches(&self) -> Vec<queries::BatchSummary> {
-        let filter = queries::BatchFilter {
+    pub async fn batches(&self) -> Vec<delivery_log::BatchSummary> {
+        let filter = delivery_log::BatchFilter {
             limit: 1000,
             ..Default::default()
         };
-        queries::list_batches(&self.app.store, &filter)
+        delivery_log::list_batches(&self.app.store, &filter)
             .await
             .unwrap()
     }

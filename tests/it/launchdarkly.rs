@@ -505,7 +505,9 @@ async fn custom_data_is_copied_only_when_the_source_asks_and_oversized_messages_
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["properties"]["data"], json!({"plan": "pro"}));
     let store = &app.app.store;
-    let failed = ldbridge::store::log::delivery_counts(store).await.unwrap();
+    let failed = ldbridge::store::delivery_log::delivery_counts(store)
+        .await
+        .unwrap();
     assert!(failed
         .iter()
         .any(|(route, status, _)| route == "launchdarkly-to-segment"

@@ -8,7 +8,7 @@ use ldbridge::domain::{
     DeliveryStatus,
 };
 use ldbridge::domain::{Protocol, Route};
-use ldbridge::store::{dispatch, log, maintenance, writer::Writer, Store};
+use ldbridge::store::{batches, delivery_log, maintenance, writer::Writer, Store};
 use sqlx::Connection;
 
 const LD_META: &str = r#"{"endpoint":"server","schema":"4"}"#;
@@ -95,7 +95,7 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
     let store = Store::open(&path, &Default::default()).await.unwrap();
 
     // Delivery states survive, under their route names.
-    let counts = log::delivery_counts(&store).await.unwrap();
+    let counts = delivery_log::delivery_counts(&store).await.unwrap();
     let expected = [
         ("launchdarkly-relay", "pending", 2),
         ("launchdarkly-to-segment", "pending", 1),
@@ -110,7 +110,7 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
     assert_eq!(counts, expected);
 
     // Pending events read back with their keys, metadata and bodies.
-    let pending = dispatch::pending_events(&store, Route::LaunchDarklyRelay, 10)
+    let pending = batches::pending_events(&store, Route::LaunchDarklyRelay, 10)
         .await
         .unwrap();
     let read: Vec<(i64, &str, Option<&str>, &str)> = pending
@@ -141,7 +141,7 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
             ),
         ]
     );
-    let segment = dispatch::pending_events(&store, Route::SegmentToLaunchDarkly, 10)
+    let segment = batches::pending_events(&store, Route::SegmentToLaunchDarkly, 10)
         .await
         .unwrap();
     assert_eq!(segment.len(), 1);
@@ -151,15 +151,15 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
     );
 
     // `explain` finds old events by messageId and by payload id.
-    let keys = |events: Vec<log::EventSummary>| -> Vec<String> {
+    let keys = |events: Vec<delivery_log::EventSummary>| -> Vec<String> {
         events.into_iter().map(|e| e.dedupe_key).collect()
     };
     assert_eq!(
-        keys(log::find_events(&store, "msg-a").await.unwrap()),
+        keys(delivery_log::find_events(&store, "msg-a").await.unwrap()),
         ["msg-a"]
     );
     assert_eq!(
-        keys(log::find_events(&store, "pay-1").await.unwrap()),
+        keys(delivery_log::find_events(&store, "pay-1").await.unwrap()),
         ["pay-1:0", "pay-1:1"]
     );
 
@@ -184,13 +184,13 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
     drop(writer);
     task.await.unwrap();
     assert_eq!(
-        keys(log::find_events(&store, "pay-2").await.unwrap()),
+        keys(delivery_log::find_events(&store, "pay-2").await.unwrap()),
         ["pay-2:0", "pay-2:1", "pay-2:2"]
     );
-    let one = log::find_events(&store, "pay-2:1").await.unwrap();
+    let one = delivery_log::find_events(&store, "pay-2:1").await.unwrap();
     assert_eq!(one.len(), 1);
     assert_eq!(one[0].dedupe_key, "pay-2:1");
-    let pending = dispatch::pending_events(&store, Route::LaunchDarklyRelay, 10)
+    let pending = batches::pending_events(&store, Route::LaunchDarklyRelay, 10)
         .await
         .unwrap();
     let keys_and_meta: Vec<(&str, Option<&str>)> = pending

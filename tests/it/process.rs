@@ -291,7 +291,9 @@ async fn sigterm_stops_cleanly_with_exit_status_zero_and_keeps_what_was_acknowle
         .await
         .unwrap();
     assert_eq!(
-        ldbridge::store::log::event_count(&store).await.unwrap(),
+        ldbridge::store::delivery_log::event_count(&store)
+            .await
+            .unwrap(),
         acknowledged.len() as i64
     );
 }

@@ -212,7 +212,7 @@ proptest! {
     #[test]
     fn segment_parser_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..600)) {
         let config = config();
-        for endpoint in [segment::Endpoint::Batch, segment::Endpoint::Single("track"), segment::Endpoint::Webhook] {
+        for endpoint in [segment::SegmentPath::Batch, segment::SegmentPath::Single("track"), segment::SegmentPath::Webhook] {
             match segment::parse(endpoint, &segment_headers(), &body, &config, RECEIVED_AT) {
                 Ok(parsed) => map_segment_batch(&parsed.batch),
                 Err(refused) => assert_refusal_is_4xx(&refused),
@@ -223,7 +223,7 @@ proptest! {
     #[test]
     fn launchdarkly_parser_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..600)) {
         let config = config();
-        let endpoint = launchdarkly::endpoint("/bulk").unwrap();
+        let endpoint = launchdarkly::parse_path("/bulk").unwrap();
         if let Err(refused) = launchdarkly::parse(&endpoint, &ld_headers(), &body, &config, RECEIVED_AT) {
             assert_refusal_is_4xx(&refused);
         }
@@ -235,7 +235,7 @@ proptest! {
     ) {
         let config = config();
         let body = serde_json::json!({ "batch": messages }).to_string();
-        match segment::parse(segment::Endpoint::Batch, &segment_headers(), body.as_bytes(), &config, RECEIVED_AT) {
+        match segment::parse(segment::SegmentPath::Batch, &segment_headers(), body.as_bytes(), &config, RECEIVED_AT) {
             Ok(parsed) => {
                 // Taken message by message: each one stored or refused alone.
                 prop_assert_eq!(parsed.batch.events.len() + parsed.refused.len(), messages.len());
@@ -255,7 +255,7 @@ proptest! {
     ) {
         let config = config();
         let body = Value::Array(events.clone()).to_string();
-        let endpoint = launchdarkly::endpoint("/bulk").unwrap();
+        let endpoint = launchdarkly::parse_path("/bulk").unwrap();
         match launchdarkly::parse(&endpoint, &ld_headers(), body.as_bytes(), &config, RECEIVED_AT) {
             Ok(parsed) => {
                 let batch = parsed.batch;
@@ -295,7 +295,7 @@ proptest! {
         let name = format!("{}{escapes}", text.replace('\\', "\\\\"));
         let body = format!(r#"{{"userId":"u1","event":"{name}x"}}"#);
         let batch = segment::parse(
-            segment::Endpoint::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
+            segment::SegmentPath::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
         ).unwrap().batch;
         let stored = read_back(&batch, &batch.events[0]);
         let Mapped::Send(event) = segment_to_ld::map(&stored, RECEIVED_AT) else {
@@ -324,7 +324,7 @@ proptest! {
         });
         let body = message.to_string();
         let batch = segment::parse(
-            segment::Endpoint::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
+            segment::SegmentPath::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
         ).unwrap().batch;
         let stored = read_back(&batch, &batch.events[0]);
         let Mapped::Send(event) = segment_to_ld::map(&stored, RECEIVED_AT) else {
