@@ -27,7 +27,7 @@ use tokio_cron_scheduler::JobScheduler;
 
 use crate::{
     admin::Admin,
-    clock,
+    clock::{self, Clock},
     config::{Config, ConfigHandle, Synchronous},
     dispatch::{schedule, Dispatcher},
     domain::DeliveryStatus,
@@ -104,6 +104,16 @@ fn tick_allowance(schedule: &str) -> Duration {
 /// Starts every part of the daemon, serving ingest on `listener` and the
 /// admin API on `server.admin_listen` (bound here; port 0 works).
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App> {
+    start_with_clock(config, listener, Clock::system()).await
+}
+
+/// [`start`], with delivery reading the time from `clock` (tests move a
+/// manual one instead of sleeping through retry delays).
+pub async fn start_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: Clock,
+) -> anyhow::Result<App> {
     raise_open_files_limit(config.server.max_connections);
     let store = open_store(&config).await?;
     let recovered = store::batches::recover_sending(&store, clock::now_ms()).await?;
@@ -143,7 +153,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
     let admin_listen = config.server.admin_listen;
     let started = Arc::new(config.clone());
     let handle = ConfigHandle::new(config);
-    let dispatcher = Dispatcher::new(store.clone(), handle.clone(), Arc::clone(&metrics));
+    let dispatcher = Dispatcher::new(store.clone(), handle.clone(), Arc::clone(&metrics), clock);
     let scheduler = schedule::start(Arc::clone(&dispatcher), &schedule_text)
         .await
         .context("starting the dispatch scheduler")?;

@@ -35,7 +35,7 @@
 //! receiver.rs      loopback stand-in for Segment/LaunchDarkly (demo, tests, benchmarks)
 //! config/          TOML → Config, secret references, validate(), diff.rs (what a reload changes)
 //! metrics.rs       the Prometheus registry and its recording helpers
-//! clock.rs         Unix-ms time, RFC 3339 in and out
+//! clock.rs         Unix-ms time, RFC 3339 in and out, the Clock delivery reads (manual in tests)
 //! domain/          shared types, a leaf: Route, Protocol, LdMeta, BatchStatus (and which may
 //!                  be resent), DeliveryStatus; accepted.rs (what ingest hands the writer),
 //!                  stored_message.rs (the stored form of a Segment message)

@@ -22,7 +22,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 
-use crate::{clock, retry::Answer};
+use crate::{clock::Clock, retry::Answer};
 
 /// `ldbridge/<version>`, sent as `User-Agent` on every request.
 pub const USER_AGENT: &str = concat!("ldbridge/", env!("CARGO_PKG_VERSION"));
@@ -98,6 +98,8 @@ pub fn json_array<'a>(elements: impl IntoIterator<Item = &'a str>) -> String {
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Stamps each reply's start and reads `Retry-After` dates.
+    clock: Clock,
 }
 
 impl Default for HttpClient {
@@ -130,13 +132,21 @@ impl HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        HttpClient { client }
+        HttpClient {
+            client,
+            clock: Clock::system(),
+        }
+    }
+
+    /// The same client reading time from `clock`.
+    pub fn with_clock(self, clock: Clock) -> HttpClient {
+        HttpClient { clock, ..self }
     }
 
     /// Sends `request` (POST) within `timeout` and reports what happened;
     /// never fails: errors are part of the [`Reply`].
     pub async fn send(&self, request: &Outbound, timeout: Duration) -> Reply {
-        let started_at = clock::now_ms();
+        let started_at = self.clock.now_ms();
         let clock_start = Instant::now();
         let result = tokio::time::timeout(timeout, self.exchange(request)).await;
         let (answer, excerpt) = match result {
@@ -170,7 +180,7 @@ impl HttpClient {
             .headers()
             .get(hyper::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| crate::retry::parse_retry_after(value, clock::now_ms()));
+            .and_then(|value| crate::retry::parse_retry_after(value, self.clock.now_ms()));
         let excerpt = read_excerpt(response.into_body()).await?;
         Ok((Answer::Status { code, retry_after }, excerpt))
     }

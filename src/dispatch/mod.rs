@@ -23,7 +23,7 @@ use tokio::{sync::Mutex, task::JoinSet};
 
 use self::prepare::Prepared;
 use crate::{
-    clock,
+    clock::{self, Clock},
     config::{Config, ConfigHandle},
     deliver::{HttpClient, Reply},
     domain::DeliveryStatus,
@@ -80,6 +80,8 @@ pub struct Dispatcher {
     metrics: Arc<Metrics>,
     guards: [Mutex<()>; 4],
     stopping: AtomicBool,
+    /// Delivery's only clock: runs, sends, `Retry-After`, outcomes.
+    clock: Clock,
     /// When the dispatcher was created and when the scheduler last ticked
     /// (Unix ms): readiness checks that ticks keep coming.
     started_at: i64,
@@ -87,14 +89,20 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, config: ConfigHandle, metrics: Arc<Metrics>) -> Arc<Dispatcher> {
+    pub fn new(
+        store: Store,
+        config: ConfigHandle,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             store,
-            http: HttpClient::new(),
+            http: HttpClient::new().with_clock(clock.clone()),
             config,
             metrics,
             guards: Default::default(),
             stopping: AtomicBool::new(false),
+            clock,
             started_at: clock::now_ms(),
             last_tick: AtomicI64::new(0),
         })
@@ -164,7 +172,7 @@ impl Dispatcher {
             ..RunOutcome::default()
         };
         while !self.stopping.load(Ordering::SeqCst) {
-            let outcome = self.run_once(route, clock::now_ms()).await?;
+            let outcome = self.run_once(route, self.clock.now_ms()).await?;
             if outcome.idle {
                 break;
             }
@@ -331,6 +339,7 @@ impl Dispatcher {
                 let Some(job) = queue.next() else { break };
                 let (http, config) = (self.http.clone(), Arc::clone(config));
                 let span = attempt_span(&job.batch);
+                let sent_at = self.clock.now_ms();
                 in_flight.spawn(tracing::Instrument::instrument(
                     async move {
                         // Built at send time: Segment's sentAt is now.
@@ -339,7 +348,7 @@ impl Dispatcher {
                             &job.batch,
                             job.meta.as_deref(),
                             &job.elements,
-                            clock::now_ms(),
+                            sent_at,
                         );
                         let reply = match request {
                             Ok(request) => {
@@ -371,7 +380,7 @@ impl Dispatcher {
         reply: Result<Reply, String>,
         outcome: &mut RunOutcome,
     ) -> Result<(), StoreError> {
-        let now = clock::now_ms();
+        let now = self.clock.now_ms();
         let (attempt, action) = match reply {
             Ok(reply) => {
                 let action = retry::classify(&reply.answer, job.event_ids.len());

@@ -4,7 +4,6 @@
 //! died) is taken again by a later run, with the same payload id, without
 //! a restart.
 
-use ldbridge::domain::DeliveryStatus;
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -13,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::{domain::Route, receiver::Reply};
 use serde_json::{json, Value};
 

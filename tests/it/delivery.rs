@@ -1,13 +1,17 @@
 //! Delivery to LaunchDarkly: retries keep the payload id, Retry-After is
 //! honoured, failures are final and recorded, bad events are isolated.
 
-use ldbridge::domain::{BatchStatus, DeliveryStatus};
 use std::time::Duration;
 
-use ldbridge::{receiver::Reply, store::delivery_log};
+use ldbridge::{
+    clock::Clock,
+    domain::{BatchStatus, DeliveryStatus, Route},
+    receiver::Reply,
+    store::delivery_log,
+};
 use serde_json::{json, Value};
 
-use crate::helpers::{fixture, spawn_app, spawn_app_with, Dress, TestApp};
+use crate::helpers::{fixture, spawn_app, spawn_app_at, spawn_app_with, Dress, TestApp};
 
 async fn attempts(app: &TestApp, batch_id: i64) -> Vec<delivery_log::AttemptSummary> {
     delivery_log::batch_attempts(&app.app.store, batch_id)
@@ -61,37 +65,46 @@ async fn a_500_is_retried_and_delivered_with_the_same_payload_id() {
 
 #[tokio::test]
 async fn a_429_with_retry_after_waits_at_least_that_long() {
-    let app = spawn_app_with(|config| {
+    // Delivery's clock is moved by hand: the second attempt waits for it.
+    let start = ldbridge::clock::now_ms();
+    let app = spawn_app_at(Clock::manual(start), |config| {
         config.dispatch.retry_schedule = vec![Duration::from_millis(10), Duration::from_secs(5)];
     })
     .await;
     app.launchdarkly
         .push(Reply::status(429).header("retry-after", "1"));
     app.post_tracks(&["a"]).await;
-    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 1)
-        .await;
-    let requests = app.launchdarkly.requests();
-    assert_eq!(requests.len(), 2);
-    let waited = requests[1].at.duration_since(requests[0].at);
-    assert!(
-        waited >= Duration::from_secs(1),
-        "retried after {waited:?}, before Retry-After: 1"
+    let route = Route::SegmentToLaunchDarkly;
+    app.app.dispatcher.drain(route).await.unwrap();
+    assert_eq!(app.launchdarkly.requests().len(), 1);
+    // 999 ms on: not yet.
+    app.clock.advance(Duration::from_millis(999));
+    app.app.dispatcher.drain(route).await.unwrap();
+    assert_eq!(
+        app.launchdarkly.requests().len(),
+        1,
+        "retried before Retry-After: 1"
     );
+    // 1,200 ms on (the most the 20 % jitter stretches it): sent.
+    app.clock.advance(Duration::from_millis(201));
+    app.app.dispatcher.drain(route).await.unwrap();
+    assert_eq!(app.launchdarkly.requests().len(), 2);
+    assert_eq!(app.counts().await.get(DeliveryStatus::Delivered), 1);
 }
 
 #[tokio::test]
 async fn a_401_fails_the_batch_without_retrying() {
-    let app = spawn_app().await;
+    let app = spawn_app_at(Clock::manual(ldbridge::clock::now_ms()), |_| {}).await;
     app.launchdarkly
         .set_default(Reply::status(401).body("invalid key"));
     app.post_tracks(&["a", "b"]).await;
     app.dispatch_until(|counts| counts.get(DeliveryStatus::Failed) == 2)
         .await;
     // Well past the 10 ms retry step: still one request.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.clock.advance(Duration::from_secs(60));
     app.app
         .dispatcher
-        .drain(ldbridge::domain::Route::SegmentToLaunchDarkly)
+        .drain(Route::SegmentToLaunchDarkly)
         .await
         .unwrap();
     assert_eq!(app.launchdarkly.requests().len(), 1);

@@ -5,9 +5,9 @@
 //! not-ready, and ingest resumes without a restart once room returns; nothing
 //! acknowledged is lost or corrupted.
 
-use ldbridge::domain::DeliveryStatus;
 use std::{path::Path, process::Command};
 
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::domain::Route;
 use serde_json::{json, Value};
 

@@ -4,10 +4,11 @@
 //! delivering; and the daemon's memory stays flat through hours' worth of
 //! failures.
 
-use ldbridge::domain::{BatchStatus, DeliveryStatus};
 use std::time::Duration;
 
+use ldbridge::domain::{BatchStatus, DeliveryStatus};
 use ldbridge::{
+    clock::{self, Clock},
     domain::Route,
     receiver::{Fault, Receiver, Reply},
     store::delivery_log,
@@ -15,7 +16,7 @@ use ldbridge::{
 use serde_json::json;
 
 use crate::{
-    helpers::{spawn_app_with, Dress, TestApp, WAIT},
+    helpers::{spawn_app_at, spawn_app_with, Dress, TestApp, WAIT},
     launchdarkly::{post_ld, server},
     process::{Daemon, EVERY_SECOND},
 };
@@ -37,8 +38,10 @@ enum Expect {
     Failed { status: u16, reason: &'static str },
 }
 
+/// Delivery reads a manual clock here: a retry delay is waited for by
+/// moving it, and the attempt log's times are the clock's.
 async fn app() -> TestApp {
-    spawn_app_with(|config| {
+    spawn_app_at(Clock::manual(clock::now_ms()), |config| {
         config.dispatch.request_timeout = REQUEST_TIMEOUT;
         // A long last step, so Retry-After hints of a second are honoured
         // rather than clamped to the schedule's largest step.
@@ -72,7 +75,10 @@ async fn post_both(app: &TestApp) {
 }
 
 async fn run(fault: Reply, expect: Expect) {
-    let app = app().await;
+    run_on(app().await, fault, expect).await;
+}
+
+async fn run_on(app: TestApp, fault: Reply, expect: Expect) {
     fail_first(&app.launchdarkly, fault);
     post_both(&app).await;
     let counts = app.dispatch_until(|counts| counts.settled()).await;
@@ -125,10 +131,12 @@ async fn run(fault: Reply, expect: Expect) {
                 (log[1].outcome.as_str(), log[1].http_status),
                 ("delivered", Some(202))
             );
-            let waited = log[1].started_at - (log[0].started_at + log[0].duration_ms);
+            // The manual clock stands still during an attempt: the retry's
+            // start is its delay after the failed attempt.
+            let waited = log[1].started_at - log[0].started_at;
             assert!(
                 waited >= min_wait.as_millis() as i64,
-                "retried {waited} ms after the failed attempt ended; wanted at least {min_wait:?}"
+                "retried {waited} ms after the failed attempt; wanted at least {min_wait:?}"
             );
             assert_eq!(sent.len(), 2);
             assert_eq!(
@@ -203,15 +211,17 @@ async fn a_429_with_retry_after_seconds_waits_that_long() {
 
 #[tokio::test]
 async fn a_503_with_retry_after_as_an_http_date_waits_until_then() {
-    // HTTP dates have whole seconds: 3 s ahead is at least 2 s of waiting.
-    let at = std::time::SystemTime::now() + Duration::from_secs(3);
+    // HTTP dates have whole seconds: 3 s ahead on the delivery clock is
+    // more than 2 s of waiting.
+    let app = app().await;
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(app.clock.now_ms() as u64 + 3000);
     let date = httpdate(at);
     let expect = Expect::Retried {
         status: Some(503),
         error: None,
-        min_wait: Duration::from_millis(1500),
+        min_wait: Duration::from_millis(2000),
     };
-    run(Reply::status(503).header("retry-after", &date), expect).await;
+    run_on(app, Reply::status(503).header("retry-after", &date), expect).await;
 }
 
 #[tokio::test]

@@ -2,16 +2,16 @@
 //! database, pointed at a recording LaunchDarkly stand-in, with retry
 //! delays in milliseconds.
 
-use ldbridge::domain::DeliveryStatus;
 use std::{io::Write, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use ldbridge::{
+    clock::Clock,
     config::Config,
     daemon::{self, App},
     deliver::{HttpClient, Outbound, Reply},
-    domain::Route,
+    domain::{DeliveryStatus, Route},
     receiver::Receiver,
     store::delivery_log,
 };
@@ -21,9 +21,13 @@ pub const WRITE_KEY: &str = ldbridge::demo::WRITE_KEY;
 pub const CLIENT_SIDE_ID: &str = ldbridge::demo::CLIENT_SIDE_ID;
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const ADMIN_TOKEN: &str = "test-admin-token-7f3e";
+/// How far [`TestApp::dispatch_until`] moves a manual clock each round.
+pub const CLOCK_STEP: Duration = Duration::from_millis(50);
 
 pub struct TestApp {
     pub app: App,
+    /// What delivery reads the time from.
+    pub clock: Clock,
     pub base: String,
     pub launchdarkly: Receiver,
     pub segment: Receiver,
@@ -60,6 +64,13 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_at(Clock::system(), adjust).await
+}
+
+/// An app whose delivery reads `clock`. With a manual clock,
+/// [`TestApp::dispatch_until`] moves it [`CLOCK_STEP`] a round instead of
+/// sleeping, so retry delays cost no real time.
+pub async fn spawn_app_at(clock: Clock, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let launchdarkly = Receiver::start().await.unwrap();
     let segment = Receiver::start().await.unwrap();
@@ -69,10 +80,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     config.validate().unwrap();
     let database = config.store.path.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app = daemon::start(config, listener).await.unwrap();
+    let app = daemon::start_with_clock(config, listener, clock.clone())
+        .await
+        .unwrap();
     TestApp {
         base: format!("http://{}", app.ingest_addr),
         app,
+        clock,
         launchdarkly,
         segment,
         client: HttpClient::new(),
@@ -178,7 +192,11 @@ impl TestApp {
                 tokio::time::Instant::now() < deadline,
                 "condition not reached; deliveries: {counts:?}"
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            if self.clock.is_manual() {
+                self.clock.advance(CLOCK_STEP);
+            } else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     }
 

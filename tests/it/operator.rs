@@ -1,9 +1,9 @@
 //! The operator surface: the CLI (log, show, explain, resend, stats,
 //! purge) against the live database, the admin API, and /metrics.
 
-use ldbridge::domain::DeliveryStatus;
 use std::{collections::BTreeSet, time::Duration};
 
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::{domain::Route, receiver::Reply};
 use serde_json::json;
 

@@ -2,10 +2,10 @@
 //! keeps its good ones; every refusal is on record (CLI, explain, admin
 //! API, stats, metrics), bounded, and never holds a key.
 
-use ldbridge::domain::DeliveryStatus;
 use std::time::Duration;
 
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::domain::Route;
 use serde_json::{json, Value};
 

@@ -4,7 +4,6 @@
 //! back ingest resumes, all without a restart; every acknowledged event is
 //! delivered exactly once per route.
 
-use ldbridge::domain::DeliveryStatus;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -12,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use ldbridge::domain::DeliveryStatus;
 use ldbridge::domain::Route;
 use serde_json::{json, Value};
 
