@@ -19,9 +19,12 @@ use std::{
 };
 
 mod common;
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
 
 use bytes::Bytes;
 use common::Daemon;
+use fixture::Fixture;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
@@ -53,7 +56,7 @@ async fn seed(path: &Path, events: usize) {
             })
             .collect();
         let batch = IngestBatch {
-            source: "bench".into(),
+            source: "web".into(),
             protocol: Protocol::Segment,
             received_at: old + start as i64,
             meta: None,
@@ -128,16 +131,8 @@ async fn main() {
     );
     println!("| {:<62} | {:>18} |", "measure", "figure");
     println!("|{}|{}|", "-".repeat(64), "-".repeat(20));
-    let config = dir.path().join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[dispatch]\nschedule = \"0 0 0 1 1 * 2099\"\n\
-             [[segment_source]]\nname = \"bench\"\nwrite_key = \"bench-key\"\nto_launchdarkly = {{ client_side_id = \"x\" }}\n",
-            db.display()
-        ),
-    )
-    .unwrap();
+    let nowhere = "http://127.0.0.1:9";
+    let config = Fixture::new(dir.path(), nowhere, nowhere).write();
     row(
         "database size (MB)",
         format!(

@@ -8,6 +8,8 @@
 //! BENCH_PARSE_REQUESTS [400] requests of 100 events (single messages: as many events) per kind and round, 7 rounds; the
 //! median round is printed.
 
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
 #[path = "throughput/fixtures.rs"]
 mod fixtures;
 #[allow(dead_code)] // the HTTP load generator; only its body kinds are used here
@@ -21,10 +23,7 @@ use hyper::{
     header::{self, HeaderValue},
     HeaderMap,
 };
-use ldbridge::{
-    config::Config,
-    ingest::{launchdarkly, segment},
-};
+use ldbridge::ingest::{launchdarkly, segment};
 use load::Kind;
 
 #[global_allocator]
@@ -38,16 +37,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(400);
-    let config = Config::from_toml(
-        &fixtures::config_text(
-            Path::new("/nonexistent"),
-            "0 0 0 1 1 * 2099",
-            "http://127.0.0.1:9",
-            "http://127.0.0.1:9",
-        ),
-        "bench",
+    let config = fixtures::config(
+        Path::new("/nonexistent"),
+        "0 0 0 1 1 * 2099",
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9",
     )
-    .expect("the bench config is valid");
+    .config();
 
     let basic =
         base64::engine::general_purpose::STANDARD.encode(format!("{}:", fixtures::WRITE_KEY));

@@ -16,6 +16,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
 #[allow(dead_code)] // only the Segment message is used here
 #[path = "throughput/fixtures.rs"]
 mod fixtures;
@@ -96,19 +98,15 @@ async fn main() {
     let requests = env("BENCH_REFUSAL_REQUESTS", 1500);
     let rounds = env("BENCH_REFUSAL_ROUNDS", 3);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bench.toml");
-    let mut text = fixtures::config_text(
+    let max_rows = 20_000;
+    let config = fixtures::config(
         dir.path(),
         "0 0 0 1 1 * 2099",
         "http://127.0.0.1:9",
         "http://127.0.0.1:9",
-    );
-    let max_rows = 20_000;
-    text = text.replace(
-        "[dispatch]",
-        &format!("refusal_log_max_rows = {max_rows}\n[dispatch]"),
-    );
-    std::fs::write(&config, text).unwrap();
+    )
+    .set("store", "refusal_log_max_rows", &max_rows.to_string())
+    .write();
     let daemon = Daemon::start(&config);
     let target = Target::new(&daemon.addr);
     let mut next = 0;

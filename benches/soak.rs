@@ -18,6 +18,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
 
 use std::{
     collections::HashSet,
@@ -31,6 +33,7 @@ use std::{
 
 use bytes::Bytes;
 use common::Daemon;
+use fixture::Fixture;
 use http_body_util::{BodyExt, Full};
 use hyper::{header, Request};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
@@ -40,7 +43,7 @@ use ldbridge::{
 };
 use serde_json::{json, Value};
 
-const WRITE_KEY: &str = "soak-write-key";
+const WRITE_KEY: &str = ldbridge::demo::WRITE_KEY;
 const EVENTS_PER_REQUEST: usize = 25;
 const ADMIN_TOKEN: &str = "soak-admin-token";
 
@@ -51,35 +54,17 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn config_text(dir: &Path, admin: u16, ld_url: &str, segment_url: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:{admin}"
-admin_token = "{ADMIN_TOKEN}"
-[store]
-path = "{db}"
-retain = "1m"
-[dispatch]
-schedule = "*/1 * * * * *"
-retry_schedule = ["1s", "2s", "5s", "10s"]
-request_timeout = "2s"
-[launchdarkly]
-events_url = "{ld_url}"
-[segment]
-api_url = "{segment_url}"
-[[segment_source]]
-name = "soak-web"
-write_key = "{WRITE_KEY}"
-to_launchdarkly = {{ client_side_id = "6488674dc2ea1d6673731ba2" }}
-[[launchdarkly_source]]
-name = "soak-ld"
-sdk_key = "{SDK_KEY}"
-client_side_id = "6488674dc2ea1d6673731ba2"
-to_segment = {{ write_key = "soak-destination-key" }}
-"#,
-        db = dir.join("ldbridge.db").display()
-    )
+/// The shared fixture (tests/fixture), with the admin API on `admin`, a
+/// one-minute retention, dispatch every second, retries of seconds, and no
+/// relay (each event takes one route).
+fn config(dir: &Path, admin: u16, ld_url: &str, segment_url: &str) -> Fixture {
+    Fixture::new(dir, ld_url, segment_url)
+        .set("server", "admin_listen", &format!("\"127.0.0.1:{admin}\""))
+        .set("server", "admin_token", &format!("{ADMIN_TOKEN:?}"))
+        .set("store", "retain", r#""1m""#)
+        .set("dispatch", "schedule", r#""*/1 * * * * *""#)
+        .set("dispatch", "retry_schedule", r#"["1s", "2s", "5s", "10s"]"#)
+        .set("launchdarkly_source", "relay_to_launchdarkly", "false")
 }
 
 /// The ids a receiver accepted (202/200), and how many times in all.
@@ -187,12 +172,7 @@ async fn main() {
     }
 
     let admin = free_port();
-    let config = dir.path().join("soak.toml");
-    std::fs::write(
-        &config,
-        config_text(dir.path(), admin, &launchdarkly.url(), &segment.url()),
-    )
-    .unwrap();
+    let config = config(dir.path(), admin, &launchdarkly.url(), &segment.url()).write();
     let daemon = Daemon::start(&config);
     let base = format!("http://{}", daemon.addr);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())

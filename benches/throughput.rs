@@ -27,6 +27,8 @@
 //! always runs); BENCH_KEEP_SEED=/path/prefix keeps the seeded databases;
 //! BENCH_DEBUG prints the open loop's slowest requests and when they were due.
 
+#[path = "../tests/fixture/mod.rs"]
+mod fixture;
 #[path = "throughput/fixtures.rs"]
 mod fixtures;
 #[path = "throughput/load.rs"]
@@ -101,10 +103,7 @@ impl Sizes {
 /// Writes the bench config into `dir` and starts the daemon on it.
 fn start_daemon(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> Daemon {
     std::fs::create_dir_all(dir).unwrap();
-    let config = dir.join("bench.toml");
-    let text = fixtures::config_text(dir, schedule, events_url, segment_url);
-    std::fs::write(&config, text).unwrap();
-    Daemon::start(&config)
+    Daemon::start(&fixtures::config(dir, schedule, events_url, segment_url).write())
 }
 
 /// Stops `daemon`, keeping its peak RSS in `peak`.
@@ -127,7 +126,7 @@ async fn receivers(delay: Duration) -> (Receiver, Receiver) {
 /// What Segment ingest hands the writer for one request of `events`.
 fn segment_request(events: Vec<NewEvent>) -> IngestBatch {
     IngestBatch {
-        source: "bench".to_owned(),
+        source: "web".to_owned(),
         protocol: Protocol::Segment,
         received_at: 0,
         meta: None,

@@ -24,6 +24,7 @@ impl Daemon {
             .args(["--log-format", "json", "--config"])
             .arg(config)
             .arg("serve")
+            .envs(crate::fixture::ENV)
             .env("LDBRIDGE_LOG", "warn,ldbridge::daemon=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -6,9 +6,10 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::load::{Body, Kind};
+use crate::fixture::Fixture;
 
-pub const WRITE_KEY: &str = "bench-write-key";
-pub const SDK_KEY: &str = "sdk-bench-0000";
+pub const WRITE_KEY: &str = ldbridge::demo::WRITE_KEY;
+pub const SDK_KEY: &str = ldbridge::demo::SDK_KEY;
 
 /// A realistic Segment track message (~520 bytes, like analytics-node's).
 /// `n` makes its messageId (and so its dedupe key) unique.
@@ -78,33 +79,14 @@ pub fn bodies(kind: Kind, first: usize, requests: usize) -> (Vec<Body>, usize) {
     (bodies, raw)
 }
 
-/// The daemon's config: one Segment source mapped to LaunchDarkly, one
-/// LaunchDarkly source mapped to Segment, both destinations at `…_url`.
-pub fn config_text(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-[store]
-path = "{db}"
-[dispatch]
-schedule = "{schedule}"
-max_in_flight = 8
-writer_queue = 4096
-[launchdarkly]
-events_url = "{events_url}"
-[segment]
-api_url = "{segment_url}"
-[[segment_source]]
-name = "bench"
-write_key = "{WRITE_KEY}"
-to_launchdarkly = {{ client_side_id = "6488674dc2ea1d6673731ba2" }}
-[[launchdarkly_source]]
-name = "bench-ld"
-sdk_key = "{SDK_KEY}"
-client_side_id = "6488674dc2ea1d6673731ba2"
-project_id = "5744c96707c9900708000004"
-to_segment = {{ write_key = "bench-destination-key" }}
-"#,
-        db = dir.join("ldbridge.db").display()
-    )
+/// The daemon's config: the shared fixture (tests/fixture), one Segment
+/// source mapped to LaunchDarkly, one LaunchDarkly source mapped to Segment,
+/// both destinations at `…_url`, dispatch on `schedule`. No relay: each
+/// event takes one route.
+pub fn config(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> Fixture {
+    Fixture::new(dir, events_url, segment_url)
+        .set("launchdarkly_source", "relay_to_launchdarkly", "false")
+        .set("dispatch", "schedule", &format!("{schedule:?}"))
+        .set("dispatch", "max_in_flight", "8")
+        .set("dispatch", "writer_queue", "4096")
 }

@@ -19,13 +19,14 @@ use std::{
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use ldbridge::{
     deliver::{HttpClient, Outbound},
-    demo::{CLIENT_SIDE_ID, DESTINATION_WRITE_KEY, SDK_KEY},
+    demo::SDK_KEY,
     map::ld_to_segment::message_id,
     receiver::{Receiver, Reply},
 };
 use serde_json::{json, Value};
 
 use crate::{
+    fixture::Fixture,
     helpers::{basic, integrity_check, WRITE_KEY},
     process::{Daemon, EVERY_SECOND},
 };
@@ -34,55 +35,14 @@ const KILLS: usize = 20;
 const CONNECTIONS: usize = 4;
 
 fn write_config(dir: &Path, launchdarkly: &Receiver, segment: &Receiver) -> std::path::PathBuf {
-    let path = dir.join("ldbridge.toml");
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-
-[store]
-path = "{db}"
-
-[dispatch]
-schedule = "{EVERY_SECOND}"
-retry_schedule = ["10ms"]
-request_timeout = "2s"
-max_batch_events = 50
-
-[launchdarkly]
-events_url = "{ld}"
-
-[segment]
-api_url = "{segment}"
-
-[[segment_source]]
-name = "web"
-write_key = "env:IT_SEGMENT_WRITE_KEY"
-to_launchdarkly = {{ client_side_id = "{CLIENT_SIDE_ID}" }}
-
-[[launchdarkly_source]]
-name = "server"
-sdk_key = "env:IT_LD_SDK_KEY"
-client_side_id = "{CLIENT_SIDE_ID}"
-to_segment = {{ write_key = "env:IT_DESTINATION_WRITE_KEY" }}
-relay_to_launchdarkly = true
-"#,
-        db = dir.join("ldbridge.db").display(),
-        ld = launchdarkly.url(),
-        segment = segment.url(),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    Fixture::new(dir, &launchdarkly.url(), &segment.url())
+        .set("dispatch", "schedule", &format!("{EVERY_SECOND:?}"))
+        .set("dispatch", "max_batch_events", "50")
+        .write()
 }
 
 fn start(config: &Path) -> Daemon {
-    Daemon::start_with(
-        config,
-        &[
-            ("IT_LD_SDK_KEY", SDK_KEY),
-            ("IT_DESTINATION_WRITE_KEY", DESTINATION_WRITE_KEY),
-        ],
-    )
+    Daemon::start(config)
 }
 
 /// What the load generator got acknowledged, by the id each route's

@@ -380,13 +380,13 @@ async fn memory_stays_flat_while_every_attempt_fails_in_a_different_way() {
             _ => Reply::status(502),
         })
     });
-    let config = crate::process::write_config(dir.path(), &receiver, EVERY_SECOND);
     // Small batches and a short timeout: many failed attempts per second.
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "request_timeout = \"2s\"",
-        "request_timeout = \"200ms\"\nmax_batch_events = 10\nmax_in_flight = 8",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = crate::fixture::Fixture::new(dir.path(), &receiver.url(), &receiver.url())
+        .set("dispatch", "schedule", &format!("{EVERY_SECOND:?}"))
+        .set("dispatch", "request_timeout", r#""200ms""#)
+        .set("dispatch", "max_batch_events", "10")
+        .set("dispatch", "max_in_flight", "8")
+        .write();
     let daemon = Daemon::start(&config);
     for round in 0..10 {
         crate::process::post_events(daemon.addr, &format!("m{round}"), 100).await;

@@ -17,6 +17,8 @@ use ldbridge::{
 };
 use serde_json::Value;
 
+use crate::fixture::Fixture;
+
 pub const WRITE_KEY: &str = ldbridge::demo::WRITE_KEY;
 pub const CLIENT_SIDE_ID: &str = ldbridge::demo::CLIENT_SIDE_ID;
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -36,27 +38,16 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// The test config: millisecond retries, and a schedule that never fires on
-/// its own (tests drive dispatch with `drain`).
+/// The test config: the fixture (tests/fixture/ldbridge.toml: millisecond
+/// retries, a schedule that never fires on its own, so tests drive dispatch
+/// with `drain`; the Segment source's relay off unless a test turns it on,
+/// so counts stay per route), with the admin API on a port of its own.
 pub fn test_config(dir: &std::path::Path, launchdarkly_url: &str, segment_url: &str) -> Config {
-    // The demo's loopback config (a Segment source and a LaunchDarkly source
-    // with the fixtures' credentials), made test-fast. The Segment source's
-    // relay is off unless a test turns it on, so counts stay per route.
-    let mut config =
-        ldbridge::demo::config(&dir.join("ldbridge.db"), launchdarkly_url, segment_url).unwrap();
-    config.segment_sources[0].relay_to_segment = false;
-    config.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.server.admin_token = Some(ldbridge::config::Secret::new(ADMIN_TOKEN));
-    config.server.shutdown_timeout = Duration::from_secs(5);
-    config.dispatch.schedule = "0 0 0 1 1 * 2099".to_owned();
-    config.dispatch.retry_schedule = vec![Duration::from_millis(10)];
-    config.dispatch.request_timeout = Duration::from_secs(5);
-    // No reserve file per test app (tests/it/room.rs tests it on a file
-    // system of its own), and a low watermark: tests do not depend on how
-    // full the machine's disk is.
-    config.store.reserve_bytes = 0;
-    config.store.min_free_bytes = 1 << 20;
-    config
+    Fixture::new(dir, launchdarkly_url, segment_url)
+        .set("server", "admin_listen", r#""127.0.0.1:0""#)
+        .set("server", "admin_token", &format!("{ADMIN_TOKEN:?}"))
+        .set("dispatch", "request_timeout", r#""5s""#)
+        .config()
 }
 
 pub async fn spawn_app() -> TestApp {

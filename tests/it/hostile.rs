@@ -15,7 +15,7 @@ use tokio::{
 use crate::{
     helpers::{basic, spawn_app_with, Dress, WAIT, WRITE_KEY},
     launchdarkly::{post_ld, server},
-    process::{Daemon, NEVER},
+    process::Daemon,
 };
 
 /// The Segment and LaunchDarkly bodies no library should send, each with the
@@ -255,12 +255,10 @@ async fn ten_thousand_idle_connections_are_bounded_and_the_daemon_keeps_serving(
     }
     let dir = tempfile::tempdir().unwrap();
     let receiver = ldbridge::receiver::Receiver::start().await.unwrap();
-    let config = crate::process::write_config(dir.path(), &receiver, NEVER);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[server]\n",
-        &format!("[server]\nmax_connections = {LIMIT}\nheader_timeout = \"2s\"\n"),
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = crate::fixture::Fixture::new(dir.path(), &receiver.url(), &receiver.url())
+        .set("server", "max_connections", &LIMIT.to_string())
+        .set("server", "header_timeout", r#""2s""#)
+        .write();
     let daemon = Daemon::start(&config);
     let pid = daemon.pid();
     let before = crate::faults::rss_kb(&pid);

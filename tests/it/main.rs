@@ -31,6 +31,8 @@ mod crash;
 mod delivery;
 mod disk;
 mod faults;
+#[path = "../fixture/mod.rs"]
+mod fixture;
 mod helpers;
 mod hostile;
 mod launchdarkly;

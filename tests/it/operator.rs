@@ -396,9 +396,7 @@ async fn metrics_parse_as_prometheus_text_and_move_by_the_traffic_sent() {
     let after = scrape().await;
     let moved = |series: &str| sample(&after, series) - sample(&before, series);
     assert_eq!(
-        moved(
-            r#"ldbridge_ingest_requests_total{protocol="segment",source="demo-web",status="200"}"#
-        ),
+        moved(r#"ldbridge_ingest_requests_total{protocol="segment",source="web",status="200"}"#),
         2.0
     );
     assert_eq!(
@@ -408,7 +406,7 @@ async fn metrics_parse_as_prometheus_text_and_move_by_the_traffic_sent() {
         1.0
     );
     assert_eq!(
-        moved(r#"ldbridge_ingest_events_total{protocol="segment",source="demo-web"}"#),
+        moved(r#"ldbridge_ingest_events_total{protocol="segment",source="web"}"#),
         5.0
     );
     assert_eq!(

@@ -13,7 +13,10 @@ use std::{
 use ldbridge::receiver::{Receiver, Reply};
 use serde_json::{json, Value};
 
-use crate::helpers::{basic, CLIENT_SIDE_ID, WAIT, WRITE_KEY};
+use crate::{
+    fixture::{self, Fixture},
+    helpers::{basic, WAIT, WRITE_KEY},
+};
 
 pub const NEVER: &str = "0 0 0 1 1 * 2099";
 pub const EVERY_SECOND: &str = "*/1 * * * * *";
@@ -24,34 +27,9 @@ pub fn binary() -> &'static str {
 
 /// Writes a config file; the write key travels as `env:` like in production.
 pub fn write_config(dir: &Path, receiver: &Receiver, schedule: &str) -> PathBuf {
-    let path = dir.join("ldbridge.toml");
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-shutdown_timeout = "5s"
-
-[store]
-path = "{db}"
-
-[dispatch]
-schedule = "{schedule}"
-retry_schedule = ["10ms"]
-request_timeout = "2s"
-
-[launchdarkly]
-events_url = "{url}"
-
-[[segment_source]]
-name = "web"
-write_key = "env:IT_SEGMENT_WRITE_KEY"
-to_launchdarkly = {{ client_side_id = "{CLIENT_SIDE_ID}" }}
-"#,
-        db = dir.join("ldbridge.db").display(),
-        url = receiver.url(),
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    Fixture::new(dir, &receiver.url(), &receiver.url())
+        .set("dispatch", "schedule", &format!("{schedule:?}"))
+        .write()
 }
 
 pub struct Daemon {
@@ -75,7 +53,7 @@ impl Daemon {
             .args(["--log-format", "json", "--config"])
             .arg(config)
             .arg("serve")
-            .env("IT_SEGMENT_WRITE_KEY", WRITE_KEY)
+            .envs(fixture::ENV)
             .envs(env.iter().copied())
             .env("LDBRIDGE_LOG", "info")
             .stdout(Stdio::null())

@@ -21,17 +21,16 @@ use ldbridge::{
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::helpers::{basic, WRITE_KEY};
+use crate::{
+    fixture::Fixture,
+    helpers::{basic, WRITE_KEY},
+};
 
 const RECEIVED_AT: i64 = 1_700_000_000_000;
 
 fn config() -> Config {
-    ldbridge::demo::config(
-        std::path::Path::new("unused.db"),
-        "http://127.0.0.1:9",
-        "http://127.0.0.1:9",
-    )
-    .unwrap()
+    let nowhere = "http://127.0.0.1:9";
+    Fixture::new(std::path::Path::new("unused"), nowhere, nowhere).config()
 }
 
 fn segment_headers() -> HeaderMap {

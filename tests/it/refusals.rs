@@ -112,7 +112,7 @@ async fn a_batch_of_100_with_broken_messages_keeps_every_good_one_and_records_ea
             .find(|row| row["index"] == json!(index))
             .unwrap_or_else(|| panic!("no refusal for index {index}: {rows:?}"));
         assert_eq!(row["reason"], *code, "{row}");
-        assert_eq!(row["source"], "demo-web");
+        assert_eq!(row["source"], "web");
         assert_eq!(row["path"], "/v1/batch");
         assert_eq!(row["status"], 200);
         assert!(
@@ -158,15 +158,10 @@ async fn a_batch_of_100_with_broken_messages_keeps_every_good_one_and_records_ea
     assert_eq!(status, 200);
     assert_eq!(api[0]["index"], 17);
     let stats = app.cli(&["stats", "--json"]).json();
-    assert_eq!(
-        stats["refusals_last_hour"]["demo-web"]["message_too_large"],
-        1
-    );
+    assert_eq!(stats["refusals_last_hour"]["web"]["message_too_large"], 1);
     let metrics = app.metrics().await;
     assert!(
-        metrics.contains(
-            r#"ldbridge_ingest_refused_total{source="demo-web",reason="missing_event"} 1"#
-        ),
+        metrics.contains(r#"ldbridge_ingest_refused_total{source="web",reason="missing_event"} 1"#),
         "{metrics}"
     );
 }
@@ -206,7 +201,7 @@ async fn whole_requests_refused_are_recorded_without_the_key_and_with_unknown_so
         .find(|row| row["message_id"] == "single-1")
         .unwrap();
     assert_eq!(single["reason"], "missing_event");
-    assert_eq!(single["source"], "demo-web");
+    assert_eq!(single["source"], "web");
     assert!(single["index"].is_null());
     let malformed = rows
         .iter()
@@ -262,9 +257,8 @@ async fn a_flood_of_garbage_stays_within_the_caps_and_good_ingest_goes_on() {
     let metrics = app.metrics().await;
     // 1,000 refused, all counted; most left out of the log by its rate.
     assert!(
-        metrics.contains(
-            r#"ldbridge_ingest_refused_total{source="demo-web",reason="missing_event"} 1000"#
-        ),
+        metrics
+            .contains(r#"ldbridge_ingest_refused_total{source="web",reason="missing_event"} 1000"#),
         "{metrics}"
     );
     let unrecorded: f64 = metrics

@@ -14,20 +14,22 @@ use ldbridge::deliver::{HttpClient, Outbound};
 use serde_json::json;
 
 use crate::{
+    fixture::Fixture,
     helpers::{basic, WAIT},
     process::{Daemon, EVERY_SECOND},
 };
 
+/// The fixture with one Segment source whose write key is `key` (written
+/// into the file, so a reload changes it), delivering nowhere.
+fn fixture_with_key(dir: &Path, key: &str) -> Fixture {
+    Fixture::new(dir, "http://127.0.0.1:9", "http://127.0.0.1:9")
+        .without_launchdarkly_source()
+        .set("dispatch", "schedule", &format!("{EVERY_SECOND:?}"))
+        .set("segment_source", "write_key", &format!("{key:?}"))
+}
+
 fn config_with_key(dir: &Path, key: &str) -> std::path::PathBuf {
-    let path = dir.join("ldbridge.toml");
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"{}\"\n[dispatch]\nschedule = \"{EVERY_SECOND}\"\n\
-         [launchdarkly]\nevents_url = \"http://127.0.0.1:9\"\n\
-         [[segment_source]]\nname = \"web\"\nwrite_key = \"{key}\"\n",
-        dir.join("ldbridge.db").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    fixture_with_key(dir, key).write()
 }
 
 /// Posts one track call with `key`; returns the HTTP status (0 if none).
@@ -280,12 +282,9 @@ async fn ldbridge_reload_returns_once_the_new_config_serves_and_fails_when_it_is
 
     // A file the daemon rejects: exit 1, the reason, and the running config
     // serves on.
-    let good = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        good.replace("[dispatch]\n", "[dispatch]\nmax_in_flight = 0\n"),
-    )
-    .unwrap();
+    fixture_with_key(dir.path(), "key-two")
+        .set("dispatch", "max_in_flight", "0")
+        .write();
     let (code, text) = reload_command(&config);
     assert_eq!(code, 1, "{text}");
     assert!(
