@@ -303,7 +303,7 @@ impl Admin {
         if let Err(problem) =
             crate::store::maintenance::heartbeat(&self.store, now, READY_WRITE_DEADLINE).await
         {
-            problems.push(problem);
+            problems.push(problem.to_string());
         }
         if let Some((at, why)) = self.writer.last_failure() {
             if now - at < COMMIT_FAILURE_MEMORY_MS {

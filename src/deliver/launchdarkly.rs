@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 
-use super::Outbound;
+use super::{Outbound, RequestError};
 use crate::domain::LdEndpoint;
 
 /// Where and how to post: one of the two LaunchDarkly credentials.
@@ -42,9 +42,13 @@ pub struct Request<'a> {
 
 /// Builds a request to `events_url` (trailing slash or not). Fails only if
 /// a header value is invalid; the message never contains the credential.
-pub fn request(events_url: &str, spec: &Request<'_>, body: Bytes) -> Result<Outbound, String> {
-    let header = |value: &str, what: &str| {
-        HeaderValue::from_str(value).map_err(|_| format!("invalid {what} header value"))
+pub fn request(
+    events_url: &str,
+    spec: &Request<'_>,
+    body: Bytes,
+) -> Result<Outbound, RequestError> {
+    let header = |value: &str, what: &'static str| {
+        HeaderValue::from_str(value).map_err(|_| RequestError::InvalidHeader(what))
     };
     let user_agent = match spec.user_agent {
         Some(agent) => header(agent, "user agent")?,
@@ -81,8 +85,8 @@ pub fn request(events_url: &str, spec: &Request<'_>, body: Bytes) -> Result<Outb
         ));
     }
     if let Some(key) = spec.authorization {
-        let mut value = HeaderValue::from_str(key)
-            .map_err(|_| "the configured key is not a valid header value".to_owned())?;
+        let mut value =
+            HeaderValue::from_str(key).map_err(|_| RequestError::InvalidCredential("key"))?;
         value.set_sensitive(true);
         headers.push((AUTHORIZATION, value));
     }
@@ -134,7 +138,7 @@ pub fn bulk_request(
     schema: &str,
     payload_id: &str,
     body: Bytes,
-) -> Result<Outbound, String> {
+) -> Result<Outbound, RequestError> {
     let (path, authorization) = match credential {
         Credential::ClientSideId(id) => (format!("/events/bulk/{id}"), None),
         Credential::SdkKey(key) => ("/bulk".to_owned(), Some(key)),

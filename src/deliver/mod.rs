@@ -51,6 +51,17 @@ impl std::fmt::Debug for Outbound {
     }
 }
 
+/// Why a destination request could not be built: a value the config or a
+/// stored request holds cannot be an HTTP header. Names the header, never
+/// its value (it may be a credential).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("invalid {0} header value")]
+    InvalidHeader(&'static str),
+    #[error("the configured {0} is not a valid header value")]
+    InvalidCredential(&'static str),
+}
+
 /// What one attempt produced.
 #[derive(Debug, Clone)]
 pub struct Reply {

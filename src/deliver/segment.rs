@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
 use serde_json::Value;
 
-use super::Outbound;
+use super::{Outbound, RequestError};
 use crate::clock;
 
 /// Segment's limit per message, strict (segment.md §7.1: the libraries use
@@ -32,7 +32,7 @@ pub fn batch_request(
     write_key: &str,
     messages: &[String],
     now: i64,
-) -> Result<Outbound, String> {
+) -> Result<Outbound, RequestError> {
     let mut body = String::with_capacity(messages.iter().map(|m| m.len() + 1).sum::<usize>() + 128);
     body.push_str("{\"batch\":");
     body.push_str(&super::json_array(messages.iter().map(String::as_str)));
@@ -43,7 +43,7 @@ pub fn batch_request(
     body.push('}');
     let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{write_key}:"));
     let mut authorization = HeaderValue::from_str(&format!("Basic {credentials}"))
-        .map_err(|_| "the configured write key is not a valid header value".to_owned())?;
+        .map_err(|_| RequestError::InvalidCredential("write key"))?;
     authorization.set_sensitive(true);
     let mut headers = vec![
         (CONTENT_TYPE, HeaderValue::from_static("application/json")),

@@ -377,7 +377,7 @@ impl Dispatcher {
         &self,
         config: &Config,
         job: &Job,
-        reply: Result<Reply, String>,
+        reply: Result<Reply, prepare::NotSent>,
         outcome: &mut RunOutcome,
     ) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
@@ -395,7 +395,8 @@ impl Dispatcher {
             }
             // Not sent at all (the source lost its destination): retry, so a
             // fixed config (SIGHUP / restart) picks the batch up again.
-            Err(reason) => {
+            Err(not_sent) => {
+                let reason = not_sent.to_string();
                 let attempt = AttemptRecord {
                     started_at: now,
                     duration_ms: 0,

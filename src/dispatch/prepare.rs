@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::{
     config::{Config, LaunchDarklySource, SegmentSource, SourceRef},
-    deliver::{launchdarkly, segment, Outbound},
+    deliver::{launchdarkly, segment, Outbound, RequestError},
     domain::stored_message,
     domain::{LdEndpoint, LdMeta, Route},
     map::{self, ld_to_segment, Mapped},
@@ -103,7 +103,7 @@ pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> 
             if meta.as_ref().is_some_and(|meta| meta.diagnostic) {
                 return Prepared::Skip("diagnostic events are not exported to Segment".to_owned());
             }
-            let source = ld_source(config, &event.source);
+            let source = ld_source(config, &event.source).ok();
             let environment = meta
                 .as_ref()
                 .and_then(|meta| meta.env.as_deref())
@@ -167,17 +167,44 @@ fn relay_lane(event: &StoredEvent) -> Prepared {
     }
 }
 
-fn segment_source<'c>(config: &'c Config, name: &str) -> Result<&'c SegmentSource, String> {
+/// Why a batch's request could not be built, so it was not sent: the
+/// batch retries, and a fixed config (reload, restart) sends it. Names the
+/// source, never a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotSent {
+    #[error("{kind} source `{name}` is no longer configured")]
+    SourceGone { kind: &'static str, name: String },
+    #[error("{kind} source `{name}` has no {what}")]
+    NoDestination {
+        kind: &'static str,
+        name: String,
+        what: &'static str,
+    },
+    #[error("launchdarkly source `{name}` no longer has a {what}")]
+    NoRelayKey { name: String, what: &'static str },
+    #[error("stored LaunchDarkly events have no request metadata")]
+    NoMetadata,
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+fn segment_source<'c>(config: &'c Config, name: &str) -> Result<&'c SegmentSource, NotSent> {
     match config.source_by_name(name) {
         Some(SourceRef::Segment(source)) => Ok(source),
-        _ => Err(format!("segment source `{name}` is no longer configured")),
+        _ => Err(NotSent::SourceGone {
+            kind: "segment",
+            name: name.to_owned(),
+        }),
     }
 }
 
-fn ld_source<'c>(config: &'c Config, name: &str) -> Option<&'c LaunchDarklySource> {
+fn ld_source<'c>(config: &'c Config, name: &str) -> Result<&'c LaunchDarklySource, NotSent> {
     match config.source_by_name(name) {
-        Some(SourceRef::LaunchDarkly(source)) => Some(source),
-        _ => None,
+        Some(SourceRef::LaunchDarkly(source)) => Ok(source),
+        _ => Err(NotSent::SourceGone {
+            kind: "launchdarkly",
+            name: name.to_owned(),
+        }),
     }
 }
 
@@ -191,30 +218,28 @@ pub fn request(
     meta: Option<&str>,
     elements: &[String],
     now: i64,
-) -> Result<Outbound, String> {
+) -> Result<Outbound, NotSent> {
     let array = || {
         Bytes::from(crate::deliver::json_array(
             elements.iter().map(String::as_str),
         ))
     };
-    match batch.route {
+    let missing = |kind, what| NotSent::NoDestination {
+        kind,
+        name: batch.source.clone(),
+        what,
+    };
+    Ok(match batch.route {
         Route::SegmentToLaunchDarkly => {
             let source = segment_source(config, &batch.source)?;
-            let destination = source.to_launchdarkly.as_ref().ok_or_else(|| {
-                format!(
-                    "segment source `{}` has no to_launchdarkly destination",
-                    batch.source
-                )
-            })?;
+            let destination = source
+                .to_launchdarkly
+                .as_ref()
+                .ok_or_else(|| missing("segment", "to_launchdarkly destination"))?;
             let credential = match (&destination.client_side_id, &destination.sdk_key) {
                 (Some(id), _) => launchdarkly::Credential::ClientSideId(id),
                 (None, Some(key)) => launchdarkly::Credential::SdkKey(key.expose()),
-                (None, None) => {
-                    return Err(format!(
-                        "segment source `{}` has no LaunchDarkly credential",
-                        batch.source
-                    ))
-                }
+                (None, None) => return Err(missing("segment", "LaunchDarkly credential")),
             };
             launchdarkly::bulk_request(
                 &config.launchdarkly.events_url,
@@ -222,7 +247,7 @@ pub fn request(
                 "4",
                 &batch.payload_id,
                 array(),
-            )
+            )?
         }
         Route::SegmentRelay => {
             let source = segment_source(config, &batch.source)?;
@@ -231,30 +256,23 @@ pub fn request(
                 source.write_key.expose(),
                 elements,
                 now,
-            )
+            )?
         }
         Route::LaunchDarklyToSegment => {
-            let source = ld_source(config, &batch.source).ok_or_else(|| {
-                format!(
-                    "launchdarkly source `{}` is no longer configured",
-                    batch.source
-                )
-            })?;
-            let destination = source.to_segment.as_ref().ok_or_else(|| {
-                format!(
-                    "launchdarkly source `{}` has no to_segment destination",
-                    batch.source
-                )
-            })?;
+            let source = ld_source(config, &batch.source)?;
+            let destination = source
+                .to_segment
+                .as_ref()
+                .ok_or_else(|| missing("launchdarkly", "to_segment destination"))?;
             segment::batch_request(
                 &config.segment.api_url,
                 destination.write_key.expose(),
                 elements,
                 now,
-            )
+            )?
         }
-        Route::LaunchDarklyRelay => relay_request(config, batch, meta, elements),
-    }
+        Route::LaunchDarklyRelay => relay_request(config, batch, meta, elements)?,
+    })
 }
 
 fn relay_request(
@@ -262,21 +280,14 @@ fn relay_request(
     batch: &ClaimedBatch,
     meta: Option<&str>,
     elements: &[String],
-) -> Result<Outbound, String> {
+) -> Result<Outbound, NotSent> {
     let meta: LdMeta = meta
         .and_then(|meta| serde_json::from_str(meta).ok())
-        .ok_or_else(|| "stored LaunchDarkly events have no request metadata".to_owned())?;
-    let source = ld_source(config, &batch.source).ok_or_else(|| {
-        format!(
-            "launchdarkly source `{}` is no longer configured",
-            batch.source
-        )
-    })?;
-    let missing = |what: &str| {
-        format!(
-            "launchdarkly source `{}` no longer has a {what}",
-            batch.source
-        )
+        .ok_or(NotSent::NoMetadata)?;
+    let source = ld_source(config, &batch.source)?;
+    let missing = |what| NotSent::NoRelayKey {
+        name: batch.source.clone(),
+        what,
     };
     let (path, key) =
         launchdarkly::relay_target(meta.endpoint, meta.diagnostic, meta.env.as_deref())
@@ -320,7 +331,11 @@ fn relay_request(
         sdk_user_agent: meta.sdk_user_agent.as_deref(),
         wrapper: meta.wrapper.as_deref(),
     };
-    launchdarkly::request(&config.launchdarkly.events_url, &spec, body)
+    Ok(launchdarkly::request(
+        &config.launchdarkly.events_url,
+        &spec,
+        body,
+    )?)
 }
 
 #[cfg(test)]

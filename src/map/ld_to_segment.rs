@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
-use super::Mapped;
+use super::{Mapped, Unmappable};
 use crate::clock;
 
 /// The kind whose key becomes Segment's `userId`.
@@ -117,7 +117,7 @@ impl Kind {
 pub fn map(event: &Value, origin: &Origin<'_>) -> Mapped {
     match message(event, origin) {
         Ok(message) => Mapped::Send(message),
-        Err(reason) => Mapped::Skip(reason),
+        Err(unmappable) => unmappable.into(),
     }
 }
 
@@ -141,7 +141,7 @@ pub fn event_id(name: &str) -> String {
 }
 
 /// The Segment message, keys in LaunchDarkly's order, or the skip reason.
-fn message(event: &Value, origin: &Origin<'_>) -> Result<Value, String> {
+fn message(event: &Value, origin: &Origin<'_>) -> Result<Value, Unmappable> {
     let fields = event
         .as_object()
         .ok_or_else(|| "stored LaunchDarkly event is not a JSON object".to_string())?;
@@ -197,20 +197,20 @@ fn message(event: &Value, origin: &Origin<'_>) -> Result<Value, String> {
 }
 
 /// The exported kind, or the reason naming the kind that is not exported.
-fn exported_kind(fields: &Fields) -> Result<Kind, String> {
+fn exported_kind(fields: &Fields) -> Result<Kind, Unmappable> {
     let Some(kind) = fields.get("kind").and_then(Value::as_str) else {
-        return Err(format!(
+        return Err(Unmappable(format!(
             "LaunchDarkly event has no string `kind` ({EXPORTED})"
-        ));
+        )));
     };
     Kind::parse(kind).ok_or_else(|| {
-        if KNOWN_UNEXPORTED.contains(&kind) {
+        Unmappable(if KNOWN_UNEXPORTED.contains(&kind) {
             format!("{kind} events are not exported to Segment ({EXPORTED})")
         } else {
             format!(
                 "unknown LaunchDarkly event kind {kind:?} is not exported to Segment ({EXPORTED})"
             )
-        }
+        })
     })
 }
 

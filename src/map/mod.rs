@@ -10,6 +10,24 @@ pub mod ld_to_segment;
 pub mod segment_relay;
 pub mod segment_to_ld;
 
+/// Why a route cannot carry an event: the reason operators read in
+/// `ldbridge explain`, which becomes [`Mapped::Skip`]. Mapping fails in no
+/// other way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmappable(pub String);
+
+impl From<String> for Unmappable {
+    fn from(reason: String) -> Self {
+        Unmappable(reason)
+    }
+}
+
+impl From<Unmappable> for Mapped {
+    fn from(Unmappable(reason): Unmappable) -> Self {
+        Mapped::Skip(reason)
+    }
+}
+
 /// What a route does with one stored event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mapped {

@@ -9,7 +9,7 @@
 
 use serde_json::{json, Map, Number, Value};
 
-use super::Mapped;
+use super::{Mapped, Unmappable};
 use crate::clock;
 
 /// The kind `contextKeys` uses for the user key (`context_kind` default).
@@ -41,15 +41,19 @@ pub fn map(message: &Value, now_ms: i64) -> Mapped {
     let result = match fields.get("type").and_then(Value::as_str) {
         Some("track") => track(fields, created),
         Some(kind @ ("identify" | "alias")) => alias(fields, kind, created),
-        Some(kind @ ("page" | "screen" | "group")) => Err(format!(
+        Some(kind @ ("page" | "screen" | "group")) => Err(Unmappable(format!(
             "{kind} calls have no LaunchDarkly equivalent ({ONLY_MAPPED})"
-        )),
-        Some(other) => Err(format!("unknown Segment type {other:?} ({ONLY_MAPPED})")),
-        None => Err(format!("message has no string `type` ({ONLY_MAPPED})")),
+        ))),
+        Some(other) => Err(Unmappable(format!(
+            "unknown Segment type {other:?} ({ONLY_MAPPED})"
+        ))),
+        None => Err(Unmappable(format!(
+            "message has no string `type` ({ONLY_MAPPED})"
+        ))),
     };
     match result {
         Ok(event) => Mapped::Send(event),
-        Err(reason) => Mapped::Skip(reason),
+        Err(unmappable) => unmappable.into(),
     }
 }
 
@@ -83,18 +87,24 @@ fn turned_off(integrations: Option<&Value>) -> Option<String> {
 }
 
 /// `track` → `custom`, keys in the order the destination produces them.
-fn track(fields: &Fields, created: i64) -> Result<Value, String> {
+fn track(fields: &Fields, created: i64) -> Result<Value, Unmappable> {
     let key = match fields.get("event") {
         Some(Value::String(name)) if !name.is_empty() => name.clone(),
         None | Some(Value::Null) | Some(Value::String(_)) => {
-            return Err("track without an event name has no LaunchDarkly event key".to_string())
+            return Err(Unmappable(
+                "track without an event name has no LaunchDarkly event key".to_string(),
+            ))
         }
-        Some(_) => return Err("track `event` is not a string".to_string()),
+        Some(_) => return Err(Unmappable("track `event` is not a string".to_string())),
     };
     let properties = match fields.get("properties") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(properties)) => properties.clone(),
-        Some(_) => return Err("track `properties` is not a JSON object".to_string()),
+        Some(_) => {
+            return Err(Unmappable(
+                "track `properties` is not a JSON object".to_string(),
+            ))
+        }
     };
     let context_keys = context_keys(fields)?;
     let metric = metric_value(&properties)?;
@@ -112,9 +122,12 @@ fn track(fields: &Fields, created: i64) -> Result<Value, String> {
 }
 
 /// `identify` or `alias` → legacy `alias` event (the Alias User preset).
-fn alias(fields: &Fields, kind: &str, created: i64) -> Result<Value, String> {
-    let key = id_field(fields, "userId")?
-        .ok_or_else(|| format!("{kind} without userId has no LaunchDarkly user key to alias"))?;
+fn alias(fields: &Fields, kind: &str, created: i64) -> Result<Value, Unmappable> {
+    let key = id_field(fields, "userId")?.ok_or_else(|| {
+        Unmappable(format!(
+            "{kind} without userId has no LaunchDarkly user key to alias"
+        ))
+    })?;
     let previous = match id_field(fields, "previousId")? {
         Some(previous) => previous,
         None => id_field(fields, "anonymousId")?.ok_or_else(|| {
@@ -136,7 +149,7 @@ fn alias(fields: &Fields, kind: &str, created: i64) -> Result<Value, String> {
 
 /// Segment's `constructContextKeys` with the default mappings: the anonymous
 /// id first, then the user key spread last so it would win a same-named kind.
-fn context_keys(fields: &Fields) -> Result<Value, String> {
+fn context_keys(fields: &Fields) -> Result<Value, Unmappable> {
     let user = user_key(fields)?.ok_or_else(|| {
         "track has neither userId nor anonymousId, so there is no LaunchDarkly context key"
             .to_string()
@@ -152,7 +165,7 @@ fn context_keys(fields: &Fields) -> Result<Value, String> {
 }
 
 /// `userId` if present, else `anonymousId`; `Ok(None)` when neither is.
-fn user_key(fields: &Fields) -> Result<Option<String>, String> {
+fn user_key(fields: &Fields) -> Result<Option<String>, Unmappable> {
     match id_field(fields, "userId")? {
         Some(id) => Ok(Some(id)),
         None => id_field(fields, "anonymousId"),
@@ -167,14 +180,16 @@ fn user_key(fields: &Fields) -> Result<Option<String>, String> {
 /// events from libraries that send `userId: ""` for logged-out visitors.
 /// Numbers and booleans take their JS `String(v)` form, as Segment's type
 /// coercion gives them; objects and arrays fail its validation.
-fn id_field(fields: &Fields, name: &str) -> Result<Option<String>, String> {
+fn id_field(fields: &Fields, name: &str) -> Result<Option<String>, Unmappable> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(id)) if id.is_empty() => Ok(None),
         Some(Value::String(id)) => Ok(Some(id.clone())),
         Some(Value::Number(number)) => Ok(Some(js_string(number))),
         Some(Value::Bool(flag)) => Ok(Some(flag.to_string())),
-        Some(_) => Err(format!("`{name}` is a JSON object or array, not an id")),
+        Some(_) => Err(Unmappable(format!(
+            "`{name}` is a JSON object or array, not an id"
+        ))),
     }
 }
 
@@ -193,7 +208,7 @@ pub fn js_string(number: &Number) -> String {
 /// `properties.revenue` if present (not null), else `properties.value`,
 /// coerced to a number the way Segment's validation (Ajv `coerceTypes`) does.
 /// `Ok(None)` when neither is present; `Err` when Segment would reject the event.
-fn metric_value(properties: &Fields) -> Result<Option<Value>, String> {
+fn metric_value(properties: &Fields) -> Result<Option<Value>, Unmappable> {
     let picked = ["revenue", "value"].into_iter().find_map(|name| {
         properties
             .get(name)
@@ -204,7 +219,9 @@ fn metric_value(properties: &Fields) -> Result<Option<Value>, String> {
         return Ok(None);
     };
     let not_a_number = || {
-        format!("properties.{name} is not a number, so Segment's validation would reject the event")
+        Unmappable(format!(
+            "properties.{name} is not a number, so Segment's validation would reject the event"
+        ))
     };
     match value {
         Value::Number(_) => Ok(Some(value.clone())),

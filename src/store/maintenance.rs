@@ -236,9 +236,19 @@ pub async fn tidy(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Why the database did not take the heartbeat write.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    /// A full disk, a read-only file, a lock held past `busy_timeout`.
+    #[error("database not writable: {0}")]
+    NotWritable(#[from] sqlx::Error),
+    #[error("database write did not finish within {0:?}")]
+    TooSlow(Duration),
+}
+
 /// Proves the database takes writes: writes the heartbeat row within
-/// `deadline`. Fails on a full disk, a read-only file or a lock held too long.
-pub async fn heartbeat(store: &Store, now: i64, deadline: Duration) -> Result<(), String> {
+/// `deadline`.
+pub async fn heartbeat(store: &Store, now: i64, deadline: Duration) -> Result<(), HeartbeatError> {
     let write = sqlx::query(
         "INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1",
     )
@@ -246,8 +256,8 @@ pub async fn heartbeat(store: &Store, now: i64, deadline: Duration) -> Result<()
     .execute(store.pool());
     match tokio::time::timeout(deadline, write).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => Err(format!("database not writable: {error}")),
-        Err(_) => Err(format!("database write did not finish within {deadline:?}")),
+        Ok(Err(error)) => Err(HeartbeatError::NotWritable(error)),
+        Err(_) => Err(HeartbeatError::TooSlow(deadline)),
     }
 }
 
