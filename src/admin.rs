@@ -140,6 +140,7 @@ impl Admin {
         }
     }
 
+    /// Long on purpose: the admin API's routing table, one arm per endpoint.
     async fn route(&self, request: Request<Incoming>, path: &str) -> Result<Answer, ApiError> {
         let internal = |error: crate::store::StoreError| {
             tracing::warn!(%error, "Admin request failed.");

@@ -109,23 +109,17 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<App>
 
 /// [`start`], with delivery reading the time from `clock` (tests move a
 /// manual one instead of sleeping through retry delays).
+///
+/// Long on purpose: the start order (store, room, writer, dispatcher,
+/// scheduler, background tasks, admin, ingest) is read whole; shutdown
+/// undoes it in reverse.
 pub async fn start_with_clock(
     config: Config,
     listener: TcpListener,
     clock: Clock,
 ) -> anyhow::Result<App> {
     raise_open_files_limit(config.server.max_connections);
-    let store = open_store(&config).await?;
-    let recovered = store::batches::recover_sending(&store, clock::now_ms()).await?;
-    if recovered > 0 {
-        tracing::warn!(
-            batches = recovered,
-            "Batches interrupted mid-send by the last stop are due again."
-        );
-    }
-    if config.segment_sources.is_empty() && config.launchdarkly_sources.is_empty() {
-        tracing::warn!("No sources configured: every ingest request will be answered 401.");
-    }
+    let store = open_and_recover(&config).await?;
     let space = Arc::new(Space::new(
         &config.store.path,
         config.store.min_free_bytes,
@@ -135,17 +129,7 @@ pub async fn start_with_clock(
         report_room(change);
     }
     let metrics = Arc::new(Metrics::new());
-    let commit_metrics = Arc::clone(&metrics);
-    let (writer, writer_task) = Writer::start(&store, config.dispatch.writer_queue, move |stats| {
-        commit_metrics.commit(
-            stats.duration.as_secs_f64(),
-            stats.events as u64,
-            stats.requests as u64,
-            stats.ok,
-        );
-        commit_metrics.refusals_unrecorded("evicted", stats.refusals_evicted);
-    })
-    .await?;
+    let (writer, writer_task) = start_writer(&store, &config, &metrics).await?;
     let shutdown_timeout = config.server.shutdown_timeout;
     let limits = crate::server::Limits::from_config(&config.server);
     let tick_allowance = tick_allowance(&config.dispatch.schedule);
@@ -171,11 +155,7 @@ pub async fn start_with_clock(
     ));
     let admin_addr = match admin_listen {
         Some(address) => {
-            let admin_listener = TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding server.admin_listen {address}"))?;
-            let admin_addr = admin_listener.local_addr()?;
-            let admin = Arc::new(Admin {
+            let admin = Admin {
                 store: store.clone(),
                 config: handle.clone(),
                 metrics: Arc::clone(&metrics),
@@ -183,13 +163,9 @@ pub async fn start_with_clock(
                 writer: writer.clone(),
                 tick_allowance,
                 space: Arc::clone(&space),
-            });
-            servers.push(tokio::spawn(crate::server::serve(
-                admin_listener,
-                move |request| Arc::clone(&admin).handle(request),
-                stopped.clone(),
-                limits,
-            )));
+            };
+            let (admin_addr, server) = serve_admin(address, admin, stopped.clone(), limits).await?;
+            servers.push(server);
             Some(admin_addr)
         }
         None => None,
@@ -226,6 +202,63 @@ pub async fn start_with_clock(
         shutdown_timeout,
         tick_allowance,
     })
+}
+
+/// Opens the store and makes batches a stop interrupted mid-send due again.
+async fn open_and_recover(config: &Config) -> anyhow::Result<Store> {
+    let store = open_store(config).await?;
+    let recovered = store::batches::recover_sending(&store, clock::now_ms()).await?;
+    if recovered > 0 {
+        tracing::warn!(
+            batches = recovered,
+            "Batches interrupted mid-send by the last stop are due again."
+        );
+    }
+    if config.segment_sources.is_empty() && config.launchdarkly_sources.is_empty() {
+        tracing::warn!("No sources configured: every ingest request will be answered 401.");
+    }
+    Ok(store)
+}
+
+/// The ingest writer, reporting each commit to `metrics`.
+async fn start_writer(
+    store: &Store,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Writer, JoinHandle<()>)> {
+    let metrics = Arc::clone(metrics);
+    let started = Writer::start(store, config.dispatch.writer_queue, move |stats| {
+        metrics.commit(
+            stats.duration.as_secs_f64(),
+            stats.events as u64,
+            stats.requests as u64,
+            stats.ok,
+        );
+        metrics.refusals_unrecorded("evicted", stats.refusals_evicted);
+    })
+    .await?;
+    Ok(started)
+}
+
+/// Binds `server.admin_listen` and serves the admin API there until `stopped`.
+async fn serve_admin(
+    address: SocketAddr,
+    admin: Admin,
+    stopped: watch::Receiver<bool>,
+    limits: crate::server::Limits,
+) -> anyhow::Result<(SocketAddr, JoinHandle<bool>)> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding server.admin_listen {address}"))?;
+    let bound = listener.local_addr()?;
+    let admin = Arc::new(admin);
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        move |request| Arc::clone(&admin).handle(request),
+        stopped,
+        limits,
+    ));
+    Ok((bound, server))
 }
 
 /// Checkpoints the WAL every `CHECKPOINT_EVERY` until shutdown (no
@@ -365,6 +398,9 @@ impl App {
 /// `ldbridge serve`: runs until SIGTERM or SIGINT, then shuts down.
 /// Speaks sd_notify (READY, WATCHDOG, STATUS, STOPPING) when systemd asks,
 /// and reloads `config_path` on SIGHUP.
+///
+/// Long on purpose: the signal loop (SIGTERM, SIGINT, SIGHUP, the
+/// watchdog) reads best as one `select!`.
 pub async fn serve(
     config: Config,
     config_path: Option<PathBuf>,

@@ -203,6 +203,8 @@ pub async fn run(verbose: bool) -> anyhow::Result<()> {
 
 /// A batch LaunchDarkly refuses: `retrying` after a 503, `failed` after a
 /// 401, then `ldbridge resend`, and delivered with the same payload id.
+///
+/// Long on purpose: the demo's script, step by step as it prints.
 async fn operator_loop(
     app: &daemon::App,
     client: &HttpClient,
@@ -358,6 +360,7 @@ fn print_received(name: &str, requests: &[crate::receiver::Recorded]) {
     }
 }
 
+/// Long on purpose: one arm per way a library dresses a request.
 fn sample_request(url: &str, body: &str, how: &str, n: usize) -> anyhow::Result<Outbound> {
     let mut headers = vec![(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
     let mut bytes = Bytes::copy_from_slice(body.as_bytes());

@@ -230,6 +230,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type Body = Either<Full<Bytes>, Channel<Bytes, std::io::Error>>;
 
+/// Long on purpose: the stand-in's reply, one step per feature (status,
+/// headers, delay, faults) in the order they apply.
 async fn answer(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
     let at = std::time::Instant::now();
     let (parts, body) = request.into_parts();

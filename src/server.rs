@@ -12,7 +12,10 @@ use bytes::Bytes;
 use hyper::{body::Incoming, service::service_fn, Request, Response};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{
+        conn::auto,
+        graceful::{GracefulShutdown, Watcher},
+    },
 };
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -75,16 +78,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(limits.header_timeout)
-        .keep_alive_timeout(limits.header_timeout);
+    let builder = connection_builder(&limits);
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -105,24 +99,16 @@ where
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                let connection = Connection {
+                    stream,
+                    builder: builder.clone(),
+                    watcher: graceful.watcher(),
+                    stop: shutdown.clone(),
+                    header_timeout: limits.header_timeout,
+                };
                 let handler = handler.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let mut stop = shutdown.clone();
                 connections.spawn(async move {
-                    let opened = tokio::select! {
-                        opened = opening_arrives(&stream, limits.header_timeout) => opened,
-                        () = stop_requested(&mut stop) => false,
-                    };
-                    if !opened {
-                        return;
-                    }
-                    let service = service_fn(move |request| {
-                        let handler = handler.clone();
-                        async move { Ok::<_, Infallible>(handler(request).await) }
-                    });
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(connection.into_owned()).await;
+                    connection.serve(handler).await;
                     drop(permit);
                 });
                 // Only live connections stay in the set.
@@ -137,6 +123,59 @@ where
         .is_ok();
     connections.shutdown().await;
     drained
+}
+
+/// Both protocols' settings: HTTP/1 headers within `header_timeout`, and
+/// HTTP/2 pings on the same period.
+fn connection_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout)
+        .keep_alive_timeout(limits.header_timeout);
+    builder
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    stream: TcpStream,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    stop: watch::Receiver<bool>,
+    header_timeout: Duration,
+}
+
+impl Connection {
+    /// Waits for the first bytes (closing at shutdown if none came), then
+    /// serves requests until the client closes or graceful shutdown ends it.
+    async fn serve<H, F, B>(mut self, handler: H)
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let opened = tokio::select! {
+            opened = opening_arrives(&self.stream, self.header_timeout) => opened,
+            () = stop_requested(&mut self.stop) => false,
+        };
+        if !opened {
+            return;
+        }
+        let service = service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(request).await) }
+        });
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(self.stream), service);
+        let _ = self.watcher.watch(connection.into_owned()).await;
+    }
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).

@@ -228,6 +228,9 @@ impl Dispatcher {
     /// Prepares pending events and stores them as new batches (already
     /// `sending`), settling what will never be sent. Returns the jobs for
     /// the new batches.
+    ///
+    /// Long on purpose: prepare, settle, plan and store read as one step of
+    /// a run; the dispatcher's rework (issue 16) reshapes it.
     async fn form_batches(
         &self,
         config: &Config,
@@ -373,6 +376,9 @@ impl Dispatcher {
     }
 
     /// Classifies one attempt, decides the batch's next state, records both.
+    ///
+    /// Long on purpose: classify, resolve, count and record one attempt in
+    /// the order a reader follows an outcome.
     async fn record(
         &self,
         config: &Config,

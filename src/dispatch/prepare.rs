@@ -212,6 +212,8 @@ fn ld_source<'c>(config: &'c Config, name: &str) -> Result<&'c LaunchDarklySourc
 /// the request metadata of its events (one lane, so the same for all).
 /// Fails (and the batch retries) when the source or its destination is no
 /// longer configured; the message names the source, never a credential.
+///
+/// Long on purpose: one arm per route.
 pub fn request(
     config: &Config,
     batch: &ClaimedBatch,

@@ -196,6 +196,7 @@ fn present(message: &Message<'_>, field: &str) -> bool {
     message.non_null(field).is_some() && !message.is_empty_string(field)
 }
 
+/// Long on purpose: one rule per message type, as Segment checks them.
 fn validate(message: &Message<'_>, label: impl Display, kind: &str) -> Result<(), Refusal> {
     let fail = |code, field: &str, reason: &str| Err(refuse(code, &label, field, reason));
     for field in ["userId", "anonymousId", "previousId", "groupId"] {

@@ -154,6 +154,7 @@ impl BatchDetail {
         })
     }
 
+    /// Long on purpose: the `show` text, line by line as it prints.
     pub fn text(&self) -> String {
         let b = &self.batch;
         let mut out = format!(

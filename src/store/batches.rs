@@ -403,6 +403,8 @@ pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<StoredEven
 /// Records one attempt of `batch` and applies `resolution` to the batch and
 /// its deliveries, in one transaction. Returns the ids of new batches (the
 /// halves of a split; empty otherwise).
+///
+/// Kept whole: one transaction's statements in order, one arm per outcome.
 pub async fn record_attempt(
     store: &Store,
     batch: &ClaimedBatch,

@@ -75,6 +75,9 @@ pub struct Purged {
 /// Candidates are found with plain reads (no lock); each write transaction
 /// then re-checks and deletes at most `chunk` of them, so ingest never waits
 /// long behind it, and a batch resent in the meantime is left alone.
+///
+/// Kept whole: the candidate scan and the chunked deletes share one cursor
+/// and one running total.
 pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, StoreError> {
     let mut purged = Purged::default();
     let mut after = i64::MIN;

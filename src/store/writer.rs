@@ -201,6 +201,8 @@ async fn connect(store: &Store) -> Result<SqliteConnection, StoreError> {
     Ok(conn)
 }
 
+/// The writer loop, kept whole so its states read in one place: drain the
+/// queue into a group, commit, answer each request, report, back off.
 async fn run(
     store: Store,
     conn: SqliteConnection,
@@ -297,6 +299,9 @@ fn is_busy(error: &sqlx::Error) -> bool {
 /// Commits the group's events and refusals in one transaction. Returns
 /// what it did with each request, and how many old refusal log rows it
 /// dropped to stay within `refusal_rows`.
+///
+/// Kept whole: one transaction's statements in order (ids, events,
+/// deliveries, refusals, the log's trim); split, its boundary would hide.
 async fn commit(
     conn: &mut SqliteConnection,
     group: &mut [Job],
