@@ -1,7 +1,9 @@
 //! The types every layer shares: the routes an event can take, the
-//! protocols it arrives by, what a LaunchDarkly request carried, and the
+//! protocols it arrives by, what a LaunchDarkly request carried, the
 //! statuses of batches and deliveries (stored as the strings of
-//! architecture.md §4). A leaf: it imports nothing of ldbridge.
+//! architecture.md §4) and which may be resent, what ingest hands the
+//! writer ([`accepted`]) and the stored form of a Segment message
+//! ([`stored_message`]). A leaf: it imports nothing of ldbridge outside it.
 
 pub mod accepted;
 pub mod stored_message;
