@@ -39,7 +39,7 @@ mod common;
 use std::{
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -75,6 +75,7 @@ struct Sizes {
     dispatch_events: usize,
     e2e_rate: usize,
     e2e_seconds: usize,
+    saturation_requests: usize,
 }
 
 impl Sizes {
@@ -96,6 +97,7 @@ impl Sizes {
             dispatch_events: env_usize("BENCH_DISPATCH_EVENTS", 200_000),
             e2e_rate: env_usize("BENCH_E2E_RATE", 30_000),
             e2e_seconds: env_usize("BENCH_E2E_SECONDS", 30),
+            saturation_requests: env_usize("BENCH_SATURATION_REQUESTS", 12_000),
         }
     }
 }
@@ -549,6 +551,143 @@ async fn end_to_end(dir: &Path, sizes: &Sizes, peak: &mut f64) {
     stop(daemon, peak);
 }
 
+/// Events each route's stand-in received, counted per route as they come:
+/// LaunchDarkly tells segment-to-launchdarkly (`/events/bulk/{id}`) from
+/// the relay (`/bulk`) by path; Segment tells launchdarkly-to-segment (its
+/// messages name ldbridge as `context.library`) from the Segment relay.
+fn count_per_route(pair: &(Receiver, Receiver)) -> Arc<[AtomicUsize; 4]> {
+    let counts: Arc<[AtomicUsize; 4]> = Arc::new(Default::default());
+    let tally = Arc::clone(&counts);
+    pair.0.respond_with(move |request| {
+        let events = request.json().as_array().map_or(0, Vec::len);
+        let route = if request.path.starts_with("/events/bulk/") {
+            Route::SegmentToLaunchDarkly
+        } else {
+            Route::LaunchDarklyRelay
+        };
+        tally[route_index(route)].fetch_add(events, Ordering::Relaxed);
+        None
+    });
+    let tally = Arc::clone(&counts);
+    pair.1.respond_with(move |request| {
+        let body = request.json();
+        let batch = body["batch"].as_array().cloned().unwrap_or_default();
+        let ours = batch
+            .first()
+            .is_some_and(|message| message["context"]["library"]["name"] == "ldbridge");
+        let route = if ours {
+            Route::LaunchDarklyToSegment
+        } else {
+            Route::SegmentRelay
+        };
+        tally[route_index(route)].fetch_add(batch.len(), Ordering::Relaxed);
+        None
+    });
+    counts
+}
+
+/// Phase 5: ingest as fast as 32 connections are answered (Segment batches
+/// and LaunchDarkly bulks alternating) while all four routes deliver to
+/// instant stand-ins every second. Per route: events delivered per second
+/// during the load and the oldest undelivered event's age (sampled every
+/// 250 ms); then how long the backlog takes to drain once the load stops.
+/// A burst, a backfill through `/v1/import` or clients catching up after
+/// an outage load ldbridge like this.
+async fn saturation(dir: &Path, sizes: &Sizes, peak: &mut f64) {
+    let pair = Arc::new(receivers(Duration::ZERO).await);
+    let counts = count_per_route(&pair);
+    std::fs::create_dir_all(dir).unwrap();
+    let config = fixtures::config(dir, EVERY_SECOND, &pair.0.url(), &pair.1.url())
+        .set("segment_source", "relay_to_segment", "true")
+        .set("launchdarkly_source", "relay_to_launchdarkly", "true")
+        .write();
+    let daemon = Daemon::start(&config);
+    let store = Store::open(&dir.join("ldbridge.db"), &StoreOptions::default())
+        .await
+        .unwrap();
+    let requests = sizes.saturation_requests;
+    let (segment, _) = fixtures::bodies(Kind::SegmentBatch, 0, requests.div_ceil(2));
+    let (launchdarkly, _) = fixtures::bodies(Kind::LaunchDarklyBulk, 0, requests / 2);
+    let mut bodies: Vec<Body> = Vec::with_capacity(requests);
+    let mut launchdarkly = launchdarkly.into_iter();
+    for body in segment {
+        bodies.push(body);
+        bodies.extend(launchdarkly.next());
+    }
+    let delivered = || Route::ALL.map(|route| counts[route_index(route)].load(Ordering::Relaxed));
+    let ages: Arc<std::sync::Mutex<Vec<[i64; 4]>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (store, ages, done) = (store.clone(), Arc::clone(&ages), Arc::clone(&done));
+        tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = clock::now_ms();
+                let mut row = [0i64; 4];
+                for (n, route) in Route::ALL.into_iter().enumerate() {
+                    if let Ok(Some(at)) = oldest_undelivered(&store, route.as_str()).await {
+                        row[n] = now - at;
+                    }
+                }
+                ages.lock().unwrap().push(row);
+            }
+        })
+    };
+    let target = Target::new(&daemon.addr);
+    let before = delivered();
+    let result = load::closed(&target, bodies, 32).await;
+    let during = delivered();
+    done.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    let load_ended = Instant::now();
+    let deadline = load_ended + Duration::from_secs(600);
+    let mut waiting = true;
+    while waiting && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waiting = false;
+        for route in Route::ALL {
+            if let Ok(Some(_)) = oldest_undelivered(&store, route.as_str()).await {
+                waiting = true;
+            }
+        }
+    }
+    let drained = load_ended.elapsed();
+    let name = "saturation, 32 conn";
+    report(&format!("{name}: ingest"), "events", &result);
+    let ages = ages.lock().unwrap().clone();
+    for (n, route) in Route::ALL.into_iter().enumerate() {
+        let rate = (during[n] - before[n]) as f64 / result.elapsed.as_secs_f64();
+        row(
+            &format!("{name}: {route} delivered during the load (events/s)"),
+            format!("{rate:.0}"),
+        );
+        let mut route_ages: Vec<i64> = ages.iter().map(|row| row[n]).collect();
+        route_ages.sort();
+        row(
+            &format!("{name}: {route} oldest undelivered p50 / max (s)"),
+            format!(
+                "{:.1} / {:.1}",
+                route_ages.get(route_ages.len() / 2).copied().unwrap_or(0) as f64 / 1e3,
+                route_ages.last().copied().unwrap_or(0) as f64 / 1e3
+            ),
+        );
+    }
+    row(
+        &format!("{name}: every route drained after the load (s)"),
+        if waiting {
+            "not within 600 s".to_owned()
+        } else {
+            format!("{:.1}", drained.as_secs_f64())
+        },
+    );
+    store.close().await;
+    stop(daemon, peak);
+}
+
+fn route_index(route: Route) -> usize {
+    Route::ALL.iter().position(|r| *r == route).unwrap()
+}
+
 #[tokio::main]
 async fn main() {
     let sizes = Sizes::from_env();
@@ -578,7 +717,8 @@ async fn main() {
             format!("{cpu:.1}"),
         );
     }
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "ingest,dispatch,e2e".into());
+    let phases = std::env::var("BENCH_PHASES")
+        .unwrap_or_else(|_| "ingest,dispatch,e2e,saturation".into());
     if phases.contains("ingest") {
         ingest(&root.join("ingest"), &sizes, ceiling, &mut peak).await;
         let _ = std::fs::remove_dir_all(root.join("ingest"));
@@ -588,6 +728,9 @@ async fn main() {
     }
     if phases.contains("e2e") {
         end_to_end(&root.join("e2e"), &sizes, &mut peak).await;
+    }
+    if phases.contains("saturation") {
+        saturation(&root.join("saturation"), &sizes, &mut peak).await;
     }
     row("daemon peak RSS, whole run (MB)", format!("{peak:.1}"));
     let _ = std::fs::remove_dir_all(&root);
