@@ -717,8 +717,8 @@ async fn main() {
             format!("{cpu:.1}"),
         );
     }
-    let phases = std::env::var("BENCH_PHASES")
-        .unwrap_or_else(|_| "ingest,dispatch,e2e,saturation".into());
+    let phases =
+        std::env::var("BENCH_PHASES").unwrap_or_else(|_| "ingest,dispatch,e2e,saturation".into());
     if phases.contains("ingest") {
         ingest(&root.join("ingest"), &sizes, ceiling, &mut peak).await;
         let _ = std::fs::remove_dir_all(root.join("ingest"));

@@ -175,6 +175,7 @@ pub async fn create_batches(
     now: i64,
     claimed_until: i64,
 ) -> Result<Vec<ClaimedBatch>, StoreError> {
+    let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     for (status, list) in [
         (DeliveryStatus::Skipped, &settled.skipped),
@@ -344,6 +345,7 @@ pub async fn claim_due(
     claimed_until: i64,
     limit: usize,
 ) -> Result<Claimed, StoreError> {
+    let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let due =
         "SELECT id FROM batches WHERE route = ?1 AND status IN ('pending', 'retrying', 'sending') \
@@ -412,6 +414,7 @@ pub async fn record_attempt(
     resolution: &Resolution,
     now: i64,
 ) -> Result<Vec<i64>, StoreError> {
+    let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
         "INSERT INTO attempts (batch_id, attempt, triggered_by, started_at, duration_ms, http_status, \

@@ -24,6 +24,7 @@ pub async fn requeue(
 ) -> Result<Vec<i64>, StoreError> {
     let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())
         .expect("a list of strings serializes");
+    let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let mut done = Vec::new();
     for id in batch_ids {
@@ -99,6 +100,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
         let mut requests: Vec<i64> = rows.iter().filter_map(|(_, request)| *request).collect();
         requests.dedup();
+        let turn = store.write_turn().await;
         let started = std::time::Instant::now();
         let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         let list = id_list(&ids);
@@ -129,6 +131,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        drop(turn);
         purged.max_lock = purged.max_lock.max(started.elapsed());
         // Leave ingest's writer a window before the next chunk takes the lock.
         tokio::time::sleep(YIELD).await;
@@ -149,6 +152,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .await?;
         let Some(last) = ids.last() else { break };
         after = *last;
+        let turn = store.write_turn().await;
         let started = std::time::Instant::now();
         let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
         // Re-checked under the lock: a resent batch is `retrying` now.
@@ -169,6 +173,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        drop(turn);
         purged.max_lock = purged.max_lock.max(started.elapsed());
         // Leave ingest's writer a window before the next chunk takes the lock.
         tokio::time::sleep(YIELD).await;

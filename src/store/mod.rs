@@ -31,7 +31,7 @@ pub mod refusals;
 mod status;
 pub mod writer;
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -122,6 +122,15 @@ pub struct Store {
     busy_timeout: Duration,
     ingest_cap_bytes: Option<u64>,
     refusal_log_rows: u64,
+    /// Whose turn it is to write, in this process: every write transaction
+    /// (the ingest writer's group commits, the dispatcher's, retention's,
+    /// resend's) takes it before `BEGIN IMMEDIATE` and keeps it to the
+    /// commit. Waiters are served first come, first served, so a dispatcher
+    /// run waits for at most one group commit, never for a lock that the
+    /// ingest writer, polling every millisecond, keeps winning (delivery
+    /// starved while ingest was saturated). SQLite's own lock still orders
+    /// this process against others (the CLI).
+    write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -153,7 +162,14 @@ impl Store {
             busy_timeout: options.busy_timeout,
             ingest_cap_bytes: options.ingest_cap_bytes,
             refusal_log_rows: options.refusal_log_rows,
+            write_turn: Arc::default(),
         })
+    }
+
+    /// Waits for this process's turn to write (see `write_turn`); the turn
+    /// is held until the guard drops, after the commit.
+    pub(crate) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write_turn.lock().await
     }
 
     /// A dedicated connection, used by the single ingest writer so that its

@@ -234,7 +234,9 @@ async fn run(
         };
         let result = match open {
             Ok(mut open) => {
+                let turn = store.write_turn().await;
                 let result = commit(&mut open, &mut group, budget, store.refusal_log_rows()).await;
+                drop(turn);
                 if result.is_ok() {
                     conn = Some(open);
                 } else {
