@@ -440,6 +440,31 @@ async fn dispatch(root: &Path, sizes: &Sizes, peak: &mut f64) {
     }
 }
 
+/// `requests` bodies of 100 events, Segment batches and LaunchDarkly bulks
+/// alternating.
+fn alternating_bodies(requests: usize) -> Vec<Body> {
+    let (segment, _) = fixtures::bodies(Kind::SegmentBatch, 0, requests.div_ceil(2));
+    let (launchdarkly, _) = fixtures::bodies(Kind::LaunchDarklyBulk, 0, requests / 2);
+    let mut bodies: Vec<Body> = Vec::with_capacity(requests);
+    let mut launchdarkly = launchdarkly.into_iter();
+    for body in segment {
+        bodies.push(body);
+        bodies.extend(launchdarkly.next());
+    }
+    bodies
+}
+
+/// The median and the largest of ages in ms, as `"p50 / max"` seconds.
+fn p50_max_seconds(mut ages: Vec<i64>) -> String {
+    ages.sort_unstable();
+    let seconds = |ms: Option<&i64>| ms.copied().unwrap_or(0) as f64 / 1e3;
+    format!(
+        "{:.2} / {:.2}",
+        seconds(ages.get(ages.len() / 2)),
+        seconds(ages.last())
+    )
+}
+
 /// One sample of the end-to-end run.
 struct Sample {
     at: Duration,
@@ -484,14 +509,7 @@ async fn end_to_end(dir: &Path, sizes: &Sizes, peak: &mut f64) {
         .await
         .unwrap();
     let requests = sizes.e2e_rate * sizes.e2e_seconds / 100;
-    let (segment, _) = fixtures::bodies(Kind::SegmentBatch, 0, requests.div_ceil(2));
-    let (launchdarkly, _) = fixtures::bodies(Kind::LaunchDarklyBulk, 0, requests / 2);
-    let mut bodies: Vec<Body> = Vec::with_capacity(requests);
-    let mut launchdarkly = launchdarkly.into_iter();
-    for body in segment {
-        bodies.push(body);
-        bodies.extend(launchdarkly.next());
-    }
+    let bodies = alternating_bodies(requests);
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample(store.clone(), pair.clone(), started, done.clone()));
@@ -519,8 +537,7 @@ async fn end_to_end(dir: &Path, sizes: &Sizes, peak: &mut f64) {
         }
         _ => 0.0,
     };
-    let mut ages: Vec<i64> = steady.iter().map(|s| s.oldest_ms).collect();
-    ages.sort();
+    let ages: Vec<i64> = steady.iter().map(|s| s.oldest_ms).collect();
     let name = format!("end to end at {} events/s offered", sizes.e2e_rate);
     report(&format!("{name}: ingest"), "events", &result);
     row(
@@ -529,11 +546,7 @@ async fn end_to_end(dir: &Path, sizes: &Sizes, peak: &mut f64) {
     );
     row(
         &format!("{name}: oldest undelivered p50 / max (s)"),
-        format!(
-            "{:.2} / {:.2}",
-            ages.get(ages.len() / 2).copied().unwrap_or(0) as f64 / 1e3,
-            ages.last().copied().unwrap_or(0) as f64 / 1e3
-        ),
+        p50_max_seconds(ages),
     );
     row(
         &format!("{name}: all delivered after load stopped (s)"),
@@ -606,14 +619,7 @@ async fn saturation(dir: &Path, sizes: &Sizes, peak: &mut f64) {
         .await
         .unwrap();
     let requests = sizes.saturation_requests;
-    let (segment, _) = fixtures::bodies(Kind::SegmentBatch, 0, requests.div_ceil(2));
-    let (launchdarkly, _) = fixtures::bodies(Kind::LaunchDarklyBulk, 0, requests / 2);
-    let mut bodies: Vec<Body> = Vec::with_capacity(requests);
-    let mut launchdarkly = launchdarkly.into_iter();
-    for body in segment {
-        bodies.push(body);
-        bodies.extend(launchdarkly.next());
-    }
+    let bodies = alternating_bodies(requests);
     let delivered = || Route::ALL.map(|route| counts[route_index(route)].load(Ordering::Relaxed));
     let ages: Arc<std::sync::Mutex<Vec<[i64; 4]>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
@@ -661,15 +667,9 @@ async fn saturation(dir: &Path, sizes: &Sizes, peak: &mut f64) {
             &format!("{name}: {route} delivered during the load (events/s)"),
             format!("{rate:.0}"),
         );
-        let mut route_ages: Vec<i64> = ages.iter().map(|row| row[n]).collect();
-        route_ages.sort();
         row(
             &format!("{name}: {route} oldest undelivered p50 / max (s)"),
-            format!(
-                "{:.1} / {:.1}",
-                route_ages.get(route_ages.len() / 2).copied().unwrap_or(0) as f64 / 1e3,
-                route_ages.last().copied().unwrap_or(0) as f64 / 1e3
-            ),
+            p50_max_seconds(ages.iter().map(|row| row[n]).collect()),
         );
     }
     row(
