@@ -584,7 +584,7 @@ fn count_per_route(pair: &(Receiver, Receiver)) -> Arc<[AtomicUsize; 4]> {
     let tally = Arc::clone(&counts);
     pair.1.respond_with(move |request| {
         let body = request.json();
-        let batch = body["batch"].as_array().cloned().unwrap_or_default();
+        let batch = body["batch"].as_array().map_or(&[][..], Vec::as_slice);
         let ours = batch
             .first()
             .is_some_and(|message| message["context"]["library"]["name"] == "ldbridge");
