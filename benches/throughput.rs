@@ -469,15 +469,16 @@ fn p50_max_seconds(mut ages: Vec<i64>) -> String {
 struct Sample {
     at: Duration,
     delivered: usize,
-    /// Age of the oldest undelivered event over both routes (ms).
+    /// Age of the oldest undelivered event over the routes sampled (ms).
     oldest_ms: i64,
 }
 
-/// Samples delivery progress and the oldest undelivered event every 250 ms
-/// until `done`.
+/// Samples delivery progress and the oldest undelivered event on `routes`
+/// every 250 ms until `done`.
 async fn sample(
     store: Store,
     receivers: Arc<(Receiver, Receiver)>,
+    routes: &'static [Route],
     started: Instant,
     done: Arc<AtomicBool>,
 ) -> Vec<Sample> {
@@ -486,7 +487,7 @@ async fn sample(
         tokio::time::sleep(Duration::from_millis(250)).await;
         let now = clock::now_ms();
         let mut oldest_ms = 0;
-        for route in [Route::SegmentToLaunchDarkly, Route::LaunchDarklyToSegment] {
+        for route in routes {
             if let Ok(Some(at)) = oldest_undelivered(&store, route.as_str()).await {
                 oldest_ms = oldest_ms.max(now - at);
             }
@@ -500,29 +501,89 @@ async fn sample(
     samples
 }
 
-/// Phase 4: Segment batches and LaunchDarkly bulks alternating at a fixed
-/// event rate while the daemon delivers both routes every second.
-async fn end_to_end(dir: &Path, sizes: &Sizes, peak: &mut f64) {
+/// What the fixed-rate end-to-end phase offers, and on which routes.
+#[derive(Clone, Copy)]
+enum Flow {
+    /// Segment batches and LaunchDarkly bulks alternating; each event
+    /// takes its mapped route (segment-to-launchdarkly, launchdarkly-to-segment).
+    Mix,
+    /// Segment batches only, relayed to Segment and nothing else: the
+    /// whole rate on one route.
+    SegmentRelayAlone,
+}
+
+impl Flow {
+    fn routes(self) -> &'static [Route] {
+        match self {
+            Flow::Mix => &[Route::SegmentToLaunchDarkly, Route::LaunchDarklyToSegment],
+            Flow::SegmentRelayAlone => &[Route::SegmentRelay],
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Flow::Mix => "both mapped routes",
+            Flow::SegmentRelayAlone => "segment-relay alone",
+        }
+    }
+
+    fn bodies(self, requests: usize) -> Vec<Body> {
+        match self {
+            Flow::Mix => alternating_bodies(requests),
+            Flow::SegmentRelayAlone => fixtures::bodies(Kind::SegmentBatch, 0, requests).0,
+        }
+    }
+
+    fn config(self, dir: &Path, launchdarkly_url: &str, segment_url: &str) -> PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        let fixture = fixtures::config(dir, EVERY_SECOND, launchdarkly_url, segment_url);
+        match self {
+            Flow::Mix => fixture,
+            Flow::SegmentRelayAlone => fixture
+                .unset("segment_source", "to_launchdarkly")
+                .set("segment_source", "relay_to_segment", "true")
+                .without_launchdarkly_source(),
+        }
+        .write()
+    }
+}
+
+/// Phase 4: requests of 100 events at a fixed event rate while the daemon
+/// delivers every second: the oldest undelivered event's age, the rate
+/// delivered in the steady state, and the bytes the daemon wrote to disk
+/// (WAL, checkpoints) per event delivered.
+///
+/// Long on purpose: load, drain, then one row per figure, in the order the
+/// table reads.
+async fn end_to_end(dir: &Path, sizes: &Sizes, flow: Flow, peak: &mut f64) {
     let pair = Arc::new(receivers(Duration::ZERO).await);
-    let daemon = start_daemon(dir, EVERY_SECOND, &pair.0.url(), &pair.1.url());
+    let daemon = Daemon::start(&flow.config(dir, &pair.0.url(), &pair.1.url()));
     let store = Store::open(&dir.join("ldbridge.db"), &StoreOptions::default())
         .await
         .unwrap();
     let requests = sizes.e2e_rate * sizes.e2e_seconds / 100;
-    let bodies = alternating_bodies(requests);
+    let bodies = flow.bodies(requests);
+    let (written_before, cpu_before) = (daemon.written_bytes(), daemon.cpu_seconds());
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
-    let sampler = tokio::spawn(sample(store.clone(), pair.clone(), started, done.clone()));
+    let sampler = tokio::spawn(sample(
+        store.clone(),
+        pair.clone(),
+        flow.routes(),
+        started,
+        done.clone(),
+    ));
     let target = Target::new(&daemon.addr);
     let result = load::open(&target, bodies, sizes.e2e_rate as f64 / 100.0).await;
     let load_ended = started.elapsed();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while pair.0.element_count() + pair.1.element_count() < result.events
-        && Instant::now() < deadline
-    {
+    let delivered = || pair.0.element_count() + pair.1.element_count();
+    while delivered() < result.events && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let drained = started.elapsed() - load_ended;
+    let written = daemon.written_bytes() - written_before;
+    let cpu = daemon.cpu_seconds() - cpu_before;
     done.store(true, Ordering::SeqCst);
     let samples = sampler.await.unwrap();
     // Steady state: from the end of the first fifth to the end of the load.
@@ -538,10 +599,11 @@ async fn end_to_end(dir: &Path, sizes: &Sizes, peak: &mut f64) {
         _ => 0.0,
     };
     let ages: Vec<i64> = steady.iter().map(|s| s.oldest_ms).collect();
-    let name = format!("end to end at {} events/s offered", sizes.e2e_rate);
+    let name = format!("e2e {}, {} events/s", flow.name(), sizes.e2e_rate);
+    let per_delivered = |total: f64| total / delivered().max(1) as f64;
     report(&format!("{name}: ingest"), "events", &result);
     row(
-        &format!("{name}: delivered, steady state (events/s)"),
+        &format!("{name}: delivered, steady (events/s)"),
         format!("{delivered_rate:.0}"),
     );
     row(
@@ -554,11 +616,15 @@ async fn end_to_end(dir: &Path, sizes: &Sizes, peak: &mut f64) {
     );
     row(
         &format!("{name}: delivered / acknowledged"),
-        format!(
-            "{} / {}",
-            pair.0.element_count() + pair.1.element_count(),
-            result.events
-        ),
+        format!("{} / {}", delivered(), result.events),
+    );
+    row(
+        &format!("{name}: bytes written per delivered event"),
+        format!("{:.0}", per_delivered(written as f64)),
+    );
+    row(
+        &format!("{name}: daemon CPU per delivered event (µs)"),
+        format!("{:.1}", per_delivered(cpu * 1e6)),
     );
     store.close().await;
     stop(daemon, peak);
@@ -641,6 +707,7 @@ async fn saturation(dir: &Path, sizes: &Sizes, peak: &mut f64) {
     };
     let target = Target::new(&daemon.addr);
     let before = delivered();
+    let written_before = daemon.written_bytes();
     let result = load::closed(&target, bodies, 32).await;
     let during = delivered();
     done.store(true, Ordering::SeqCst);
@@ -658,6 +725,7 @@ async fn saturation(dir: &Path, sizes: &Sizes, peak: &mut f64) {
         }
     }
     let drained = load_ended.elapsed();
+    let written = daemon.written_bytes() - written_before;
     let name = "saturation, 32 conn";
     report(&format!("{name}: ingest"), "events", &result);
     let ages = ages.lock().unwrap().clone();
@@ -679,6 +747,15 @@ async fn saturation(dir: &Path, sizes: &Sizes, peak: &mut f64) {
         } else {
             format!("{:.1}", drained.as_secs_f64())
         },
+    );
+    let copies: usize = Route::ALL
+        .iter()
+        .map(|route| counts[route_index(*route)].load(Ordering::Relaxed))
+        .sum::<usize>()
+        - before.iter().sum::<usize>();
+    row(
+        &format!("{name}: bytes written per delivered copy"),
+        format!("{:.0}", written as f64 / copies.max(1) as f64),
     );
     store.close().await;
     stop(daemon, peak);
@@ -727,7 +804,10 @@ async fn main() {
         dispatch(&root, &sizes, &mut peak).await;
     }
     if phases.contains("e2e") {
-        end_to_end(&root.join("e2e"), &sizes, &mut peak).await;
+        for flow in [Flow::Mix, Flow::SegmentRelayAlone] {
+            end_to_end(&root.join("e2e"), &sizes, flow, &mut peak).await;
+            let _ = std::fs::remove_dir_all(root.join("e2e"));
+        }
     }
     if phases.contains("saturation") {
         saturation(&root.join("saturation"), &sizes, &mut peak).await;

@@ -17,10 +17,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `ldbridge --config <config> serve` (JSON logs, warnings only)
+    /// Starts `ldbridge --config <config> serve` (JSON logs, warnings only;
+    /// the binary this build made, or `$BENCH_BINARY`)
     /// and waits up to 60 s for it to be ready.
     pub fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ldbridge"))
+        // BENCH_BINARY runs another build (an A/B against a saved binary).
+        let binary = std::env::var_os("BENCH_BINARY")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_ldbridge").into());
+        let mut child = Command::new(binary)
             .args(["--log-format", "json", "--config"])
             .arg(config)
             .arg("serve")
@@ -80,6 +84,23 @@ impl Daemon {
     #[allow(dead_code)] // used by one of the two benchmarks
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.child.id())
+    }
+
+    /// Bytes the daemon has written to storage so far: `/proc/<pid>/io`'s
+    /// `write_bytes` (every page it dirtied: WAL frames, checkpoints into the
+    /// database file, the file growing) less `cancelled_write_bytes` (what a
+    /// truncation dropped before it reached the disk).
+    #[allow(dead_code)] // not every benchmark reports it
+    pub fn written_bytes(&self) -> u64 {
+        let io =
+            std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field("write_bytes:").saturating_sub(field("cancelled_write_bytes:"))
     }
 
     /// SIGTERM, then wait for the exit.

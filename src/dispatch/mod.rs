@@ -31,7 +31,7 @@ use crate::{
     metrics::Metrics,
     retry::{self, Action},
     store::{
-        batches::{self, AttemptRecord, ClaimedBatch, Resolution, Settled},
+        batches::{self, AttemptRecord, ClaimedBatch, Outcome, Resolution, Settled},
         Store, StoreError,
     },
 };
@@ -367,25 +367,44 @@ impl Dispatcher {
             let Some(joined) = in_flight.join_next().await else {
                 break;
             };
-            let Ok((job, reply)) = joined else { continue };
-            let span = attempt_span(&job.batch);
-            tracing::Instrument::instrument(self.record(config, &job, reply, outcome), span)
-                .await?;
+            // Every attempt that has ended by now is recorded in one
+            // transaction: the others ended while this one waited for its
+            // write turn behind ingest.
+            let mut ended: Vec<(Job, AttemptRecord, Resolution)> = Vec::new();
+            let mut next = Some(joined);
+            while let Some(joined) = next.take() {
+                if let Ok((job, reply)) = joined {
+                    let (attempt, resolution) = self.settle(config, &job, reply, outcome);
+                    ended.push((job, attempt, resolution));
+                }
+                next = in_flight.try_join_next();
+            }
+            let outcomes: Vec<Outcome<'_>> = ended
+                .iter()
+                .map(|(job, attempt, resolution)| Outcome {
+                    batch: &job.batch,
+                    attempt,
+                    resolution,
+                })
+                .collect();
+            batches::record_attempts(&self.store, &outcomes, self.clock.now_ms()).await?;
         }
         Ok(())
     }
 
-    /// Classifies one attempt, decides the batch's next state, records both.
+    /// Classifies one attempt and decides the batch's next state: counted,
+    /// logged and measured here, recorded by the caller.
     ///
-    /// Long on purpose: classify, resolve, count and record one attempt in
-    /// the order a reader follows an outcome.
-    async fn record(
+    /// Long on purpose: classify, resolve, count and log one attempt in the
+    /// order a reader follows an outcome.
+    fn settle(
         &self,
         config: &Config,
         job: &Job,
         reply: Result<Reply, prepare::NotSent>,
         outcome: &mut RunOutcome,
-    ) -> Result<(), StoreError> {
+    ) -> (AttemptRecord, Resolution) {
+        let _span = attempt_span(&job.batch).entered();
         let now = self.clock.now_ms();
         let (attempt, action) = match reply {
             Ok(reply) => {
@@ -440,8 +459,7 @@ impl Dispatcher {
         if let Some(outcome) = settled {
             self.metrics.deliveries(route, outcome, events);
         }
-        batches::record_attempt(&self.store, &job.batch, &attempt, &resolution, now).await?;
-        Ok(())
+        (attempt, resolution)
     }
 }
 

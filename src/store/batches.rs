@@ -345,11 +345,23 @@ pub async fn claim_due(
     claimed_until: i64,
     limit: usize,
 ) -> Result<Claimed, StoreError> {
-    let _turn = store.write_turn().await;
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let due =
         "SELECT id FROM batches WHERE route = ?1 AND status IN ('pending', 'retrying', 'sending') \
                AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3";
+    // Looked at first, outside the write turn: most runs find nothing due
+    // (every batch they form is claimed already), and a transaction would
+    // wait for its turn behind ingest for nothing.
+    let any: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT EXISTS ({due})")))
+        .bind(route.as_str())
+        .bind(now)
+        .bind(limit as i64)
+        .fetch_one(store.pool())
+        .await?;
+    if !any {
+        return Ok(Claimed::default());
+    }
+    let _turn = store.write_turn().await;
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let expired: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT id FROM batches WHERE status = 'sending' AND id IN ({due}) ORDER BY id"
     )))
@@ -402,20 +414,50 @@ pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<StoredEven
     Ok(rows.iter().map(stored_event).collect())
 }
 
-/// Records one attempt of `batch` and applies `resolution` to the batch and
-/// its deliveries, in one transaction. Returns the ids of new batches (the
-/// halves of a split; empty otherwise).
-///
-/// Kept whole: one transaction's statements in order, one arm per outcome.
-pub async fn record_attempt(
+/// One attempt to record: the batch it was made for, what happened, and
+/// the batch's next state.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub batch: &'a ClaimedBatch,
+    pub attempt: &'a AttemptRecord,
+    pub resolution: &'a Resolution,
+}
+
+/// Records attempts and applies each resolution to its batch and the
+/// batch's deliveries, all in one transaction: the dispatcher records
+/// together every attempt that ended while it waited for the write turn,
+/// so a run's outcomes cost one commit, not one each.
+pub async fn record_attempts(
     store: &Store,
-    batch: &ClaimedBatch,
-    attempt: &AttemptRecord,
-    resolution: &Resolution,
+    outcomes: &[Outcome<'_>],
     now: i64,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<(), StoreError> {
+    if outcomes.is_empty() {
+        return Ok(());
+    }
     let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    for outcome in outcomes {
+        record_one(&mut tx, outcome, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records one attempt and applies its resolution, inside the caller's
+/// transaction.
+///
+/// Kept whole: one attempt's statements in order, one arm per outcome.
+async fn record_one(
+    conn: &mut SqliteConnection,
+    outcome: &Outcome<'_>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let Outcome {
+        batch,
+        attempt,
+        resolution,
+    } = *outcome;
     sqlx::query(
         "INSERT INTO attempts (batch_id, attempt, triggered_by, started_at, duration_ms, http_status, \
                                error, response, outcome) \
@@ -430,20 +472,19 @@ pub async fn record_attempt(
     .bind(&attempt.error)
     .bind(&attempt.response)
     .bind(resolution.status())
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    let mut children = Vec::new();
     match resolution {
         Resolution::Delivered => {
-            set_batch(&mut tx, batch.id, BatchStatus::Delivered, None, None, now).await?;
-            set_deliveries(&mut tx, batch.id, DeliveryStatus::Delivered, None).await?;
+            set_batch(conn, batch.id, BatchStatus::Delivered, None, None, now).await?;
+            set_deliveries(conn, batch.id, DeliveryStatus::Delivered, None).await?;
         }
         Resolution::Retrying {
             next_attempt_at,
             reason,
         } => {
             set_batch(
-                &mut tx,
+                conn,
                 batch.id,
                 BatchStatus::Retrying,
                 Some(*next_attempt_at),
@@ -453,27 +494,11 @@ pub async fn record_attempt(
             .await?;
         }
         Resolution::Failed { reason } => {
-            set_batch(
-                &mut tx,
-                batch.id,
-                BatchStatus::Failed,
-                None,
-                Some(reason),
-                now,
-            )
-            .await?;
-            set_deliveries(&mut tx, batch.id, DeliveryStatus::Failed, Some(reason)).await?;
+            set_batch(conn, batch.id, BatchStatus::Failed, None, Some(reason), now).await?;
+            set_deliveries(conn, batch.id, DeliveryStatus::Failed, Some(reason)).await?;
         }
         Resolution::Split { reason, parts } => {
-            set_batch(
-                &mut tx,
-                batch.id,
-                BatchStatus::Split,
-                None,
-                Some(reason),
-                now,
-            )
-            .await?;
+            set_batch(conn, batch.id, BatchStatus::Split, None, Some(reason), now).await?;
             for part in parts {
                 let half = NewBatch {
                     route: batch.route,
@@ -485,14 +510,12 @@ pub async fn record_attempt(
                     created_at: batch.created_at,
                     next_attempt_at: now,
                 };
-                let child = insert_batch(&mut tx, &half, now).await?;
-                move_events(&mut tx, batch.id, child.id, part).await?;
-                children.push(child.id);
+                let child = insert_batch(conn, &half, now).await?;
+                move_events(conn, batch.id, child.id, part).await?;
             }
         }
     }
-    tx.commit().await?;
-    Ok(children)
+    Ok(())
 }
 
 async fn set_batch(

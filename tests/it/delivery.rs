@@ -256,3 +256,68 @@ async fn an_idle_tick_writes_nothing() {
         .unwrap_or(0);
     assert_eq!(before, after);
 }
+
+#[tokio::test]
+async fn attempts_that_end_together_are_each_recorded_with_their_own_outcome() {
+    // One event per batch, all eight sent at once: their attempts end
+    // together and are recorded in one transaction, each with its own
+    // answer, status and deliveries.
+    let app = spawn_app_with(|config| {
+        config.dispatch.max_batch_events = 1;
+        config.dispatch.max_in_flight = 8;
+    })
+    .await;
+    app.launchdarkly.respond_with(|request| {
+        let key = request.json()[0]["key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Some(match key.split('-').next() {
+            Some("retry") => Reply::status(500).body("try later"),
+            Some("refuse") => Reply::status(400).body("bad event"),
+            _ => Reply::status(202),
+        })
+    });
+    let names = [
+        "ok-1", "retry-1", "refuse-1", "ok-2", "retry-2", "ok-3", "refuse-2", "ok-4",
+    ];
+    app.post_tracks(&names).await;
+    let outcome = app
+        .app
+        .dispatcher
+        .run_once(Route::SegmentToLaunchDarkly, ldbridge::clock::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            outcome.attempts,
+            outcome.delivered,
+            outcome.retrying,
+            outcome.failed
+        ),
+        (8, 4, 2, 2)
+    );
+    let batches = app.batches().await;
+    assert_eq!(batches.len(), 8);
+    for batch in &batches {
+        let log = attempts(&app, batch.id).await;
+        assert_eq!(log.len(), 1, "batch {} has one attempt", batch.id);
+        let sent = app
+            .launchdarkly
+            .requests()
+            .into_iter()
+            .find(|r| r.header("x-launchdarkly-payload-id") == Some(batch.payload_id.as_str()))
+            .expect("every batch was sent");
+        let key = sent.json()[0]["key"].as_str().unwrap().to_owned();
+        let expected = match key.split('-').next() {
+            Some("retry") => (BatchStatus::Retrying, Some(500)),
+            Some("refuse") => (BatchStatus::Failed, Some(400)),
+            _ => (BatchStatus::Delivered, Some(202)),
+        };
+        assert_eq!((batch.status, log[0].http_status), expected, "{key}");
+        assert_eq!(log[0].outcome, expected.0.to_string(), "{key}");
+    }
+    let counts = app.counts().await;
+    assert_eq!(counts.get(DeliveryStatus::Delivered), 4);
+    assert_eq!(counts.get(DeliveryStatus::Failed), 2);
+}
