@@ -15,7 +15,12 @@
 //! 3. dispatch per route, alone, of a seeded database to a loopback receiver
 //!    that answers at once, and to one that answers after 50 ms;
 //! 4. end to end: mixed ingest at a fixed rate while both routes deliver,
-//!    sampling the age of the oldest undelivered event.
+//!    then the same rate on `segment-relay` alone, sampling the age of the
+//!    oldest undelivered event, with the bytes written to disk and the CPU
+//!    per delivered event;
+//! 5. saturation: ingest as fast as 32 connections are answered while all
+//!    four routes deliver: per route, the rate delivered meanwhile, the
+//!    oldest undelivered event's age, the drain after.
 //!
 //! Sizes come from the environment (defaults in brackets):
 //! BENCH_BATCH_REQUESTS [2000] batched requests per endpoint and connection
@@ -23,9 +28,12 @@
 //! single connection sends 1/20 of the requests), BENCH_OPEN_RATE [5000]
 //! and BENCH_OPEN_SECONDS [10] for the open loop, BENCH_DISPATCH_EVENTS
 //! [200000] per route, BENCH_E2E_RATE [30000] events/s and BENCH_E2E_SECONDS
-//! [30]. BENCH_PHASES [ingest,dispatch,e2e] picks phases (the ceiling
-//! always runs); BENCH_KEEP_SEED=/path/prefix keeps the seeded databases;
-//! BENCH_DEBUG prints the open loop's slowest requests and when they were due.
+//! [30], BENCH_SATURATION_REQUESTS [12000]. BENCH_PHASES
+//! [ingest,dispatch,e2e,saturation] picks phases (the ceiling always runs);
+//! BENCH_KEEP_SEED=/path/prefix keeps the seeded databases; BENCH_DEBUG
+//! prints the open loop's slowest requests and when they were due;
+//! BENCH_BINARY=/path runs that ldbridge binary instead of this build's;
+//! BENCH_MESSAGE_IDS=random sends analytics.js-like random messageIds.
 
 #[path = "../tests/fixture/mod.rs"]
 mod fixture;

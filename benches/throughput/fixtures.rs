@@ -19,7 +19,7 @@ pub fn message(n: usize) -> Value {
         "event": "Order Completed",
         "userId": format!("user-{}", n % 5000),
         "anonymousId": "3f1a8c2e-7b4d-4e9a-9c51-2d6e8f0a1b37",
-        "messageId": format!("bench-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f"),
+        "messageId": message_id(n),
         "timestamp": "2024-05-14T09:31:27.412Z",
         "properties": {"orderId": format!("ord_{n}"), "revenue": 84.5, "currency": "USD",
                        "products": [{"sku": "SKU-1187", "quantity": 2, "price": 42.25}]},
@@ -27,6 +27,20 @@ pub fn message(n: usize) -> Value {
         "integrations": {},
         "_metadata": {"nodeVersion": "v20.12.2", "jsRuntime": "node"}
     })
+}
+
+/// Message `n`'s id. Ascending by default, so runs compare with the
+/// figures of record; `BENCH_MESSAGE_IDS=random` sends ids like
+/// analytics.js's (`ajs-next-` and 32 random hex digits, here derived from
+/// `n` so every run sends the same ones), which land all over the dedupe
+/// index instead of at its end.
+fn message_id(n: usize) -> String {
+    if std::env::var("BENCH_MESSAGE_IDS").is_ok_and(|ids| ids == "random") {
+        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &n.to_le_bytes());
+        format!("ajs-next-{}", id.simple())
+    } else {
+        format!("bench-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f")
+    }
 }
 
 /// A realistic server-SDK custom event (~250 bytes, inline context).
