@@ -120,6 +120,8 @@ page.on('response', (response) => {
   if (response.url().startsWith(config.ingest)) {
     seen.responses.push({
       path: new URL(response.url()).pathname,
+      // sendBeacon's request: Chromium's resource type "ping".
+      beacon: response.request().resourceType() === 'ping',
       status: response.status(),
       retry: response.request().headers()['x-retry-count'] ?? null,
       at: Date.now() - t0,
@@ -132,6 +134,9 @@ const pageConfig = { ...config, flags: origin };
 if ((await page.evaluate((c) => window.bridge.start(c), pageConfig)) !== 'started') fail('the SDKs did not start');
 await page.evaluate(() => window.bridge.send());
 if (!(await page.evaluate((c) => window.bridge.beacon(c), pageConfig))) fail('sendBeacon refused to queue');
+// A beacon is sent when the browser gets to it and never again: ldbridge
+// must not be stopped (below) before it was answered.
+await until('the beacon answered', () => seen.responses.some((r) => r.beacon));
 // analytics.js telemetry (/v1/m) flushes on a short timer here.
 await until('analytics.js telemetry to /v1/m', () => seen.responses.some((r) => r.path === '/v1/m'));
 console.log('SENT');
