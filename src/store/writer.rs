@@ -215,6 +215,9 @@ async fn run(
     // next one, since a commit that fails in I/O (a read-only file, a full
     // disk) can leave it stuck inside its transaction.
     let mut conn = Some(conn);
+    // The id the next commit's first event takes, once a commit on this
+    // connection has told it; `None` makes the commit read it.
+    let mut next_id: Option<i64> = None;
     while let Some(first) = jobs.recv().await {
         let mut events = first.batch.events.len();
         let mut group = vec![first];
@@ -235,12 +238,18 @@ async fn run(
         let result = match open {
             Ok(mut open) => {
                 let turn = store.write_turn().await;
-                let result = commit(&mut open, &mut group, budget, store.refusal_log_rows()).await;
+                let refusal_rows = store.refusal_log_rows();
+                let result = commit(&mut open, &mut group, budget, refusal_rows, next_id).await;
                 drop(turn);
-                if result.is_ok() {
-                    conn = Some(open);
-                } else {
-                    let _ = open.close().await;
+                match &result {
+                    Ok(done) => {
+                        next_id = Some(done.next_id);
+                        conn = Some(open);
+                    }
+                    Err(_) => {
+                        next_id = None;
+                        let _ = open.close().await;
+                    }
                 }
                 result.map_err(|error| error.to_string())
             }
@@ -251,7 +260,7 @@ async fn run(
             events,
             duration: started.elapsed(),
             ok: result.is_ok(),
-            refusals_evicted: result.as_ref().map_or(0, |(_, evicted)| *evicted),
+            refusals_evicted: result.as_ref().map_or(0, |done| done.refusals_evicted),
         });
         let now = crate::clock::now_ms();
         if events > 0 {
@@ -268,8 +277,8 @@ async fn run(
             Err(error) => Some((now, error.clone())),
         };
         match result {
-            Ok((counts, _)) => {
-                for (job, committed) in group.into_iter().zip(counts) {
+            Ok(done) => {
+                for (job, committed) in group.into_iter().zip(done.counts) {
                     let _ = job.reply.send(Ok(committed));
                 }
             }
@@ -298,9 +307,18 @@ fn is_busy(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Commits the group's events and refusals in one transaction. Returns
-/// what it did with each request, and how many old refusal log rows it
-/// dropped to stay within `refusal_rows`.
+/// What one commit did.
+struct Done {
+    /// What it did with each request of the group, in order.
+    counts: Vec<Committed>,
+    /// Old refusal log rows dropped to stay within the row cap.
+    refusals_evicted: u64,
+    /// The id the next commit's first event takes.
+    next_id: i64,
+}
+
+/// Commits the group's events and refusals in one transaction. Its first
+/// event takes id `next_id` (read from the table when `None`).
 ///
 /// Kept whole: one transaction's statements in order (ids, events,
 /// deliveries, refusals, the log's trim); split, its boundary would hide.
@@ -309,7 +327,8 @@ async fn commit(
     group: &mut [Job],
     budget: std::time::Duration,
     refusal_rows: u64,
-) -> Result<(Vec<Committed>, u64), sqlx::Error> {
+    next_id: Option<i64>,
+) -> Result<Done, sqlx::Error> {
     // IMMEDIATE takes the write lock up front, so a wait for another writer
     // happens here, not mid-transaction; polled every millisecond.
     let deadline = std::time::Instant::now() + budget;
@@ -330,10 +349,21 @@ async fn commit(
     // per 64 rows, not one per request: each statement is a round trip to
     // sqlx's SQLite thread, two thread wake-ups), no `RETURNING id` is sent
     // back, and the delivery rows of consecutive requests taking the same
-    // routes come from one `INSERT … SELECT` per route over their id range.
-    let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM events")
-        .fetch_one(&mut *tx)
-        .await?;
+    // routes come from one `INSERT … SELECT` over their id range.
+    //
+    // Only this writer inserts events, so the highest id is read once per
+    // connection, not once per commit (a round trip). Were a row inserted
+    // behind its back, the id would collide with the primary key, the
+    // commit fail (503: nothing acknowledged), the connection be replaced
+    // and the id read again.
+    let first: i64 = match next_id {
+        Some(id) => id,
+        None => {
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM events")
+                .fetch_one(&mut *tx)
+                .await?
+        }
+    };
     let mut next = first;
     let mut plans = Vec::with_capacity(group.len());
     for job in group.iter() {
@@ -389,7 +419,11 @@ async fn commit(
             duplicates: job.batch.events.len() - stored,
         })
         .collect();
-    Ok((counts, evicted))
+    Ok(Done {
+        counts,
+        refusals_evicted: evicted,
+        next_id: next,
+    })
 }
 
 /// How many of each request's rows were stored, when some of the `ids`
@@ -430,32 +464,29 @@ impl Plan {
     }
 }
 
-/// Splits `n` rows into statement shapes: 64-row chunks, then the binary
-/// digits of the remainder, so only seven SQL strings per table ever exist.
+/// Splits `n` rows into statements: 64-row chunks, then one statement for
+/// the rest. A group of single-message requests (fewer than 64 rows) is
+/// one statement, one round trip to sqlx's SQLite thread; 64 SQL strings
+/// per table can exist, each prepared once on the writer's connection.
 fn chunk_sizes(mut n: usize) -> Vec<usize> {
     let mut sizes = Vec::new();
     while n >= MAX_ROWS_PER_STATEMENT {
         sizes.push(MAX_ROWS_PER_STATEMENT);
         n -= MAX_ROWS_PER_STATEMENT;
     }
-    let mut bit = MAX_ROWS_PER_STATEMENT / 2;
-    while bit > 0 {
-        if n & bit != 0 {
-            sizes.push(bit);
-        }
-        bit /= 2;
+    if n > 0 {
+        sizes.push(n);
     }
     sizes
 }
 
-/// The multi-row statement for `rows` rows, built once per shape.
+/// The multi-row statement for `rows` rows (1 to 64), built once per shape.
 fn cached_sql(
-    cache: &'static [OnceLock<Arc<str>>; 7],
+    cache: &'static [OnceLock<Arc<str>>; MAX_ROWS_PER_STATEMENT],
     rows: usize,
     build: fn(usize) -> String,
 ) -> Arc<str> {
-    let slot = rows.trailing_zeros() as usize;
-    cache[slot].get_or_init(|| build(rows).into()).clone()
+    cache[rows - 1].get_or_init(|| build(rows).into()).clone()
 }
 
 fn events_sql(rows: usize) -> String {
@@ -512,7 +543,8 @@ async fn insert_request(
     Ok(Request::Stored(Some(done.last_insert_rowid())))
 }
 
-static EVENTS_SQL: [OnceLock<Arc<str>>; 7] = [const { OnceLock::new() }; 7];
+static EVENTS_SQL: [OnceLock<Arc<str>>; MAX_ROWS_PER_STATEMENT] =
+    [const { OnceLock::new() }; MAX_ROWS_PER_STATEMENT];
 
 /// Inserts the `rows` events of the group's jobs where `plans` place them,
 /// skipping those already stored (same source and dedupe key); returns how
@@ -584,23 +616,32 @@ struct Row {
     body: String,
 }
 
-/// One `pending` delivery per route for every event with an id in `ids`.
+/// One `pending` delivery per route for every event with an id in `ids`:
+/// one statement for every route, rows in key order (event, route), so
+/// they append to the table instead of a second route's rows going in
+/// between the first's.
 async fn insert_deliveries(
     conn: &mut SqliteConnection,
     ids: std::ops::Range<i64>,
     routes: &[Route],
 ) -> Result<(), sqlx::Error> {
-    for route in routes {
-        sqlx::query(
-            "INSERT INTO deliveries (event_id, route, status) \
-             SELECT id, ?3, 'pending' FROM events WHERE id >= ?1 AND id < ?2 ORDER BY id",
-        )
-        .bind(ids.start)
-        .bind(ids.end)
-        .bind(route.code())
-        .execute(&mut *conn)
-        .await?;
-    }
+    let mut codes: Vec<i64> = routes.iter().map(|route| route.code()).collect();
+    codes.sort_unstable();
+    codes.dedup();
+    let codes = match codes.as_slice() {
+        [] => return Ok(()),
+        codes => format!("{codes:?}"),
+    };
+    sqlx::query(
+        "INSERT INTO deliveries (event_id, route, status) \
+         SELECT e.id, r.value, 'pending' FROM events e, json_each(?3) r \
+         WHERE e.id >= ?1 AND e.id < ?2 ORDER BY e.id, r.value",
+    )
+    .bind(ids.start)
+    .bind(ids.end)
+    .bind(codes)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -662,9 +703,15 @@ mod tests {
             Route::LaunchDarklyToSegment,
         );
         let (mut earlier, _) = job(Protocol::Segment, None, &["old"], &[to_ld]);
-        commit(&mut conn, std::slice::from_mut(&mut earlier), budget, 10)
-            .await
-            .unwrap();
+        let done = commit(
+            &mut conn,
+            std::slice::from_mut(&mut earlier),
+            budget,
+            10,
+            None,
+        )
+        .await
+        .unwrap();
 
         let mut group: Vec<Job> = [
             job(Protocol::Segment, None, &["a1", "a2"], &[to_ld]),
@@ -691,8 +738,15 @@ mod tests {
         .into_iter()
         .map(|(job, _)| job)
         .collect();
-        let (counts, _) = commit(&mut conn, &mut group, budget, 10).await.unwrap();
-        let counts: Vec<(usize, usize)> = counts.iter().map(|c| (c.stored, c.duplicates)).collect();
+        // The id the earlier commit handed on, as the writer's loop does.
+        let done = commit(&mut conn, &mut group, budget, 10, Some(done.next_id))
+            .await
+            .unwrap();
+        let counts: Vec<(usize, usize)> = done
+            .counts
+            .iter()
+            .map(|c| (c.stored, c.duplicates))
+            .collect();
         assert_eq!(
             counts,
             [(2, 0), (1, 1), (0, 1), (2, 0), (2, 0), (0, 2), (1, 0)]
@@ -741,16 +795,82 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn an_event_id_taken_behind_the_writers_back_fails_the_commit_and_the_next_reads_it_again(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), &Default::default())
+            .await
+            .unwrap();
+        let mut conn = connect(&store).await.unwrap();
+        let budget = store.busy_timeout();
+        let route = [Route::SegmentToLaunchDarkly];
+        let (mut first, _) = job(Protocol::Segment, None, &["a"], &route);
+        let done = commit(
+            &mut conn,
+            std::slice::from_mut(&mut first),
+            budget,
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+        // Another connection stores the id the writer would use next.
+        sqlx::query(
+            "INSERT INTO events (id, source, protocol, kind, received_at, body) \
+             VALUES (?1, 's', 'segment', 'track', 0, '{}')",
+        )
+        .bind(done.next_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let (mut second, _) = job(Protocol::Segment, None, &["b"], &route);
+        let failed = commit(
+            &mut conn,
+            std::slice::from_mut(&mut second),
+            budget,
+            10,
+            Some(done.next_id),
+        )
+        .await;
+        assert!(failed.is_err(), "a colliding id must fail the commit");
+        // As the writer's loop does after a failure: a new connection, the
+        // id read again. Nothing of the failed commit was kept.
+        conn.close().await.unwrap();
+        let mut conn = connect(&store).await.unwrap();
+        let (mut retried, _) = job(Protocol::Segment, None, &["b"], &route);
+        let done = commit(
+            &mut conn,
+            std::slice::from_mut(&mut retried),
+            budget,
+            10,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.counts[0].stored, 1);
+        let keys: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT dedupe_key FROM events ORDER BY id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(keys, [Some("a".to_owned()), None, Some("b".to_owned())]);
+        conn.close().await.unwrap();
+        store.close().await;
+    }
+
     #[test]
-    fn chunk_sizes_cover_every_row_with_few_shapes() {
+    fn chunk_sizes_cover_every_row_in_as_few_statements_as_64_rows_allow() {
         assert_eq!(chunk_sizes(0), Vec::<usize>::new());
         assert_eq!(chunk_sizes(1), vec![1]);
-        assert_eq!(chunk_sizes(100), vec![64, 32, 4]);
+        assert_eq!(chunk_sizes(31), vec![31]);
+        assert_eq!(chunk_sizes(100), vec![64, 36]);
         assert_eq!(chunk_sizes(128), vec![64, 64]);
         for n in 0..300 {
             let sizes = chunk_sizes(n);
             assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= 64));
+            assert_eq!(sizes.len(), n.div_ceil(64));
+            assert!(sizes.iter().all(|s| (1..=64).contains(s)));
         }
     }
 }
