@@ -628,20 +628,26 @@ async fn insert_deliveries(
     let mut codes: Vec<i64> = routes.iter().map(|route| route.code()).collect();
     codes.sort_unstable();
     codes.dedup();
-    let codes = match codes.as_slice() {
+    let query = match codes.as_slice() {
         [] => return Ok(()),
-        codes => format!("{codes:?}"),
+        // One route (most sources): no join, which costs per row.
+        [code] => sqlx::query(
+            "INSERT INTO deliveries (event_id, route, status) \
+             SELECT id, ?3, 'pending' FROM events WHERE id >= ?1 AND id < ?2 ORDER BY id",
+        )
+        .bind(ids.start)
+        .bind(ids.end)
+        .bind(*code),
+        codes => sqlx::query(
+            "INSERT INTO deliveries (event_id, route, status) \
+             SELECT e.id, r.value, 'pending' FROM events e, json_each(?3) r \
+             WHERE e.id >= ?1 AND e.id < ?2 ORDER BY e.id, r.value",
+        )
+        .bind(ids.start)
+        .bind(ids.end)
+        .bind(format!("{codes:?}")),
     };
-    sqlx::query(
-        "INSERT INTO deliveries (event_id, route, status) \
-         SELECT e.id, r.value, 'pending' FROM events e, json_each(?3) r \
-         WHERE e.id >= ?1 AND e.id < ?2 ORDER BY e.id, r.value",
-    )
-    .bind(ids.start)
-    .bind(ids.end)
-    .bind(codes)
-    .execute(&mut *conn)
-    .await?;
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
