@@ -15,7 +15,8 @@
 //! 3. dispatch per route, alone, of a seeded database to a loopback receiver
 //!    that answers at once, and to one that answers after 50 ms;
 //! 4. end to end: mixed ingest at a fixed rate while both routes deliver,
-//!    then the same rate on `segment-relay` alone, sampling the age of the
+//!    then the same rate on `segment-relay` alone, with ascending and then
+//!    with random (real clients') messageIds, sampling the age of the
 //!    oldest undelivered event, with the bytes written to disk and the CPU
 //!    per delivered event;
 //! 5. saturation: ingest as fast as 32 connections are answered while all
@@ -33,7 +34,8 @@
 //! BENCH_KEEP_SEED=/path/prefix keeps the seeded databases; BENCH_DEBUG
 //! prints the open loop's slowest requests and when they were due;
 //! BENCH_BINARY=/path runs that ldbridge binary instead of this build's;
-//! BENCH_MESSAGE_IDS=random sends analytics.js-like random messageIds.
+//! BENCH_MESSAGE_IDS=random sends analytics.js-like random messageIds in
+//! every phase (the end-to-end phase runs them once in any case).
 
 #[path = "../tests/fixture/mod.rs"]
 mod fixture;
@@ -518,13 +520,16 @@ enum Flow {
     /// Segment batches only, relayed to Segment and nothing else: the
     /// whole rate on one route.
     SegmentRelayAlone,
+    /// The same with messageIds as real clients send them (random): each
+    /// lands on its own page of the dedupe index.
+    SegmentRelayRandomIds,
 }
 
 impl Flow {
     fn routes(self) -> &'static [Route] {
         match self {
             Flow::Mix => &[Route::SegmentToLaunchDarkly, Route::LaunchDarklyToSegment],
-            Flow::SegmentRelayAlone => &[Route::SegmentRelay],
+            Flow::SegmentRelayAlone | Flow::SegmentRelayRandomIds => &[Route::SegmentRelay],
         }
     }
 
@@ -532,6 +537,7 @@ impl Flow {
         match self {
             Flow::Mix => "both mapped routes",
             Flow::SegmentRelayAlone => "segment-relay alone",
+            Flow::SegmentRelayRandomIds => "segment-relay, random messageIds",
         }
     }
 
@@ -539,6 +545,10 @@ impl Flow {
         match self {
             Flow::Mix => alternating_bodies(requests),
             Flow::SegmentRelayAlone => fixtures::bodies(Kind::SegmentBatch, 0, requests).0,
+            Flow::SegmentRelayRandomIds => {
+                let ids = fixtures::MessageIds::Random;
+                fixtures::bodies_with(Kind::SegmentBatch, 0, requests, ids).0
+            }
         }
     }
 
@@ -547,7 +557,7 @@ impl Flow {
         let fixture = fixtures::config(dir, EVERY_SECOND, launchdarkly_url, segment_url);
         match self {
             Flow::Mix => fixture,
-            Flow::SegmentRelayAlone => fixture
+            Flow::SegmentRelayAlone | Flow::SegmentRelayRandomIds => fixture
                 .unset("segment_source", "to_launchdarkly")
                 .set("segment_source", "relay_to_segment", "true")
                 .without_launchdarkly_source(),
@@ -812,7 +822,11 @@ async fn main() {
         dispatch(&root, &sizes, &mut peak).await;
     }
     if phases.contains("e2e") {
-        for flow in [Flow::Mix, Flow::SegmentRelayAlone] {
+        for flow in [
+            Flow::Mix,
+            Flow::SegmentRelayAlone,
+            Flow::SegmentRelayRandomIds,
+        ] {
             end_to_end(&root.join("e2e"), &sizes, flow, &mut peak).await;
             let _ = std::fs::remove_dir_all(root.join("e2e"));
         }

@@ -12,14 +12,56 @@ pub const WRITE_KEY: &str = ldbridge::demo::WRITE_KEY;
 pub const SDK_KEY: &str = ldbridge::demo::SDK_KEY;
 
 /// A realistic Segment track message (~520 bytes, like analytics-node's).
-/// `n` makes its messageId (and so its dedupe key) unique.
+/// `n` makes its messageId (and so its dedupe key) unique; the ids are
+/// `BENCH_MESSAGE_IDS`'s kind.
+#[allow(dead_code)] // the parse bench sends bodies only
 pub fn message(n: usize) -> Value {
+    message_with(n, MessageIds::from_env())
+}
+
+/// How messageIds look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageIds {
+    /// `bench-000000000042-…`: each id lands at the end of the dedupe
+    /// index, as in every figure of record.
+    Ascending,
+    /// Like analytics.js's (`ajs-next-` and 32 random hex digits, here
+    /// derived from `n` so every run sends the same ones): real clients'
+    /// ids, which land all over the index.
+    Random,
+}
+
+impl MessageIds {
+    /// `BENCH_MESSAGE_IDS=random`, or ascending.
+    pub fn from_env() -> MessageIds {
+        if std::env::var("BENCH_MESSAGE_IDS").is_ok_and(|ids| ids == "random") {
+            MessageIds::Random
+        } else {
+            MessageIds::Ascending
+        }
+    }
+
+    fn id(self, n: usize) -> String {
+        match self {
+            MessageIds::Random => {
+                let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &n.to_le_bytes());
+                format!("ajs-next-{}", id.simple())
+            }
+            MessageIds::Ascending => {
+                format!("bench-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f")
+            }
+        }
+    }
+}
+
+/// [`message`] with ids of a given kind.
+pub fn message_with(n: usize, ids: MessageIds) -> Value {
     json!({
         "type": "track",
         "event": "Order Completed",
         "userId": format!("user-{}", n % 5000),
         "anonymousId": "3f1a8c2e-7b4d-4e9a-9c51-2d6e8f0a1b37",
-        "messageId": message_id(n),
+        "messageId": ids.id(n),
         "timestamp": "2024-05-14T09:31:27.412Z",
         "properties": {"orderId": format!("ord_{n}"), "revenue": 84.5, "currency": "USD",
                        "products": [{"sku": "SKU-1187", "quantity": 2, "price": 42.25}]},
@@ -27,20 +69,6 @@ pub fn message(n: usize) -> Value {
         "integrations": {},
         "_metadata": {"nodeVersion": "v20.12.2", "jsRuntime": "node"}
     })
-}
-
-/// Message `n`'s id. Ascending by default, so runs compare with the
-/// figures of record; `BENCH_MESSAGE_IDS=random` sends ids like
-/// analytics.js's (`ajs-next-` and 32 random hex digits, here derived from
-/// `n` so every run sends the same ones), which land all over the dedupe
-/// index instead of at its end.
-fn message_id(n: usize) -> String {
-    if std::env::var("BENCH_MESSAGE_IDS").is_ok_and(|ids| ids == "random") {
-        let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &n.to_le_bytes());
-        format!("ajs-next-{}", id.simple())
-    } else {
-        format!("bench-{n:012}-6c9e0f5e-2b1a-4c3d-8e7f-9a0b1c2d3e4f")
-    }
 }
 
 /// A realistic server-SDK custom event (~250 bytes, inline context).
@@ -59,6 +87,17 @@ pub fn ld_event(n: usize) -> Value {
 /// kinds), numbered from `first` so that every run sends new events. The
 /// second value is the raw JSON size of their events.
 pub fn bodies(kind: Kind, first: usize, requests: usize) -> (Vec<Body>, usize) {
+    bodies_with(kind, first, requests, MessageIds::from_env())
+}
+
+/// [`bodies`] with Segment messageIds of a given kind.
+pub fn bodies_with(
+    kind: Kind,
+    first: usize,
+    requests: usize,
+    ids: MessageIds,
+) -> (Vec<Body>, usize) {
+    let message = |n| message_with(n, ids);
     let mut raw = 0;
     let bodies = (0..requests)
         .map(|r| {
