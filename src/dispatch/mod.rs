@@ -61,6 +61,10 @@ impl RunOutcome {
     }
 }
 
+/// An attempt that ended and is not recorded yet: recorded with the next
+/// run's new batches (one write turn for both), or when the drain ends.
+type Ended = (ClaimedBatch, AttemptRecord, Resolution);
+
 /// A batch with what it sends, ready for an attempt.
 struct Job {
     batch: ClaimedBatch,
@@ -166,19 +170,26 @@ impl Dispatcher {
         self.drain_locked(route).await
     }
 
+    /// Runs until idle. Each run's attempts are recorded in the same
+    /// transaction as the next run's new batches: under heavy ingest every
+    /// write transaction first waits for a group commit, and a run then
+    /// costs one wait instead of two or three.
     async fn drain_locked(&self, route: Route) -> Result<RunOutcome, StoreError> {
         let mut total = RunOutcome {
             idle: true,
             ..RunOutcome::default()
         };
+        let mut ended = Vec::new();
         while !self.stopping.load(Ordering::SeqCst) {
-            let outcome = self.run_once(route, self.clock.now_ms()).await?;
+            let (outcome, left) = self.run(route, self.clock.now_ms(), ended).await?;
+            ended = left;
             if outcome.idle {
                 break;
             }
             total.idle = false;
             total.add(&outcome);
         }
+        self.record(ended).await?;
         Ok(total)
     }
 
@@ -187,11 +198,32 @@ impl Dispatcher {
     /// An idle run (nothing pending, nothing due) does no writes.
     #[tracing::instrument(skip_all, fields(route = %route))]
     pub async fn run_once(&self, route: Route, now: i64) -> Result<RunOutcome, StoreError> {
+        let (outcome, ended) = self.run(route, now, Vec::new()).await?;
+        self.record(ended).await?;
+        Ok(outcome)
+    }
+
+    /// Records attempts that ended, in one transaction.
+    async fn record(&self, ended: Vec<Ended>) -> Result<(), StoreError> {
+        let outcomes = outcomes(&ended);
+        batches::record_attempts(&self.store, &outcomes, self.clock.now_ms()).await
+    }
+
+    /// A run, recording `ended` (the previous run's attempts) with the
+    /// batches it forms. Returns its outcome and its own attempts, not yet
+    /// recorded.
+    async fn run(
+        &self,
+        route: Route,
+        now: i64,
+        ended: Vec<Ended>,
+    ) -> Result<(RunOutcome, Vec<Ended>), StoreError> {
         if !batches::has_work(&self.store, route, now).await? {
-            return Ok(RunOutcome {
+            let idle = RunOutcome {
                 idle: true,
                 ..RunOutcome::default()
-            });
+            };
+            return Ok((idle, ended));
         }
         let config = self.config.get();
         let mut outcome = RunOutcome::default();
@@ -200,7 +232,7 @@ impl Dispatcher {
         // takes it again, with the same payload id.
         let claimed_until = now + config.dispatch.claim_timeout().as_millis() as i64;
         let mut jobs = self
-            .form_batches(&config, route, now, claimed_until, &mut outcome)
+            .form_batches(&config, route, now, claimed_until, ended, &mut outcome)
             .await?;
         let limit = config.dispatch.max_in_flight * 2;
         let claimed = batches::claim_due(&self.store, route, now, claimed_until, limit).await?;
@@ -219,15 +251,15 @@ impl Dispatcher {
             // Nothing formed, settled or claimed (another writer took it
             // between the look and the claim): idle, so `drain` stops.
             outcome.idle = true;
-            return Ok(outcome);
+            return Ok((outcome, Vec::new()));
         }
-        self.send_all(&config, jobs, &mut outcome).await?;
-        Ok(outcome)
+        let ended = self.send_all(&config, jobs, &mut outcome).await;
+        Ok((outcome, ended))
     }
 
     /// Prepares pending events and stores them as new batches (already
-    /// `sending`), settling what will never be sent. Returns the jobs for
-    /// the new batches.
+    /// `sending`), settling what will never be sent, in one transaction
+    /// with the attempts in `ended`. Returns the jobs for the new batches.
     ///
     /// Long on purpose: prepare, settle, plan and store read as one step of
     /// a run; the dispatcher's rework (issue 16) reshapes it.
@@ -237,6 +269,7 @@ impl Dispatcher {
         route: Route,
         now: i64,
         claimed_until: i64,
+        ended: Vec<Ended>,
         outcome: &mut RunOutcome,
     ) -> Result<Vec<Job>, StoreError> {
         let limit = config.dispatch.max_batch_events * config.dispatch.max_in_flight;
@@ -267,9 +300,14 @@ impl Dispatcher {
                 event_ids: group.iter().map(|&i| sendable[i].0.event_id).collect(),
             })
             .collect();
-        let batches =
-            batches::create_batches(&self.store, route, &plans, &settled, now, claimed_until)
-                .await?;
+        let change = batches::NewBatches {
+            route,
+            plans: &plans,
+            settled: &settled,
+            now,
+            claimed_until,
+        };
+        let batches = batches::create_batches(&self.store, &change, &outcomes(&ended)).await?;
         outcome.events_skipped += settled.skipped.len() + settled.failed.len();
         self.metrics.deliveries(
             route.as_str(),
@@ -328,12 +366,15 @@ impl Dispatcher {
         })
     }
 
+    /// Sends `jobs`, at most `max_in_flight` at once; returns every
+    /// attempt's outcome, for the caller to record.
     async fn send_all(
         &self,
         config: &Arc<Config>,
         jobs: Vec<Job>,
         outcome: &mut RunOutcome,
-    ) -> Result<(), StoreError> {
+    ) -> Vec<Ended> {
+        let mut ended = Vec::with_capacity(jobs.len());
         let max_in_flight = config.dispatch.max_in_flight.max(1);
         let mut in_flight = JoinSet::new();
         let mut queue = jobs.into_iter();
@@ -367,29 +408,12 @@ impl Dispatcher {
             let Some(joined) = in_flight.join_next().await else {
                 break;
             };
-            // Every attempt that has ended by now is recorded in one
-            // transaction: the others ended while this one waited for its
-            // write turn behind ingest.
-            let mut ended: Vec<(Job, AttemptRecord, Resolution)> = Vec::new();
-            let mut next = Some(joined);
-            while let Some(joined) = next.take() {
-                if let Ok((job, reply)) = joined {
-                    let (attempt, resolution) = self.settle(config, &job, reply, outcome);
-                    ended.push((job, attempt, resolution));
-                }
-                next = in_flight.try_join_next();
+            if let Ok((job, reply)) = joined {
+                let (attempt, resolution) = self.settle(config, &job, reply, outcome);
+                ended.push((job.batch, attempt, resolution));
             }
-            let outcomes: Vec<Outcome<'_>> = ended
-                .iter()
-                .map(|(job, attempt, resolution)| Outcome {
-                    batch: &job.batch,
-                    attempt,
-                    resolution,
-                })
-                .collect();
-            batches::record_attempts(&self.store, &outcomes, self.clock.now_ms()).await?;
         }
-        Ok(())
+        ended
     }
 
     /// Classifies one attempt and decides the batch's next state: counted,
@@ -461,6 +485,18 @@ impl Dispatcher {
         }
         (attempt, resolution)
     }
+}
+
+/// The store's view of attempts that ended.
+fn outcomes(ended: &[Ended]) -> Vec<Outcome<'_>> {
+    ended
+        .iter()
+        .map(|(batch, attempt, resolution)| Outcome {
+            batch,
+            attempt,
+            resolution,
+        })
+        .collect()
 }
 
 /// Turns the retry policy's action into the batch's next state.

@@ -163,20 +163,46 @@ pub struct Settled {
     pub failed: Vec<(i64, String)>,
 }
 
-/// In one transaction: settles `settled` events with their reasons and
-/// creates one batch per plan, already `sending` and claimed until
-/// `claimed_until` (its first attempt follows at once). Returns the created
-/// batches in plan order.
+/// Batches to create for one route, and events it will never send.
+#[derive(Debug, Clone, Copy)]
+pub struct NewBatches<'a> {
+    pub route: Route,
+    pub plans: &'a [BatchPlan],
+    pub settled: &'a Settled,
+    pub now: i64,
+    /// The new batches are claimed until then.
+    pub claimed_until: i64,
+}
+
+/// In one transaction: records `ended` attempts (as [`record_attempts`]),
+/// settles the `settled` events with their reasons and creates one batch
+/// per plan, already `sending` and claimed until `claimed_until` (its first
+/// attempt follows at once). Returns the created batches in plan order.
+/// Writes nothing, and waits for no turn, when there is nothing to write.
 pub async fn create_batches(
     store: &Store,
-    route: Route,
-    plans: &[BatchPlan],
-    settled: &Settled,
-    now: i64,
-    claimed_until: i64,
+    change: &NewBatches<'_>,
+    ended: &[Outcome<'_>],
 ) -> Result<Vec<ClaimedBatch>, StoreError> {
+    let NewBatches {
+        route,
+        plans,
+        settled,
+        now,
+        claimed_until,
+    } = *change;
+    if plans.is_empty()
+        && settled.skipped.is_empty()
+        && settled.failed.is_empty()
+        && ended.is_empty()
+    {
+        return Ok(Vec::new());
+    }
     let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    for outcome in ended {
+        record_one(&mut tx, outcome, now).await?;
+    }
     for (status, list) in [
         (DeliveryStatus::Skipped, &settled.skipped),
         (DeliveryStatus::Failed, &settled.failed),
@@ -424,9 +450,9 @@ pub struct Outcome<'a> {
 }
 
 /// Records attempts and applies each resolution to its batch and the
-/// batch's deliveries, all in one transaction: the dispatcher records
-/// together every attempt that ended while it waited for the write turn,
-/// so a run's outcomes cost one commit, not one each.
+/// batch's deliveries, all in one transaction (the dispatcher records a
+/// run's attempts together, most often with the next run's new batches:
+/// [`create_batches`]).
 pub async fn record_attempts(
     store: &Store,
     outcomes: &[Outcome<'_>],

@@ -321,3 +321,37 @@ async fn attempts_that_end_together_are_each_recorded_with_their_own_outcome() {
     assert_eq!(counts.get(DeliveryStatus::Delivered), 4);
     assert_eq!(counts.get(DeliveryStatus::Failed), 2);
 }
+
+#[tokio::test]
+async fn a_drain_of_many_runs_leaves_every_attempt_recorded() {
+    // Two batches of one event per run: four runs for seven events. Each
+    // run's attempts are recorded with the next run's batches, the last
+    // run's when the drain ends; none may be left `sending`.
+    let app = spawn_app_with(|config| {
+        config.dispatch.max_batch_events = 1;
+        config.dispatch.max_in_flight = 2;
+    })
+    .await;
+    app.post_tracks(&["e1", "e2", "e3", "e4", "e5", "e6", "e7"])
+        .await;
+    let outcome = app
+        .app
+        .dispatcher
+        .drain(Route::SegmentToLaunchDarkly)
+        .await
+        .unwrap();
+    assert_eq!((outcome.batches_formed, outcome.delivered), (7, 7));
+    let batches = app.batches().await;
+    assert_eq!(batches.len(), 7);
+    for batch in &batches {
+        assert_eq!(
+            (batch.status, batch.attempts),
+            (BatchStatus::Delivered, 1),
+            "batch {}",
+            batch.id
+        );
+        assert_eq!(attempts(&app, batch.id).await.len(), 1);
+    }
+    assert_eq!(app.counts().await.get(DeliveryStatus::Delivered), 7);
+    assert_eq!(app.launchdarkly.element_count(), 7);
+}
