@@ -694,6 +694,16 @@ mod tests {
         .unwrap()
     }
 
+    /// Commits `job` alone, as a group of one.
+    async fn commit_one(
+        conn: &mut SqliteConnection,
+        mut job: Job,
+        next_id: Option<i64>,
+    ) -> Result<Done, sqlx::Error> {
+        let budget = std::time::Duration::from_secs(1);
+        commit(conn, std::slice::from_mut(&mut job), budget, 10, next_id).await
+    }
+
     #[tokio::test]
     async fn one_commit_of_many_requests_counts_each_requests_duplicates_and_routes_its_own_events()
     {
@@ -708,16 +718,8 @@ mod tests {
             Route::SegmentRelay,
             Route::LaunchDarklyToSegment,
         );
-        let (mut earlier, _) = job(Protocol::Segment, None, &["old"], &[to_ld]);
-        let done = commit(
-            &mut conn,
-            std::slice::from_mut(&mut earlier),
-            budget,
-            10,
-            None,
-        )
-        .await
-        .unwrap();
+        let (earlier, _) = job(Protocol::Segment, None, &["old"], &[to_ld]);
+        let done = commit_one(&mut conn, earlier, None).await.unwrap();
 
         let mut group: Vec<Job> = [
             job(Protocol::Segment, None, &["a1", "a2"], &[to_ld]),
@@ -809,18 +811,9 @@ mod tests {
             .await
             .unwrap();
         let mut conn = connect(&store).await.unwrap();
-        let budget = store.busy_timeout();
         let route = [Route::SegmentToLaunchDarkly];
-        let (mut first, _) = job(Protocol::Segment, None, &["a"], &route);
-        let done = commit(
-            &mut conn,
-            std::slice::from_mut(&mut first),
-            budget,
-            10,
-            None,
-        )
-        .await
-        .unwrap();
+        let (first, _) = job(Protocol::Segment, None, &["a"], &route);
+        let done = commit_one(&mut conn, first, None).await.unwrap();
         // Another connection stores the id the writer would use next.
         sqlx::query(
             "INSERT INTO events (id, source, protocol, kind, received_at, body) \
@@ -830,30 +823,15 @@ mod tests {
         .execute(store.pool())
         .await
         .unwrap();
-        let (mut second, _) = job(Protocol::Segment, None, &["b"], &route);
-        let failed = commit(
-            &mut conn,
-            std::slice::from_mut(&mut second),
-            budget,
-            10,
-            Some(done.next_id),
-        )
-        .await;
+        let (second, _) = job(Protocol::Segment, None, &["b"], &route);
+        let failed = commit_one(&mut conn, second, Some(done.next_id)).await;
         assert!(failed.is_err(), "a colliding id must fail the commit");
         // As the writer's loop does after a failure: a new connection, the
         // id read again. Nothing of the failed commit was kept.
         conn.close().await.unwrap();
         let mut conn = connect(&store).await.unwrap();
-        let (mut retried, _) = job(Protocol::Segment, None, &["b"], &route);
-        let done = commit(
-            &mut conn,
-            std::slice::from_mut(&mut retried),
-            budget,
-            10,
-            None,
-        )
-        .await
-        .unwrap();
+        let (retried, _) = job(Protocol::Segment, None, &["b"], &route);
+        let done = commit_one(&mut conn, retried, None).await.unwrap();
         assert_eq!(done.counts[0].stored, 1);
         let keys: Vec<Option<String>> =
             sqlx::query_scalar("SELECT dedupe_key FROM events ORDER BY id")
