@@ -267,16 +267,23 @@ async fn attempts_that_end_together_are_each_recorded_with_their_own_outcome() {
         config.dispatch.max_in_flight = 8;
     })
     .await;
-    app.launchdarkly.respond_with(|request| {
+    // What the stand-in answers a batch, by its event's name, and what
+    // the batch becomes.
+    let planned = |request: &ldbridge::receiver::Recorded| {
         let key = request.json()[0]["key"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        Some(match key.split('-').next() {
-            Some("retry") => Reply::status(500).body("try later"),
-            Some("refuse") => Reply::status(400).body("bad event"),
-            _ => Reply::status(202),
-        })
+        let plan = match key.split('-').next() {
+            Some("retry") => (500, BatchStatus::Retrying),
+            Some("refuse") => (400, BatchStatus::Failed),
+            _ => (202, BatchStatus::Delivered),
+        };
+        (key, plan)
+    };
+    app.launchdarkly.respond_with(move |request| {
+        let (_, (code, _)) = planned(request);
+        Some(Reply::status(code))
     });
     let names = [
         "ok-1", "retry-1", "refuse-1", "ok-2", "retry-2", "ok-3", "refuse-2", "ok-4",
@@ -308,12 +315,8 @@ async fn attempts_that_end_together_are_each_recorded_with_their_own_outcome() {
             .into_iter()
             .find(|r| r.header("x-launchdarkly-payload-id") == Some(batch.payload_id.as_str()))
             .expect("every batch was sent");
-        let key = sent.json()[0]["key"].as_str().unwrap().to_owned();
-        let expected = match key.split('-').next() {
-            Some("retry") => (BatchStatus::Retrying, Some(500)),
-            Some("refuse") => (BatchStatus::Failed, Some(400)),
-            _ => (BatchStatus::Delivered, Some(202)),
-        };
+        let (key, (code, status)) = planned(&sent);
+        let expected = (status, Some(i64::from(code)));
         assert_eq!((batch.status, log[0].http_status), expected, "{key}");
         assert_eq!(log[0].outcome, expected.0.to_string(), "{key}");
     }
