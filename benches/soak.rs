@@ -32,7 +32,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::Daemon;
+use common::{Daemon, DATABASE_FILES};
 use fixture::Fixture;
 use http_body_util::{BodyExt, Full};
 use hyper::{header, Request};
@@ -101,7 +101,7 @@ fn free_port() -> u16 {
 }
 
 fn db_mb(dir: &Path) -> f64 {
-    ["ldbridge.db", "ldbridge.db-wal"]
+    DATABASE_FILES
         .iter()
         .filter_map(|name| std::fs::metadata(dir.join(name)).ok())
         .map(|meta| meta.len() as f64 / 1e6)

@@ -55,7 +55,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Daemon;
+use common::{Daemon, DATABASE_FILES};
 use ldbridge::{
     clock,
     domain::accepted::{IngestBatch, NewEvent},
@@ -231,9 +231,9 @@ async fn writer_alone(
     (stored as f64 / seconds, cpu * 1e6 / stored as f64)
 }
 
-/// The database's size on disk (file and WAL).
+/// The database's size on disk (file, dedupe key file and their WALs).
 fn db_bytes(dir: &Path) -> u64 {
-    ["ldbridge.db", "ldbridge.db-wal"]
+    DATABASE_FILES
         .iter()
         .map(|f| std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0))
         .sum()
@@ -421,7 +421,7 @@ async fn dispatch(root: &Path, sizes: &Sizes, peak: &mut f64) {
         for delay in [Duration::ZERO, Duration::from_millis(50)] {
             let dir = root.join(format!("dispatch-{route}-{}", delay.as_millis()));
             std::fs::create_dir_all(&dir).unwrap();
-            for file in ["ldbridge.db", "ldbridge.db-wal"] {
+            for file in DATABASE_FILES {
                 let _ = std::fs::copy(seeded.join(file), dir.join(file));
             }
             let (launchdarkly, segment) = receivers(delay).await;

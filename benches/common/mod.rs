@@ -9,6 +9,16 @@ use std::{
 
 use serde_json::Value;
 
+/// The files of a database `ldbridge.db`: the database, the dedupe key
+/// file beside it (from migration 0007 on) and their WALs.
+#[allow(dead_code)] // not every benchmark measures the files
+pub const DATABASE_FILES: [&str; 4] = [
+    "ldbridge.db",
+    "ldbridge.db-wal",
+    "ldbridge.db-dedupe",
+    "ldbridge.db-dedupe-wal",
+];
+
 /// A running `ldbridge serve`.
 pub struct Daemon {
     pub child: Child,

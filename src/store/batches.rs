@@ -11,7 +11,7 @@
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{Route, Store, StoreError};
+use super::{id_list, Route, Store, StoreError};
 use crate::domain::{BatchStatus, DeliveryStatus};
 
 /// A stored event as the dispatcher reads it.
@@ -337,20 +337,6 @@ async fn assign_events(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// `[1,2,3]`: a list of ids as one bindable JSON value.
-fn id_list(ids: &[i64]) -> String {
-    let mut text = String::with_capacity(ids.len() * 8 + 2);
-    text.push('[');
-    for (n, id) in ids.iter().enumerate() {
-        if n > 0 {
-            text.push(',');
-        }
-        text.push_str(&id.to_string());
-    }
-    text.push(']');
-    text
 }
 
 /// Batches claimed by [`claim_due`], and which of them were taken from an

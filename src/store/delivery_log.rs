@@ -250,10 +250,11 @@ pub async fn find_events(store: &Store, needle: &str) -> Result<Vec<EventSummary
         Some((payload, index)) => (Some(payload), index.parse::<i64>().ok()),
         None => (None, None),
     };
-    // Each arm is one index lookup: the event id; a key stored as text
-    // (Segment messageIds, and LaunchDarkly keys stored before migration
-    // 0004, whose payload is the prefix range `needle:` … `needle;`); a
-    // payload's events (its request's id range); one event of a payload.
+    // Each arm is one index lookup: the event id; an event's own key (a
+    // Segment messageId: its hash in the dedupe key file); a LaunchDarkly
+    // key stored as text (those stored before migration 0004, whose payload
+    // is the prefix range `needle:` … `needle;`); a payload's events (its
+    // request's id range); one event of a payload.
     let rows = sqlx::query(concat!(
         "SELECT e.id, e.source, e.protocol, ",
         event_key!(),
@@ -261,8 +262,10 @@ pub async fn find_events(store: &Store, needle: &str) -> Result<Vec<EventSummary
         event_request!(),
         "WHERE e.id IN ( \
             SELECT id FROM events WHERE id = ?1 \
-            UNION SELECT id FROM events WHERE dedupe_key = ?2 \
-            UNION SELECT id FROM events WHERE dedupe_key >= ?2 || ':' AND dedupe_key < ?2 || ';' \
+            UNION SELECT x.id FROM keys.dedupe k JOIN events x ON x.id = k.event_id \
+                  WHERE k.h = ?5 AND x.dedupe_key = ?2 \
+            UNION SELECT id FROM events WHERE protocol = 'launchdarkly' \
+                  AND dedupe_key >= ?2 || ':' AND dedupe_key < ?2 || ';' \
             UNION SELECT p.id FROM requests r JOIN events p ON p.id >= r.first_event \
                   AND p.id < r.first_event + r.event_count AND p.request = r.id WHERE r.payload_id = ?2 \
             UNION SELECT p.id FROM requests r JOIN events p ON p.id = r.first_event + ?4 \
@@ -273,6 +276,7 @@ pub async fn find_events(store: &Store, needle: &str) -> Result<Vec<EventSummary
     .bind(needle)
     .bind(payload)
     .bind(index)
+    .bind(super::keys::hash(needle))
     .fetch_all(store.pool())
     .await?;
     Ok(rows

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::{Store, StoreError};
+use super::{id_list, keys, Store, StoreError};
 use crate::domain::BatchStatus;
 
 /// Requeues `batch_ids` in one transaction: each becomes `retrying`, due
@@ -84,8 +84,8 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
     let mut after = i64::MIN;
     let bound = received_before(store, cutoff).await?;
     loop {
-        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
-            "SELECT id, request FROM events e WHERE id > ?2 AND id <= ?4 AND received_at < ?1 AND NOT EXISTS \
+        let rows: Vec<(i64, Option<i64>, Option<String>)> = sqlx::query_as(
+            "SELECT id, request, dedupe_key FROM events e WHERE id > ?2 AND id <= ?4 AND received_at < ?1 AND NOT EXISTS \
                (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status NOT IN ('delivered', 'skipped')) \
              ORDER BY id LIMIT ?3",
         )
@@ -95,10 +95,16 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .bind(bound)
         .fetch_all(store.pool())
         .await?;
-        let Some(&(last, _)) = rows.last() else { break };
+        let Some(&(last, _, _)) = rows.last() else {
+            break;
+        };
         after = last;
-        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
-        let mut requests: Vec<i64> = rows.iter().filter_map(|(_, request)| *request).collect();
+        let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
+        let mut requests: Vec<i64> = rows.iter().filter_map(|(_, request, _)| *request).collect();
+        let own_keys: Vec<&str> = rows
+            .iter()
+            .filter_map(|(_, _, key)| key.as_deref())
+            .collect();
         requests.dedup();
         let turn = store.write_turn().await;
         let started = std::time::Instant::now();
@@ -130,6 +136,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .bind(id_list(&requests))
         .execute(&mut *tx)
         .await?;
+        keys::forget(&mut tx, &own_keys).await?;
         tx.commit().await?;
         drop(turn);
         purged.max_lock = purged.max_lock.max(started.elapsed());
@@ -213,10 +220,6 @@ async fn received_before(store: &Store, cutoff: i64) -> Result<i64, StoreError> 
         }
     }
     Ok(low)
-}
-
-fn id_list(ids: &[i64]) -> String {
-    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
 /// After a purge: lets SQLite refresh its statistics and returns free pages

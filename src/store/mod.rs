@@ -26,6 +26,7 @@ macro_rules! event_request {
 
 pub mod batches;
 pub mod delivery_log;
+mod keys;
 pub mod maintenance;
 pub mod refusals;
 mod status;
@@ -153,9 +154,24 @@ impl Store {
                     Ok(!conn.is_in_transaction())
                 })
             })
+            // Every connection sees the dedupe key file as `keys`.
+            .after_connect({
+                let database = path.to_owned();
+                move |conn, _| {
+                    let database = database.clone();
+                    Box::pin(async move { keys::attach(conn, &database).await })
+                }
+            })
             .connect_with(connect.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let added = keys::catch_up(&mut *pool.acquire().await?).await?;
+        if added > 0 {
+            tracing::info!(
+                added,
+                "Dedupe keys of stored events added to the dedupe key file."
+            );
+        }
         Ok(Store {
             pool,
             options: connect,
@@ -175,7 +191,9 @@ impl Store {
     /// A dedicated connection, used by the single ingest writer so that its
     /// group commits never queue behind the pool.
     pub(crate) async fn dedicated_connection(&self) -> Result<SqliteConnection, StoreError> {
-        Ok(SqliteConnection::connect_with(&self.options).await?)
+        let mut conn = SqliteConnection::connect_with(&self.options).await?;
+        keys::attach(&mut conn, self.options.get_filename()).await?;
+        Ok(conn)
     }
 
     /// How long a write may wait for another writer's lock.
@@ -244,4 +262,18 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// `[1,2,3]`: a list of ids as one bindable JSON value.
+pub(crate) fn id_list(ids: &[i64]) -> String {
+    let mut text = String::with_capacity(ids.len() * 8 + 2);
+    text.push('[');
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        text.push_str(&id.to_string());
+    }
+    text.push(']');
+    text
 }

@@ -7,12 +7,13 @@
 //! queue is refused at once ([`WriteError::Busy`]) rather than growing memory.
 //! A failed commit fails every request in it; nothing is acknowledged.
 
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use sqlx::{sqlite::SqliteConnection, AssertSqlSafe, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Store, StoreError};
+use super::{keys, Store, StoreError};
 use crate::domain::{
     accepted::{IngestBatch, NewRefusal},
     Route,
@@ -180,6 +181,9 @@ async fn connect(store: &Store) -> Result<SqliteConnection, StoreError> {
     // (`wal_autocheckpoint = 0`): that would delay acknowledgements by the
     // time it takes to copy and fsync the WAL.
     let mut conn = store.dedicated_connection().await?;
+    // After a failed commit, the dedupe key file may lack the keys of one
+    // that reached the database.
+    super::keys::catch_up(&mut conn).await?;
     // SQLite's busy handler backs off to 100 ms sleeps and can miss the
     // short gaps another writer (retention, the CLI) leaves between its
     // transactions; the writer polls every millisecond itself instead
@@ -378,13 +382,12 @@ async fn commit(
         });
         next += rows as i64;
     }
-    let rows = (next - first) as usize;
-    let inserted = insert_events(&mut tx, group, &plans, rows).await?;
-    let stored = if inserted == rows {
-        plans.iter().map(|plan| plan.rows).collect()
-    } else {
-        stored_per_request(&mut tx, &plans, first..next).await?
-    };
+    let check = check_keys(&mut tx, group, &plans).await?;
+    insert_events(&mut tx, group, &plans, &check.duplicate).await?;
+    if next > first {
+        keys::record(&mut tx, &check.entries, next - 1).await?;
+    }
+    let stored = check.stored;
     for (plan, stored) in plans.iter().zip(&stored) {
         if let (Some(request), 0) = (plan.request, stored) {
             // Every event was a duplicate: the row would name none.
@@ -424,27 +427,6 @@ async fn commit(
         refusals_evicted: evicted,
         next_id: next,
     })
-}
-
-/// How many of each request's rows were stored, when some of the `ids`
-/// the group took were left unused by duplicates (rare: a client retrying
-/// what was acknowledged): the ids present say whose were.
-async fn stored_per_request(
-    conn: &mut SqliteConnection,
-    plans: &[Plan],
-    ids: std::ops::Range<i64>,
-) -> Result<Vec<usize>, sqlx::Error> {
-    let present: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM events WHERE id >= ?1 AND id < ?2 ORDER BY id")
-            .bind(ids.start)
-            .bind(ids.end)
-            .fetch_all(&mut *conn)
-            .await?;
-    let below = |id: i64| present.partition_point(|stored| *stored < id);
-    Ok(plans
-        .iter()
-        .map(|plan| below(plan.ids().end) - below(plan.ids().start))
-        .collect())
 }
 
 /// Where one request's events go in a commit.
@@ -493,8 +475,89 @@ fn events_sql(rows: usize) -> String {
     let values = vec!["(?,?,?,?,?,?,?,?)"; rows].join(",");
     format!(
         "INSERT INTO events (id, source, protocol, dedupe_key, request, kind, received_at, body) \
-         VALUES {values} ON CONFLICT (dedupe_key, source) WHERE dedupe_key IS NOT NULL DO NOTHING"
+         VALUES {values}"
     )
+}
+
+/// The group's keys checked against those stored and against each other.
+struct KeyCheck {
+    /// For each event of the requests that insert rows, in order: whether
+    /// its own key is stored already (or came earlier in the group).
+    duplicate: Vec<bool>,
+    /// The dedupe key file entries (hash, event id) of the others that have
+    /// their own key.
+    entries: Vec<(i64, i64)>,
+    /// How many rows each request stores.
+    stored: Vec<usize>,
+}
+
+/// Finds which of the group's events bring a key (Segment messageId,
+/// LaunchDarkly diagnostic id) already stored for their source, earlier or
+/// in this group: one lookup in the dedupe key file for the whole group.
+/// Events of a payload (LaunchDarkly) have derived keys, checked with the
+/// payload id instead.
+async fn check_keys(
+    conn: &mut SqliteConnection,
+    group: &[Job],
+    plans: &[Plan],
+) -> Result<KeyCheck, sqlx::Error> {
+    let mut duplicate = Vec::new();
+    // (index into `duplicate`, source, key, hash, event id) of each first
+    // occurrence in the group.
+    let mut candidates = Vec::new();
+    let mut in_group = HashSet::new();
+    for (job, plan) in group.iter().zip(plans) {
+        let batch = &job.batch;
+        if plan.rows == 0 {
+            continue;
+        }
+        if batch.payload_id.is_some() {
+            duplicate.resize(duplicate.len() + plan.rows, false);
+            continue;
+        }
+        for (event, id) in batch.events.iter().zip(plan.ids()) {
+            let key = event.dedupe_key.as_str();
+            let first = in_group.insert((batch.source.as_str(), key));
+            if first {
+                candidates.push((
+                    duplicate.len(),
+                    batch.source.as_str(),
+                    key,
+                    keys::hash(key),
+                    id,
+                ));
+            }
+            duplicate.push(!first);
+        }
+    }
+    let hashes: Vec<i64> = candidates.iter().map(|candidate| candidate.3).collect();
+    let found = keys::stored(conn, &hashes).await?;
+    let found: HashSet<(&str, &str)> = found
+        .iter()
+        .map(|(source, key)| (source.as_str(), key.as_str()))
+        .collect();
+    let mut entries = Vec::with_capacity(candidates.len());
+    for (index, source, key, hash, id) in candidates {
+        if found.contains(&(source, key)) {
+            duplicate[index] = true;
+        } else {
+            entries.push((hash, id));
+        }
+    }
+    let mut from = 0;
+    let stored = plans
+        .iter()
+        .map(|plan| {
+            let rows = &duplicate[from..from + plan.rows];
+            from += plan.rows;
+            rows.iter().filter(|duplicate| !**duplicate).count()
+        })
+        .collect();
+    Ok(KeyCheck {
+        duplicate,
+        entries,
+        stored,
+    })
 }
 
 /// Where a request's shared row stands.
@@ -520,7 +583,8 @@ async fn insert_request(
     if let Some(payload_id) = &batch.payload_id {
         let seen: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM requests WHERE payload_id = ?1 AND source = ?2) \
-                 OR EXISTS (SELECT 1 FROM events WHERE dedupe_key = ?1 || ':0' AND source = ?2)",
+                 OR EXISTS (SELECT 1 FROM events WHERE protocol = 'launchdarkly' \
+                     AND dedupe_key = ?1 || ':0' AND source = ?2)",
         )
         .bind(payload_id)
         .bind(&batch.source)
@@ -546,19 +610,20 @@ async fn insert_request(
 static EVENTS_SQL: [OnceLock<Arc<str>>; MAX_ROWS_PER_STATEMENT] =
     [const { OnceLock::new() }; MAX_ROWS_PER_STATEMENT];
 
-/// Inserts the `rows` events of the group's jobs where `plans` place them,
-/// skipping those already stored (same source and dedupe key); returns how
-/// many were new. The events' strings are moved into the statements
-/// (nothing is copied): after this call the jobs hold empty strings.
+/// Inserts the events of the group's jobs where `plans` place them, except
+/// those `duplicate` marks (their ids are left unused). The events' strings
+/// are moved into the statements (nothing is copied): after this call the
+/// jobs hold empty strings.
 async fn insert_events(
     conn: &mut SqliteConnection,
     group: &mut [Job],
     plans: &[Plan],
-    rows: usize,
-) -> Result<usize, sqlx::Error> {
+    duplicate: &[bool],
+) -> Result<(), sqlx::Error> {
     // Collected first (the strings are moved, not copied): an iterator of
     // closures held across the awaits below would make this future not `Send`.
-    let mut events = Vec::with_capacity(rows);
+    let mut events = Vec::with_capacity(duplicate.len());
+    let mut duplicate = duplicate.iter();
     for (job, plan) in group.iter_mut().zip(plans) {
         let batch = &mut job.batch;
         if plan.rows == 0 {
@@ -571,6 +636,9 @@ async fn insert_events(
         // Keys derived from the payload id are not stored.
         let own_keys = batch.payload_id.is_none();
         for (event, id) in batch.events.iter_mut().zip(plan.ids()) {
+            if duplicate.next() == Some(&true) {
+                continue;
+            }
             events.push(Row {
                 id,
                 source: Arc::clone(&source),
@@ -583,8 +651,8 @@ async fn insert_events(
             });
         }
     }
+    let rows = events.len();
     let mut events = events.into_iter();
-    let mut inserted = 0;
     for size in chunk_sizes(rows) {
         let sql = cached_sql(&EVENTS_SQL, size, events_sql);
         let mut query = sqlx::query(AssertSqlSafe(sql));
@@ -599,9 +667,9 @@ async fn insert_events(
                 .bind(row.received_at)
                 .bind(row.body);
         }
-        inserted += query.execute(&mut *conn).await?.rows_affected() as usize;
+        query.execute(&mut *conn).await?;
     }
-    Ok(inserted)
+    Ok(())
 }
 
 /// One `events` row's values.

@@ -87,6 +87,26 @@ fn ld_batch(payload_id: &str, keys: &[&str]) -> IngestBatch {
     }
 }
 
+fn segment_batch(message_ids: &[&str]) -> IngestBatch {
+    IngestBatch {
+        source: "web".to_owned(),
+        protocol: Protocol::Segment,
+        received_at: 5000,
+        meta: None,
+        payload_id: None,
+        routes: vec![Route::SegmentToLaunchDarkly],
+        events: message_ids
+            .iter()
+            .map(|id| NewEvent {
+                dedupe_key: (*id).to_owned(),
+                kind: "track".to_owned(),
+                body: r#"{"event":"C"}"#.to_owned(),
+            })
+            .collect(),
+        refusals: Vec::new(),
+    }
+}
+
 #[tokio::test]
 async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_and_deduplicated() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,6 +201,12 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
         .await
         .unwrap();
     assert_eq!((again.stored, again.duplicates), (0, 3));
+    // A Segment client retrying a message stored before the upgrade.
+    let retried = writer
+        .submit(segment_batch(&["msg-a", "msg-c"]))
+        .await
+        .unwrap();
+    assert_eq!((retried.stored, retried.duplicates), (1, 1));
     drop(writer);
     task.await.unwrap();
     assert_eq!(
@@ -216,13 +242,21 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
         .await
         .unwrap();
     let purged = maintenance::purge(&store, i64::MAX, 2).await.unwrap();
-    assert_eq!(purged.events, 7);
+    assert_eq!(purged.events, 8);
     let left: (i64, i64) =
         sqlx::query_as("SELECT (SELECT COUNT(*) FROM events), (SELECT COUNT(*) FROM requests)")
             .fetch_one(&mut conn)
             .await
             .unwrap();
     assert_eq!(left, (0, 0));
+    // The dedupe key file keeps only its watermark: no entry of a purged event.
+    let mut keys = connect(&dir.path().join("ldbridge.db-dedupe")).await;
+    let entries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dedupe")
+        .fetch_one(&mut keys)
+        .await
+        .unwrap();
+    assert_eq!(entries, 1);
+    keys.close().await.unwrap();
     let problems: Vec<String> = sqlx::query_scalar("PRAGMA foreign_key_check")
         .fetch_all(&mut conn)
         .await
