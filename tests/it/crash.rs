@@ -163,6 +163,22 @@ async fn generate(
     refused
 }
 
+/// Segment messageIds with more than one stored event.
+async fn stored_more_than_once(database: &Path) -> Vec<String> {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(database);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT dedupe_key FROM events WHERE protocol = 'segment' \
+         GROUP BY source, dedupe_key HAVING COUNT(*) > 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+}
+
 /// Every event a receiver got, as (id, dedupe id) pairs in arrival order.
 fn received(
     receiver: &Receiver,
@@ -298,6 +314,11 @@ async fn acknowledged_events_survive_twenty_random_sigkills_and_reach_every_rout
     daemon.signal("TERM");
     assert!(daemon.wait().success());
     assert_eq!(integrity_check(&dir.path().join("ldbridge.db")).await, "ok");
+    // A request cut off by a kill after its commit is retried with the same
+    // messageIds; the dedupe key file (brought up to date at each start)
+    // recognises them: every messageId is stored once.
+    let stored_twice = stored_more_than_once(&dir.path().join("ldbridge.db")).await;
+    assert!(stored_twice.is_empty(), "stored twice: {stored_twice:?}");
 
     let (to_ld, dup_ld) = check_route(
         "segment-to-launchdarkly",
