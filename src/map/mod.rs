@@ -9,6 +9,7 @@
 pub mod ld_to_segment;
 pub mod segment_relay;
 pub mod segment_to_ld;
+pub mod trigger;
 
 /// Why a route cannot carry an event: the reason operators read in
 /// `ldbridge explain`, which becomes [`Mapped::Skip`]. Mapping fails in no
