@@ -129,6 +129,7 @@ pub fn config(
         project_id: Some(PROJECT_ID.to_owned()),
         to_segment: Some(SegmentDestination {
             write_key: Secret::new(DESTINATION_WRITE_KEY),
+            trigger: None,
         }),
         relay_to_launchdarkly: true,
         copy_custom_data: false,

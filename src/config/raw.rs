@@ -100,4 +100,5 @@ pub(super) struct LaunchDarklySource {
 #[serde(deny_unknown_fields)]
 pub(super) struct SegmentDestination {
     pub write_key: String,
+    pub trigger: Option<Spanned<String>>,
 }

@@ -171,6 +171,10 @@ impl Resolver<'_> {
             Some(dest) => Some(SegmentDestination {
                 write_key: self
                     .secret(&dest.write_key, &format!("{label} to_segment.write_key"))?,
+                trigger: dest
+                    .trigger
+                    .map(|text| self.trigger(&text, &format!("{label} to_segment.trigger")))
+                    .transpose()?,
             }),
         };
         Ok(LaunchDarklySource {
@@ -183,6 +187,35 @@ impl Resolver<'_> {
             relay_to_launchdarkly: raw.relay_to_launchdarkly,
             copy_custom_data: raw.copy_custom_data,
         })
+    }
+
+    /// Parses a trigger; a mistake names the key and the line and column
+    /// of the mistake itself, inside the string.
+    pub(super) fn trigger(
+        &self,
+        raw: &toml::Spanned<String>,
+        key: &str,
+    ) -> Result<crate::map::trigger::Trigger, ConfigError> {
+        raw.get_ref()
+            .parse()
+            .map_err(|error: crate::map::trigger::TriggerError| {
+                // The span starts at the opening quote(s); offsets inside
+                // are exact for literal strings (single quotes, the usual
+                // way to write a trigger) and for basic strings without
+                // escapes.
+                let start = raw.span().start;
+                let quotes = match self.text.get(start..start + 3) {
+                    // TOML drops a newline right after a multi-line opener.
+                    Some("'''" | r#"""""#) => match self.text.get(start + 3..) {
+                        Some(rest) if rest.starts_with("\r\n") => 5,
+                        Some(rest) if rest.starts_with('\n') => 4,
+                        _ => 3,
+                    },
+                    _ => 1,
+                };
+                let at = location(self.text, start + quotes + error.offset, Some(key));
+                ConfigError::Parse(format!("{}{at}: invalid trigger: {error}", self.origin))
+            })
     }
 
     pub(super) fn duration_or(

@@ -744,3 +744,35 @@ fn store_config_loads_without_resolving_secrets() {
     std::fs::write(&path, "[store]\nretain = \"3 parsecs\"\n").expect("write");
     assert!(StoreConfig::load(Some(&path)).is_err());
 }
+
+#[test]
+fn a_bad_trigger_names_the_key_and_the_line_and_column_of_the_mistake() {
+    let text = "[[launchdarkly_source]]\nname = \"prod\"\nsdk_key = \"sdk-1\"\n\
+        to_segment = { write_key = \"wk\", trigger = 'kind = \"custom\" and key = \"a\" or key = \"b\"' }\n";
+    let message = error(text);
+    assert!(
+        message.starts_with(
+            "test.toml: line 4, column 75 (launchdarkly_source \"prod\" to_segment.trigger)"
+        ),
+        "{message}"
+    );
+    assert!(message.contains("need parentheses"), "{message}");
+    // A multi-line literal string: the line inside it.
+    let text = "[[launchdarkly_source]]\nname = \"prod\"\nsdk_key = \"sdk-1\"\n\
+        [launchdarkly_source.to_segment]\nwrite_key = \"wk\"\ntrigger = '''\nkind = \"custom\"\n  or key =\n'''\n";
+    let message = error(text);
+    assert!(message.contains("line 8, column 11"), "{message}");
+    assert!(message.contains("expected a value"), "{message}");
+    // A good one parses and keeps its text.
+    let config = parse(
+        "[[launchdarkly_source]]\nname = \"prod\"\nsdk_key = \"sdk-1\"\n\
+         to_segment = { write_key = \"wk\", trigger = 'kind = \"custom\"' }\n",
+    )
+    .unwrap();
+    let trigger = config.launchdarkly_sources[0]
+        .to_segment
+        .as_ref()
+        .and_then(|to_segment| to_segment.trigger.as_ref())
+        .unwrap();
+    assert_eq!(trigger.text(), "kind = \"custom\"");
+}

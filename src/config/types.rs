@@ -322,6 +322,9 @@ impl LaunchDarklySource {
 pub struct SegmentDestination {
     /// Write key used as the Basic-auth username on `/v1/batch`.
     pub write_key: Secret,
+    /// Which events are exported (`None`: all that map); the others are
+    /// skipped with "no mapping matches".
+    pub trigger: Option<crate::map::trigger::Trigger>,
 }
 
 /// A configured source of either kind, as found by [`Config::source_by_name`].

@@ -16,7 +16,7 @@ use crate::{
     deliver::{launchdarkly, segment, Outbound, RequestError},
     domain::stored_message,
     domain::{LdEndpoint, LdMeta, Route},
-    map::{self, ld_to_segment, Mapped},
+    map::{self, ld_to_segment, trigger::Dialect, Mapped},
     store::batches::{ClaimedBatch, StoredEvent},
 };
 
@@ -104,6 +104,17 @@ pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> 
                 return Prepared::Skip("diagnostic events are not exported to Segment".to_owned());
             }
             let source = ld_source(config, &event.source).ok();
+            let trigger = source
+                .and_then(|s| s.to_segment.as_ref())
+                .and_then(|to_segment| to_segment.trigger.as_ref());
+            if let Some(trigger) = trigger {
+                if !trigger.matches(&value, Dialect::LaunchDarkly) {
+                    return Prepared::Skip(format!(
+                        "no mapping matches (to_segment.trigger: {})",
+                        trigger.text()
+                    ));
+                }
+            }
             let environment = meta
                 .as_ref()
                 .and_then(|meta| meta.env.as_deref())

@@ -46,6 +46,8 @@ impl PartialEq for Trigger {
     }
 }
 
+impl Eq for Trigger {}
+
 /// Why a trigger could not be read: what was expected, and where (a byte
 /// offset into the trigger's text).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -242,11 +244,21 @@ fn comparison(input: &mut &str) -> ModalResult<Expr> {
     )))
     .context(expected("=, !=, <, <=, >, >= or in"))
     .parse_next(input)?;
-    let value = cut_err(preceded(multispace0, literal))
-        .context(expected(
-            "a value (a quoted string, a number, true, false or null)",
-        ))
-        .parse_next(input)?;
+    // A missing value is reported where it should start, not past the
+    // whitespace (a newline, in a multi-line trigger) after the operator.
+    let after_op = *input;
+    let value = match preceded(multispace0, literal).parse_next(input) {
+        Ok(value) => value,
+        Err(ErrMode::Backtrack(_)) => {
+            *input = after_op;
+            return cut_err(fail)
+                .context(expected(
+                    "a value (a quoted string, a number, true, false or null)",
+                ))
+                .parse_next(input);
+        }
+        Err(error) => return Err(error),
+    };
     Ok(Expr::Compare(path, op, value))
 }
 
@@ -617,7 +629,7 @@ mod tests {
         let comma = error(r#"contains(event "A")"#);
         assert_eq!((comma.offset, comma.message.as_str()), (15, "expected `,`"));
         let unquoted = error("type = track");
-        assert_eq!(unquoted.offset, 7);
+        assert_eq!(unquoted.offset, 6);
         assert!(unquoted.message.contains("quoted string"), "{unquoted:?}");
     }
 

@@ -513,3 +513,70 @@ async fn custom_data_is_copied_only_when_the_source_asks_and_oversized_messages_
         .any(|(route, status, _)| route == "launchdarkly-to-segment"
             && *status == DeliveryStatus::Failed));
 }
+
+#[tokio::test]
+async fn to_segment_trigger_exports_only_the_kinds_and_flags_it_names_and_the_relay_still_sends_all(
+) {
+    let app = spawn_app_with(|config| {
+        let to_segment = config.launchdarkly_sources[0].to_segment.as_mut().unwrap();
+        to_segment.trigger = Some(
+            r#"kind = "custom" or (kind = "feature" and key in ["new-checkout", "pricing-v2"])"#
+                .parse()
+                .unwrap(),
+        );
+    })
+    .await;
+    let context = json!({"kind": "user", "key": "u1"});
+    let event = |kind: &str, key: &str| {
+        json!({"kind": kind, "key": key, "creationDate": 1_700_000_000_000u64, "context": context,
+               "value": true, "variation": 1, "version": 3})
+    };
+    let body = json!([
+        event("feature", "new-checkout"),
+        event("feature", "old-banner"),
+        event("custom", "purchase"),
+        event("feature", "pricing-v2"),
+    ]);
+    let reply = post_ld(&app, &server(), Some("filtered"), &body.to_string()).await;
+    assert_eq!(reply.http_status(), Some(202));
+    let counts = app.dispatch_until(|counts| counts.settled()).await;
+    assert_eq!(
+        counts.on(Route::LaunchDarklyToSegment, DeliveryStatus::Skipped),
+        1
+    );
+    let exported: Vec<(String, String)> = segment_messages(&app.segment.requests())
+        .iter()
+        .map(|message| {
+            let flag = message["properties"]["key"].as_str().unwrap_or_default();
+            let name = message["event"].as_str().unwrap_or_default();
+            (name.to_owned(), flag.to_owned())
+        })
+        .collect();
+    let expected = [
+        ("feature", "new-checkout"),
+        ("custom", "purchase"),
+        ("feature", "pricing-v2"),
+    ]
+    .map(|(name, key)| (name.to_owned(), key.to_owned()));
+    assert_eq!(exported, expected);
+    // The relay is not filtered: LaunchDarkly gets all four.
+    let relayed: Value = app.launchdarkly.requests()[0].json();
+    assert_eq!(relayed.as_array().unwrap().len(), 4);
+    // explain says why the flag's evaluation was not exported.
+    let found = app.cli(&["explain", "--json", "filtered:1"]).json();
+    let to_segment = found[0]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|route| route["route"] == "launchdarkly-to-segment")
+        .unwrap()
+        .clone();
+    assert_eq!(to_segment["status"], "skipped");
+    assert!(
+        to_segment["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no mapping matches (to_segment.trigger: "),
+        "{to_segment}"
+    );
+}
