@@ -353,7 +353,9 @@ impl Dispatcher {
         let mut event_ids = Vec::with_capacity(events.len());
         let mut elements = Vec::with_capacity(events.len());
         for event in &events {
-            if let Prepared::Send { json, .. } = prepare::prepare(config, batch.route, event, now) {
+            if let Prepared::Send { json, .. } =
+                prepare::prepare_again(config, batch.route, event, now)
+            {
                 event_ids.push(event.event_id);
                 elements.push(json);
             }

@@ -75,8 +75,42 @@ pub fn limits(config: &Config, route: Route) -> (usize, usize) {
     }
 }
 
-/// Prepares `event` for `route`. Never fails: problems are `Skip`/`Fail`.
+/// Prepares `event` for a new batch on `route`: what the route sends for
+/// it, or why it sends nothing (a trigger of the current config that does
+/// not take it, or the mapping's reasons). Never fails: problems are
+/// `Skip`/`Fail`.
 pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
+    if let Some(reason) = not_triggered(config, route, event) {
+        return Prepared::Skip(reason);
+    }
+    prepare_again(config, route, event, now)
+}
+
+/// Why the current config's trigger for `route` does not take `event`, if
+/// one does not. Checked only when an event is first batched: a batch
+/// already formed keeps its events whatever a reload changes.
+fn not_triggered(config: &Config, route: Route, event: &StoredEvent) -> Option<String> {
+    if route != Route::LaunchDarklyToSegment {
+        return None;
+    }
+    let trigger = ld_source(config, &event.source)
+        .ok()?
+        .to_segment
+        .as_ref()?
+        .trigger
+        .as_ref()?;
+    let value: Value = serde_json::from_str(&event.body).ok()?;
+    (!trigger.matches(&value, Dialect::LaunchDarkly)).then(|| {
+        format!(
+            "no mapping matches (to_segment.trigger: {})",
+            trigger.text()
+        )
+    })
+}
+
+/// Prepares an event of a batch already formed (a retry, a resend), or for
+/// a new one after [`prepare`]'s checks: the mapping alone.
+pub fn prepare_again(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
     if route == Route::LaunchDarklyRelay {
         return relay_lane(event);
     }
@@ -104,17 +138,6 @@ pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> 
                 return Prepared::Skip("diagnostic events are not exported to Segment".to_owned());
             }
             let source = ld_source(config, &event.source).ok();
-            let trigger = source
-                .and_then(|s| s.to_segment.as_ref())
-                .and_then(|to_segment| to_segment.trigger.as_ref());
-            if let Some(trigger) = trigger {
-                if !trigger.matches(&value, Dialect::LaunchDarkly) {
-                    return Prepared::Skip(format!(
-                        "no mapping matches (to_segment.trigger: {})",
-                        trigger.text()
-                    ));
-                }
-            }
             let environment = meta
                 .as_ref()
                 .and_then(|meta| meta.env.as_deref())

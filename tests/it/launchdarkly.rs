@@ -580,3 +580,71 @@ async fn to_segment_trigger_exports_only_the_kinds_and_flags_it_names_and_the_re
         "{to_segment}"
     );
 }
+
+#[tokio::test]
+async fn a_trigger_added_by_a_reload_applies_to_new_batches_and_a_retrying_batch_keeps_its_events()
+{
+    let app = spawn_app().await;
+    app.segment
+        .push(Reply::status(500).body("upstream trouble"));
+    let context = json!({"kind": "user", "key": "u1"});
+    let body = |flag: &str| {
+        json!([
+            {"kind": "feature", "key": flag, "creationDate": 1_700_000_000_000u64,
+             "context": context, "value": true, "variation": 1, "version": 3},
+            {"kind": "custom", "key": "purchase", "creationDate": 1_700_000_000_000u64,
+             "context": context},
+        ])
+        .to_string()
+    };
+    let reply = post_ld(&app, &server(), Some("before"), &body("old-banner")).await;
+    assert_eq!(reply.http_status(), Some(202));
+    // The first attempt fails: the batch (both events) is retrying.
+    app.app
+        .dispatcher
+        .drain(Route::LaunchDarklyToSegment)
+        .await
+        .unwrap();
+    assert_eq!(app.segment.requests().len(), 1);
+    // A reload: only custom events are exported from now on.
+    let mut config = (*app.app.config.get()).clone();
+    config.launchdarkly_sources[0]
+        .to_segment
+        .as_mut()
+        .unwrap()
+        .trigger = Some(r#"kind = "custom""#.parse().unwrap());
+    app.app.config.replace(config);
+    let reply = post_ld(&app, &server(), Some("after"), &body("new-banner")).await;
+    assert_eq!(reply.http_status(), Some(202));
+    app.dispatch_until(|counts| counts.settled()).await;
+
+    let requests = app.segment.requests();
+    let first = &requests[0];
+    let later: Vec<_> = requests[1..].iter().collect();
+    // The retry sends the messages the first attempt sent (the envelope's
+    // `sentAt` is the send time): both events.
+    assert!(
+        later
+            .iter()
+            .any(|request| request.json()["batch"] == first.json()["batch"]),
+        "no retry sent the batch as formed"
+    );
+    let exported: Vec<String> = segment_messages(&later.into_iter().cloned().collect::<Vec<_>>())
+        .iter()
+        .map(|message| {
+            message["properties"]["key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let mut exported = exported;
+    exported.sort();
+    // Retry: old-banner and purchase; the new batch: purchase only.
+    assert_eq!(exported, ["old-banner", "purchase", "purchase"]);
+    let counts = app.counts().await;
+    assert_eq!(
+        counts.on(Route::LaunchDarklyToSegment, DeliveryStatus::Skipped),
+        1
+    );
+}
