@@ -118,6 +118,7 @@ pub fn config(
         to_launchdarkly: Some(LaunchDarklyDestination {
             client_side_id: Some(CLIENT_SIDE_ID.to_owned()),
             sdk_key: None,
+            events_url: None,
         }),
         relay_to_segment: true,
     });
@@ -130,6 +131,7 @@ pub fn config(
         to_segment: Some(SegmentDestination {
             write_key: Secret::new(DESTINATION_WRITE_KEY),
             trigger: None,
+            api_url: None,
         }),
         relay_to_launchdarkly: true,
         copy_custom_data: false,

@@ -79,6 +79,7 @@ pub(super) struct SegmentSource {
 pub(super) struct LaunchDarklyDestination {
     pub client_side_id: Option<String>,
     pub sdk_key: Option<String>,
+    pub events_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -101,4 +102,5 @@ pub(super) struct LaunchDarklySource {
 pub(super) struct SegmentDestination {
     pub write_key: String,
     pub trigger: Option<Spanned<String>>,
+    pub api_url: Option<String>,
 }

@@ -148,6 +148,7 @@ impl Resolver<'_> {
                 client_side_id: dest.client_side_id,
                 sdk_key: self
                     .optional_secret(dest.sdk_key, &format!("{label} to_launchdarkly.sdk_key"))?,
+                events_url: dest.events_url.map(strip_trailing_slash),
             }),
         };
         Ok(SegmentSource {
@@ -175,6 +176,7 @@ impl Resolver<'_> {
                     .trigger
                     .map(|text| self.trigger(&text, &format!("{label} to_segment.trigger")))
                     .transpose()?,
+                api_url: dest.api_url.map(strip_trailing_slash),
             }),
         };
         Ok(LaunchDarklySource {

@@ -776,3 +776,37 @@ fn a_bad_trigger_names_the_key_and_the_line_and_column_of_the_mistake() {
         .unwrap();
     assert_eq!(trigger.text(), "kind = \"custom\"");
 }
+
+#[test]
+fn per_source_hosts_parse_lose_a_trailing_slash_and_need_a_scheme() {
+    let config = parse(
+        "[[segment_source]]\nname = \"web\"\nwrite_key = \"wk-1\"\n\
+         to_launchdarkly = { client_side_id = \"6488674dc2ea1d6673731ba2\", events_url = \"https://ld-relay.internal:8030/\" }\n\
+         [[launchdarkly_source]]\nname = \"prod\"\nsdk_key = \"sdk-1\"\n\
+         to_segment = { write_key = \"wk-2\", api_url = \"https://segment-proxy.internal\" }\n",
+    )
+    .unwrap();
+    let events_url = config.segment_sources[0]
+        .to_launchdarkly
+        .as_ref()
+        .and_then(|to| to.events_url.as_deref());
+    assert_eq!(events_url, Some("https://ld-relay.internal:8030"));
+    let api_url = config.launchdarkly_sources[0]
+        .to_segment
+        .as_ref()
+        .and_then(|to| to.api_url.as_deref());
+    assert_eq!(api_url, Some("https://segment-proxy.internal"));
+    assert_error(
+        "[[segment_source]]\nname = \"web\"\nwrite_key = \"wk-1\"\n\
+         to_launchdarkly = { sdk_key = \"sdk-9\", events_url = \"ld-relay:8030\" }\n",
+        &[
+            "segment_source \"web\" to_launchdarkly.events_url",
+            "not an http",
+        ],
+    );
+    assert_error(
+        "[[launchdarkly_source]]\nname = \"prod\"\nsdk_key = \"sdk-1\"\n\
+         to_segment = { write_key = \"wk-2\", api_url = \"\" }\n",
+        &["launchdarkly_source \"prod\" to_segment.api_url"],
+    );
+}

@@ -277,6 +277,9 @@ pub struct LaunchDarklyDestination {
     pub client_side_id: Option<String>,
     /// Send through the server endpoint `/bulk` with this key.
     pub sdk_key: Option<Secret>,
+    /// This source's own events host (another LaunchDarkly instance, a
+    /// Relay Proxy); `None`: `launchdarkly.events_url`.
+    pub events_url: Option<String>,
 }
 
 /// `[[launchdarkly_source]]`: events from SDKs using any of its credentials.
@@ -325,6 +328,8 @@ pub struct SegmentDestination {
     /// Which events are exported (`None`: all that map); the others are
     /// skipped with "no mapping matches".
     pub trigger: Option<crate::map::trigger::Trigger>,
+    /// This source's own tracking API host; `None`: `segment.api_url`.
+    pub api_url: Option<String>,
 }
 
 /// A configured source of either kind, as found by [`Config::source_by_name`].

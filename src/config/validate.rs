@@ -179,6 +179,9 @@ pub(super) fn validate_segment_source(
     let Some(dest) = &source.to_launchdarkly else {
         return Ok(());
     };
+    if let Some(url) = &dest.events_url {
+        validate_url(&format!("{label} to_launchdarkly.events_url"), url)?;
+    }
     match (&dest.client_side_id, &dest.sdk_key) {
         (Some(id), None) => {
             validate_client_side_id(&format!("{label} to_launchdarkly.client_side_id"), id)
@@ -204,6 +207,13 @@ pub(super) fn validate_launchdarkly_source(
     }
     if let Some(id) = &source.client_side_id {
         validate_client_side_id(&format!("{label} client_side_id"), id)?;
+    }
+    if let Some(url) = source
+        .to_segment
+        .as_ref()
+        .and_then(|to| to.api_url.as_ref())
+    {
+        validate_url(&format!("{label} to_segment.api_url"), url)?;
     }
     match &source.project_id {
         Some(p) if p.trim().is_empty() => {

@@ -278,7 +278,10 @@ pub fn request(
                 (None, None) => return Err(missing("segment", "LaunchDarkly credential")),
             };
             launchdarkly::bulk_request(
-                &config.launchdarkly.events_url,
+                destination
+                    .events_url
+                    .as_deref()
+                    .unwrap_or(&config.launchdarkly.events_url),
                 credential,
                 "4",
                 &batch.payload_id,
@@ -301,7 +304,10 @@ pub fn request(
                 .as_ref()
                 .ok_or_else(|| missing("launchdarkly", "to_segment destination"))?;
             segment::batch_request(
-                &config.segment.api_url,
+                destination
+                    .api_url
+                    .as_deref()
+                    .unwrap_or(&config.segment.api_url),
                 destination.write_key.expose(),
                 elements,
                 now,

@@ -648,3 +648,58 @@ async fn a_trigger_added_by_a_reload_applies_to_new_batches_and_a_retrying_batch
         1
     );
 }
+
+#[tokio::test]
+async fn a_source_with_its_own_hosts_sends_there_and_the_others_keep_the_global_ones() {
+    let own_launchdarkly = ldbridge::receiver::Receiver::start().await.unwrap();
+    let own_segment = ldbridge::receiver::Receiver::start().await.unwrap();
+    let (ld_url, segment_url) = (own_launchdarkly.url(), own_segment.url());
+    let app = spawn_app_with(move |config| {
+        config.segment_sources[0]
+            .to_launchdarkly
+            .as_mut()
+            .unwrap()
+            .events_url = Some(ld_url);
+        config.launchdarkly_sources[0]
+            .to_segment
+            .as_mut()
+            .unwrap()
+            .api_url = Some(segment_url);
+    })
+    .await;
+    let track = fixture("segment-track.in.json");
+    assert_eq!(
+        app.post("/v1/track", track.as_bytes(), crate::helpers::Dress::Basic)
+            .await
+            .http_status(),
+        Some(200)
+    );
+    let bulk = fixture("ld-server-bulk.in.json");
+    assert_eq!(
+        post_ld(&app, &server(), Some("hosts"), &bulk)
+            .await
+            .http_status(),
+        Some(202)
+    );
+    app.dispatch_until(|counts| counts.settled()).await;
+    // Mapped Segment → LaunchDarkly: the source's own events host.
+    let own_ld: Vec<String> = own_launchdarkly
+        .requests()
+        .iter()
+        .map(|request| request.path.clone())
+        .collect();
+    assert_eq!(own_ld.len(), 1, "{own_ld:?}");
+    assert!(own_ld[0].starts_with("/events/bulk/"), "{own_ld:?}");
+    // LaunchDarkly → Segment: the source's own tracking API.
+    assert_eq!(own_segment.requests().len(), 1);
+    assert_eq!(own_segment.requests()[0].path, "/v1/batch");
+    // The relay has no host of its own: the global events_url.
+    let global_ld: Vec<String> = app
+        .launchdarkly
+        .requests()
+        .iter()
+        .map(|request| request.path.clone())
+        .collect();
+    assert_eq!(global_ld, ["/bulk"]);
+    assert!(app.segment.requests().is_empty());
+}
