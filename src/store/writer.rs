@@ -183,7 +183,7 @@ async fn connect(store: &Store) -> Result<SqliteConnection, StoreError> {
     let mut conn = store.dedicated_connection().await?;
     // After a failed commit, the dedupe key file may lack the keys of one
     // that reached the database.
-    super::keys::catch_up(&mut conn).await?;
+    keys::catch_up(&mut conn).await?;
     // SQLite's busy handler backs off to 100 ms sleeps and can miss the
     // short gaps another writer (retention, the CLI) leaves between its
     // transactions; the writer polls every millisecond itself instead
