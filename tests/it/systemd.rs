@@ -292,6 +292,32 @@ async fn ldbridge_reload_returns_once_the_new_config_serves_and_fails_when_it_is
         "{text}"
     );
     assert_eq!(post(&client, &daemon, "key-two", "after-bad").await, 200);
+    // A bad trigger: the daemon rejects the file, naming the trigger's
+    // key, line and column, and the running config serves on.
+    Fixture::new(dir.path(), "http://127.0.0.1:9", "http://127.0.0.1:9")
+        .set("dispatch", "schedule", &format!("{EVERY_SECOND:?}"))
+        .set("segment_source", "write_key", "\"key-two\"")
+        .set("launchdarkly_source", "sdk_key", "\"sdk-literal-1\"")
+        .unset("launchdarkly_source", "mobile_key")
+        .set(
+            "launchdarkly_source",
+            "to_segment",
+            r#"{ write_key = "wk-literal-1", trigger = 'kind = "custom" and' }"#,
+        )
+        .write();
+    let (code, text) = reload_command(&config);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("rejected")
+            && text.contains("to_segment.trigger")
+            && text.contains("column")
+            && text.contains("expected a condition"),
+        "{text}"
+    );
+    assert_eq!(
+        post(&client, &daemon, "key-two", "after-bad-trigger").await,
+        200
+    );
     // A file that does not even parse: the command says so (exit 2) and
     // signals nothing.
     std::fs::write(&config, "[server\nlisten = ").unwrap();
