@@ -80,27 +80,28 @@ pub fn limits(config: &Config, route: Route) -> (usize, usize) {
 /// not take it, or the mapping's reasons). Never fails: problems are
 /// `Skip`/`Fail`.
 pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
-    if let Some(reason) = not_triggered(config, route, event) {
-        return Prepared::Skip(reason);
-    }
-    prepare_again(config, route, event, now)
+    prepare_with(config, route, event, now, Triggers::Check)
 }
 
-/// Why the current config's trigger for `route` does not take `event`, if
-/// one does not. Checked only when an event is first batched: a batch
-/// already formed keeps its events whatever a reload changes.
-fn not_triggered(config: &Config, route: Route, event: &StoredEvent) -> Option<String> {
-    if route != Route::LaunchDarklyToSegment {
-        return None;
-    }
-    let trigger = ld_source(config, &event.source)
-        .ok()?
-        .to_segment
-        .as_ref()?
-        .trigger
-        .as_ref()?;
-    let value: Value = serde_json::from_str(&event.body).ok()?;
-    (!trigger.matches(&value, Dialect::LaunchDarkly)).then(|| {
+/// Prepares an event of a batch already formed (a retry, a resend): the
+/// mapping alone. Triggers are checked only when an event is first
+/// batched, so a batch keeps its events whatever a reload changes.
+pub fn prepare_again(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
+    prepare_with(config, route, event, now, Triggers::Skip)
+}
+
+/// Whether the current config's triggers decide (a new batch) or not (a
+/// batch already formed).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Triggers {
+    Check,
+    Skip,
+}
+
+/// Why `source`'s `to_segment.trigger` does not take `event`, if it does not.
+fn not_triggered(source: Option<&LaunchDarklySource>, event: &Value) -> Option<String> {
+    let trigger = source?.to_segment.as_ref()?.trigger.as_ref()?;
+    (!trigger.matches(event, Dialect::LaunchDarkly)).then(|| {
         format!(
             "no mapping matches (to_segment.trigger: {})",
             trigger.text()
@@ -108,9 +109,13 @@ fn not_triggered(config: &Config, route: Route, event: &StoredEvent) -> Option<S
     })
 }
 
-/// Prepares an event of a batch already formed (a retry, a resend), or for
-/// a new one after [`prepare`]'s checks: the mapping alone.
-pub fn prepare_again(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
+fn prepare_with(
+    config: &Config,
+    route: Route,
+    event: &StoredEvent,
+    now: i64,
+    triggers: Triggers,
+) -> Prepared {
     if route == Route::LaunchDarklyRelay {
         return relay_lane(event);
     }
@@ -138,6 +143,11 @@ pub fn prepare_again(config: &Config, route: Route, event: &StoredEvent, now: i6
                 return Prepared::Skip("diagnostic events are not exported to Segment".to_owned());
             }
             let source = ld_source(config, &event.source).ok();
+            if triggers == Triggers::Check {
+                if let Some(reason) = not_triggered(source, &value) {
+                    return Prepared::Skip(reason);
+                }
+            }
             let environment = meta
                 .as_ref()
                 .and_then(|meta| meta.env.as_deref())
