@@ -405,8 +405,8 @@ fn compare(actual: Option<&Value>, op: Op, literal: &Literal) -> bool {
     match (op, literal) {
         (Op::Eq, Literal::Null) => actual.is_none_or(Value::is_null),
         (Op::Ne, Literal::Null) => actual.is_some_and(|value| !value.is_null()),
-        (Op::Eq, literal) => js_string(actual) == literal_string(literal),
-        (Op::Ne, literal) => js_string(actual) != literal_string(literal),
+        (Op::Eq, literal) => same_text(actual, literal),
+        (Op::Ne, literal) => !same_text(actual, literal),
         (op, literal) => {
             let (left, right) = (js_number(actual), literal_number(literal));
             match op {
@@ -416,6 +416,15 @@ fn compare(actual: Option<&Value>, op: Op, literal: &Literal) -> bool {
                 _ => left >= right,
             }
         }
+    }
+}
+
+/// `String(actual) === String(literal)`, without writing either out when
+/// both are strings (the usual trigger: `event = "Order Completed"`).
+fn same_text(actual: Option<&Value>, literal: &Literal) -> bool {
+    match (actual, literal) {
+        (Some(Value::String(actual)), Literal::Text(text)) => actual == text,
+        (actual, literal) => js_string(actual) == literal_string(literal),
     }
 }
 
@@ -459,17 +468,22 @@ fn js_number(value: Option<&Value>) -> f64 {
         Some(Value::Null) => 0.0,
         Some(Value::Bool(b)) => f64::from(u8::from(*b)),
         Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
-        Some(Value::String(s)) => match s.trim() {
-            "" => 0.0,
-            text => text.parse().unwrap_or(f64::NAN),
-        },
+        Some(Value::String(s)) => text_number(s),
         Some(_) => f64::NAN,
+    }
+}
+
+/// JavaScript's `Number(text)`: blank is 0, the rest NaN unless numeric.
+fn text_number(text: &str) -> f64 {
+    match text.trim() {
+        "" => 0.0,
+        text => text.parse().unwrap_or(f64::NAN),
     }
 }
 
 fn literal_number(literal: &Literal) -> f64 {
     match literal {
-        Literal::Text(text) => js_number(Some(&Value::String(text.clone()))),
+        Literal::Text(text) => text_number(text),
         Literal::Number(n) => *n,
         Literal::Bool(b) => f64::from(u8::from(*b)),
         Literal::Null => 0.0,
