@@ -121,6 +121,7 @@ pub fn config(
             events_url: None,
         }),
         relay_to_segment: true,
+        mappings: Default::default(),
     });
     config.launchdarkly_sources.push(LaunchDarklySource {
         name: "demo-ld".to_owned(),
@@ -132,6 +133,7 @@ pub fn config(
             write_key: Secret::new(DESTINATION_WRITE_KEY),
             trigger: None,
             api_url: None,
+            user_id_context_kind: None,
         }),
         relay_to_launchdarkly: true,
         copy_custom_data: false,

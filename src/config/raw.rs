@@ -72,6 +72,27 @@ pub(super) struct SegmentSource {
     pub to_launchdarkly: Option<LaunchDarklyDestination>,
     #[serde(default)]
     pub relay_to_segment: bool,
+    /// `[[segment_source.mapping]]`
+    #[serde(default)]
+    pub mapping: Vec<Mapping>,
+}
+
+/// One `[[segment_source.mapping]]`: every value spanned, so a mistake
+/// points at its key's line and column.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Mapping {
+    pub action: Spanned<String>,
+    pub trigger: Option<Spanned<String>>,
+    pub enabled: Option<Spanned<bool>>,
+    pub event_name: Option<Spanned<toml::Value>>,
+    pub context_kind: Option<Spanned<toml::Value>>,
+    pub user_key: Option<Spanned<toml::Value>>,
+    pub additional_context_keys: Option<Spanned<toml::Value>>,
+    pub metric_value: Option<Spanned<toml::Value>>,
+    pub event_properties: Option<Spanned<toml::Value>>,
+    pub previous_key: Option<Spanned<toml::Value>>,
+    pub timestamp: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -103,4 +124,6 @@ pub(super) struct SegmentDestination {
     pub write_key: String,
     pub trigger: Option<Spanned<String>>,
     pub api_url: Option<String>,
+    pub user_id_context_kind: Option<String>,
+    pub copy_custom_data: Option<bool>,
 }

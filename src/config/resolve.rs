@@ -5,6 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use super::*;
+use crate::map::mapping::{MappingSpec, Mappings};
 
 /// Turns the raw file into `Config`: parses durations, resolves secrets and
 /// normalizes URLs, naming the key in every error.
@@ -151,6 +152,7 @@ impl Resolver<'_> {
                 events_url: dest.events_url.map(strip_trailing_slash),
             }),
         };
+        let mappings = self.mappings(&raw.mapping, &label)?;
         Ok(SegmentSource {
             write_key: self.secret(&raw.write_key, &format!("{label} write_key"))?,
             webhook_secret: self
@@ -158,6 +160,58 @@ impl Resolver<'_> {
             name: raw.name,
             to_launchdarkly,
             relay_to_segment: raw.relay_to_segment,
+            mappings,
+        })
+    }
+
+    /// Reads a source's `[[segment_source.mapping]]` list; a mistake names
+    /// the mapping and key, at the key's line and column (inside a
+    /// trigger, at the mistake itself).
+    fn mappings(&self, raw: &[raw::Mapping], label: &str) -> Result<Mappings, ConfigError> {
+        let json = |value: &Option<toml::Spanned<toml::Value>>| {
+            value.as_ref().map(|value| {
+                serde_json::to_value(value.get_ref()).unwrap_or(serde_json::Value::Null)
+            })
+        };
+        let specs: Vec<MappingSpec> = raw
+            .iter()
+            .map(|m| MappingSpec {
+                action: m.action.get_ref().clone(),
+                trigger: m.trigger.as_ref().map(|t| t.get_ref().clone()),
+                enabled: m.enabled.as_ref().map(|e| *e.get_ref()),
+                event_name: json(&m.event_name),
+                context_kind: json(&m.context_kind),
+                user_key: json(&m.user_key),
+                additional_context_keys: json(&m.additional_context_keys),
+                metric_value: json(&m.metric_value),
+                event_properties: json(&m.event_properties),
+                previous_key: json(&m.previous_key),
+                timestamp: json(&m.timestamp),
+            })
+            .collect();
+        Mappings::from_specs(&specs).map_err(|(i, error)| {
+            let m = &raw[i];
+            let key = format!("{label} mapping[{i}].{}", error.key);
+            if let (Some(trigger), Some(offset)) = (&m.trigger, error.offset) {
+                let at = self.inside_string(trigger.span().start, offset, &key);
+                return ConfigError::Parse(format!("{}{at}: {}", self.origin, error.message));
+            }
+            let span = match error.key {
+                "trigger" => m.trigger.as_ref().map(|v| v.span()),
+                "enabled" => m.enabled.as_ref().map(|v| v.span()),
+                "event_name" => m.event_name.as_ref().map(|v| v.span()),
+                "context_kind" => m.context_kind.as_ref().map(|v| v.span()),
+                "user_key" => m.user_key.as_ref().map(|v| v.span()),
+                "additional_context_keys" => m.additional_context_keys.as_ref().map(|v| v.span()),
+                "metric_value" => m.metric_value.as_ref().map(|v| v.span()),
+                "event_properties" => m.event_properties.as_ref().map(|v| v.span()),
+                "previous_key" => m.previous_key.as_ref().map(|v| v.span()),
+                "timestamp" => m.timestamp.as_ref().map(|v| v.span()),
+                _ => None,
+            }
+            .unwrap_or_else(|| m.action.span());
+            let at = location(self.text, span.start, Some(&key));
+            ConfigError::Parse(format!("{}{at}: {}", self.origin, error.message))
         })
     }
 
@@ -167,6 +221,13 @@ impl Resolver<'_> {
         raw: raw::LaunchDarklySource,
     ) -> Result<LaunchDarklySource, ConfigError> {
         let label = source_label("launchdarkly_source", index, &raw.name);
+        // `to_segment.copy_custom_data` (the contract's place) wins over the
+        // source-level key of earlier versions.
+        let copy_custom_data = raw
+            .to_segment
+            .as_ref()
+            .and_then(|dest| dest.copy_custom_data)
+            .unwrap_or(raw.copy_custom_data);
         let to_segment = match raw.to_segment {
             None => None,
             Some(dest) => Some(SegmentDestination {
@@ -177,6 +238,7 @@ impl Resolver<'_> {
                     .map(|text| self.trigger(&text, &format!("{label} to_segment.trigger")))
                     .transpose()?,
                 api_url: dest.api_url.map(strip_trailing_slash),
+                user_id_context_kind: dest.user_id_context_kind,
             }),
         };
         Ok(LaunchDarklySource {
@@ -187,7 +249,7 @@ impl Resolver<'_> {
             project_id: raw.project_id,
             to_segment,
             relay_to_launchdarkly: raw.relay_to_launchdarkly,
-            copy_custom_data: raw.copy_custom_data,
+            copy_custom_data,
         })
     }
 
@@ -201,23 +263,26 @@ impl Resolver<'_> {
         raw.get_ref()
             .parse()
             .map_err(|error: crate::map::trigger::TriggerError| {
-                // The span starts at the opening quote(s); offsets inside
-                // are exact for literal strings (single quotes, the usual
-                // way to write a trigger) and for basic strings without
-                // escapes.
-                let start = raw.span().start;
-                let quotes = match self.text.get(start..start + 3) {
-                    // TOML drops a newline right after a multi-line opener.
-                    Some("'''" | r#"""""#) => match self.text.get(start + 3..) {
-                        Some(rest) if rest.starts_with("\r\n") => 5,
-                        Some(rest) if rest.starts_with('\n') => 4,
-                        _ => 3,
-                    },
-                    _ => 1,
-                };
-                let at = location(self.text, start + quotes + error.offset, Some(key));
+                let at = self.inside_string(raw.span().start, error.offset, key);
                 ConfigError::Parse(format!("{}{at}: invalid trigger: {error}", self.origin))
             })
+    }
+
+    /// The location of byte `offset` inside the string value whose span
+    /// starts at `start` (at its opening quote or quotes). Exact for literal
+    /// strings (single quotes, the usual way to write a trigger) and for
+    /// basic strings without escapes.
+    fn inside_string(&self, start: usize, offset: usize, key: &str) -> String {
+        let quotes = match self.text.get(start..start + 3) {
+            // TOML drops a newline right after a multi-line opener.
+            Some("'''" | r#"""""#) => match self.text.get(start + 3..) {
+                Some(rest) if rest.starts_with("\r\n") => 5,
+                Some(rest) if rest.starts_with('\n') => 4,
+                _ => 3,
+            },
+            _ => 1,
+        };
+        location(self.text, start + quotes + offset, Some(key))
     }
 
     pub(super) fn duration_or(

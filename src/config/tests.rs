@@ -810,3 +810,82 @@ fn per_source_hosts_parse_lose_a_trailing_slash_and_need_a_scheme() {
         &["launchdarkly_source \"prod\" to_segment.api_url"],
     );
 }
+
+#[test]
+fn mappings_parse_with_the_contracts_fields_and_mistakes_point_at_their_key() {
+    let source = "[[segment_source]]\nname = \"web\"\nwrite_key = \"wk-1\"\n\
+        to_launchdarkly = { client_side_id = \"6488674dc2ea1d6673731ba2\" }\n";
+    let config = parse(&format!(
+        "{source}[[segment_source.mapping]]\naction = \"custom\"\n\
+         trigger = 'type = \"track\" and event = \"Order Completed\"'\n\
+         event_name = \"purchase\"\ncontext_kind = \"user\"\n\
+         user_key = [\"$.userId\", \"$.anonymousId\"]\n\
+         additional_context_keys = {{ unauthenticatedUser = \"$.anonymousId\", organization = \"$.context.groupId\" }}\n\
+         metric_value = [\"$.properties.total\", \"$.properties.value\"]\n\
+         event_properties = \"$.properties\"\ntimestamp = \"$.timestamp\"\n\
+         [[segment_source.mapping]]\naction = \"alias\"\nenabled = false\n"
+    ))
+    .unwrap();
+    let mappings = &config.segment_sources[0].mappings;
+    assert!(mappings.configured());
+    let labels: Vec<String> = mappings.iter().map(|m| m.label()).collect();
+    assert_eq!(labels.len(), 1, "the turned-off alias mapping is left out");
+    assert!(labels[0].starts_with("mapping 1 (custom, #"), "{labels:?}");
+    // No mapping: the defaults.
+    let config = parse(source).unwrap();
+    assert!(!config.segment_sources[0].mappings.configured());
+
+    let message = error(&format!(
+        "{source}[[segment_source.mapping]]\naction = \"custom\"\nuser_key = \"$.\"\n"
+    ));
+    assert!(
+        message.starts_with(
+            "test.toml: line 7, column 12 (segment_source \"web\" mapping[0].user_key)"
+        ),
+        "{message}"
+    );
+    let message = error(&format!(
+        "{source}[[segment_source.mapping]]\naction = \"custom\"\n\
+         [[segment_source.mapping]]\naction = \"alias\"\ntrigger = 'type = \"identify\" or'\n"
+    ));
+    assert!(
+        message.starts_with(
+            "test.toml: line 9, column 32 (segment_source \"web\" mapping[1].trigger)"
+        ),
+        "{message}"
+    );
+    let message = error(&format!(
+        "{source}[[segment_source.mapping]]\naction = \"track\"\n"
+    ));
+    assert!(message.contains("mapping[0].action"), "{message}");
+    assert!(message.contains("\"custom\""), "{message}");
+    let message = error(&format!(
+        "{source}[[segment_source.mapping]]\naction = \"custom\"\nprevious_key = \"$.previousId\"\n"
+    ));
+    assert!(message.contains("line 7, column 16"), "{message}");
+    assert!(message.contains("has no field previous_key"), "{message}");
+    let message = error(&format!(
+        "{source}[[segment_source.mapping]]\naction = \"custom\"\nevent_nme = \"x\"\n"
+    ));
+    assert!(message.contains("event_nme"), "{message}");
+}
+
+#[test]
+fn to_segment_takes_the_user_id_context_kind_and_copy_custom_data() {
+    let config = parse(
+        "[[launchdarkly_source]]\nname = \"prod\"\nsdk_key = \"sdk-1\"\n\
+         to_segment = { write_key = \"wk\", user_id_context_kind = \"organization\", copy_custom_data = true }\n",
+    )
+    .unwrap();
+    let source = &config.launchdarkly_sources[0];
+    assert!(source.copy_custom_data);
+    assert_eq!(
+        source
+            .to_segment
+            .as_ref()
+            .unwrap()
+            .user_id_context_kind
+            .as_deref(),
+        Some("organization")
+    );
+}

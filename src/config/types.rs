@@ -253,6 +253,9 @@ pub struct SegmentSource {
     pub to_launchdarkly: Option<LaunchDarklyDestination>,
     /// Enables the `segment-relay` route (same write key, unchanged).
     pub relay_to_segment: bool,
+    /// `[[segment_source.mapping]]`, or Segment's default mappings when
+    /// none is configured.
+    pub mappings: crate::map::mapping::Mappings,
 }
 
 /// A LaunchDarkly environment to send to; exactly one field is set.
@@ -330,6 +333,9 @@ pub struct SegmentDestination {
     pub trigger: Option<crate::map::trigger::Trigger>,
     /// This source's own tracking API host; `None`: `segment.api_url`.
     pub api_url: Option<String>,
+    /// The context kind whose key becomes Segment's `userId` (default
+    /// `user`).
+    pub user_id_context_kind: Option<String>,
 }
 
 /// A configured source of either kind, as found by [`Config::source_by_name`].

@@ -9,9 +9,11 @@
 
 pub mod batching;
 pub mod prepare;
+pub mod profile;
 pub mod schedule;
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicI64, Ordering},
         Arc,
@@ -21,7 +23,7 @@ use std::{
 
 use tokio::{sync::Mutex, task::JoinSet};
 
-use self::prepare::Prepared;
+use self::{prepare::Prepared, profile::Profile};
 use crate::{
     clock::{self, Clock},
     config::{Config, ConfigHandle},
@@ -90,6 +92,8 @@ pub struct Dispatcher {
     /// (Unix ms): readiness checks that ticks keep coming.
     started_at: i64,
     last_tick: AtomicI64,
+    /// Stored mapping profiles read so far, by id (ids are never reused).
+    profiles: std::sync::Mutex<HashMap<i64, Arc<Profile>>>,
 }
 
 impl Dispatcher {
@@ -109,6 +113,7 @@ impl Dispatcher {
             clock,
             started_at: clock::now_ms(),
             last_tick: AtomicI64::new(0),
+            profiles: Default::default(),
         })
     }
 
@@ -245,7 +250,7 @@ impl Dispatcher {
                 .claims_expired(route.as_str(), claimed.expired.len() as u64);
         }
         for batch in claimed.batches {
-            jobs.push(self.reload(&config, batch, now).await?);
+            jobs.push(self.reload(&config, batch).await?);
         }
         if jobs.is_empty() && outcome.events_skipped == 0 {
             // Nothing formed, settled or claimed (another writer took it
@@ -275,10 +280,17 @@ impl Dispatcher {
         let limit = config.dispatch.max_batch_events * config.dispatch.max_in_flight;
         let pending = batches::pending_events(&self.store, route, limit).await?;
         let mut settled = Settled::default();
+        // Each source's profile, from the config of this run.
+        let mut profiles: HashMap<&str, (Profile, Option<String>)> = HashMap::new();
         // (event, lane, alone, json) of everything to send.
         let mut sendable = Vec::new();
         for event in &pending {
-            match prepare::prepare(config, route, event, now) {
+            let (profile, _) = profiles.entry(event.source.as_str()).or_insert_with(|| {
+                let profile = Profile::of(config, route, &event.source);
+                let definition = (profile != Profile::Unchanged).then(|| profile.definition());
+                (profile, definition)
+            });
+            match prepare::prepare(config, route, event, profile) {
                 Prepared::Send { lane, alone, json } => sendable.push((event, lane, alone, json)),
                 Prepared::Skip(reason) => settled.skipped.push((event.event_id, reason)),
                 Prepared::Fail(reason) => settled.failed.push((event.event_id, reason)),
@@ -294,10 +306,16 @@ impl Dispatcher {
         let groups = batching::plan(&items, max_events, max_bytes);
         let plans: Vec<batches::BatchPlan> = groups
             .iter()
-            .map(|group| batches::BatchPlan {
-                source: sendable[group[0]].0.source.clone(),
-                lane: sendable[group[0]].1.clone(),
-                event_ids: group.iter().map(|&i| sendable[i].0.event_id).collect(),
+            .map(|group| {
+                let source = &sendable[group[0]].0.source;
+                batches::BatchPlan {
+                    source: source.clone(),
+                    lane: sendable[group[0]].1.clone(),
+                    event_ids: group.iter().map(|&i| sendable[i].0.event_id).collect(),
+                    profile: profiles
+                        .get(source.as_str())
+                        .and_then(|(_, definition)| definition.clone()),
+                }
             })
             .collect();
         let change = batches::NewBatches {
@@ -340,21 +358,18 @@ impl Dispatcher {
             .collect())
     }
 
-    /// Prepares a stored batch again from its events. Preparation is
-    /// deterministic, so a retry sends the same events as the first attempt.
-    async fn reload(
-        &self,
-        config: &Config,
-        batch: ClaimedBatch,
-        now: i64,
-    ) -> Result<Job, StoreError> {
+    /// Prepares a stored batch again from its events, with the profile it
+    /// was formed with. Preparation is deterministic, so a retry or a
+    /// resend sends the same bytes as the first attempt.
+    async fn reload(&self, config: &Config, batch: ClaimedBatch) -> Result<Job, StoreError> {
         let events = batches::batch_events(&self.store, batch.id).await?;
         let meta = events.first().and_then(|event| event.meta.clone());
+        let profile = self.batch_profile(config, &batch).await?;
         let mut event_ids = Vec::with_capacity(events.len());
         let mut elements = Vec::with_capacity(events.len());
         for event in &events {
             if let Prepared::Send { json, .. } =
-                prepare::prepare_again(config, batch.route, event, now)
+                prepare::prepare_again(batch.route, event, &profile)
             {
                 event_ids.push(event.event_id);
                 elements.push(json);
@@ -366,6 +381,42 @@ impl Dispatcher {
             elements,
             meta,
         })
+    }
+
+    /// The profile `batch` was formed with (read once per profile); the
+    /// current config's for a batch formed before profiles were stored.
+    async fn batch_profile(
+        &self,
+        config: &Config,
+        batch: &ClaimedBatch,
+    ) -> Result<Arc<Profile>, StoreError> {
+        let Some(id) = batch.profile else {
+            return Ok(Arc::new(Profile::of(config, batch.route, &batch.source)));
+        };
+        if let Some(profile) = self.profiles.lock().expect("not poisoned").get(&id) {
+            return Ok(Arc::clone(profile));
+        }
+        let definition = batches::profile_definition(&self.store, id).await?;
+        let profile = match definition.map(|text| Profile::from_definition(batch.route, &text)) {
+            Some(Ok(profile)) => profile,
+            unreadable => {
+                let problem = match unreadable {
+                    Some(Err(error)) => error,
+                    _ => "missing".to_owned(),
+                };
+                tracing::warn!(
+                    batch_id = batch.id, route = %batch.route, profile = id, %problem,
+                    "The batch's stored mapping profile cannot be read; mapping with the current config."
+                );
+                return Ok(Arc::new(Profile::of(config, batch.route, &batch.source)));
+            }
+        };
+        let profile = Arc::new(profile);
+        self.profiles
+            .lock()
+            .expect("not poisoned")
+            .insert(id, Arc::clone(&profile));
+        Ok(profile)
     }
 
     /// Sends `jobs`, at most `max_in_flight` at once; returns every

@@ -11,12 +11,13 @@
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::profile::Profile;
 use crate::{
     config::{Config, LaunchDarklySource, SegmentSource, SourceRef},
     deliver::{launchdarkly, segment, Outbound, RequestError},
     domain::stored_message,
     domain::{LdEndpoint, LdMeta, Route},
-    map::{self, ld_to_segment, trigger::Dialect, Mapped},
+    map::{self, ld_to_segment, mapping::Mapping, trigger::Dialect, Mapped, Unmappable},
     store::batches::{ClaimedBatch, StoredEvent},
 };
 
@@ -58,6 +59,28 @@ fn from_mapped(mapped: Mapped, max_bytes: Option<usize>) -> Prepared {
     }
 }
 
+/// The LaunchDarkly events a Segment call maps to, as array elements
+/// joined by commas (two mappings taking one call send two events).
+fn from_events(mapped: Result<Vec<(&Mapping, Value)>, Unmappable>) -> Prepared {
+    match mapped {
+        Err(Unmappable(reason)) => Prepared::Skip(reason),
+        Ok(events) => {
+            let mut json = Vec::new();
+            for (n, (_, event)) in events.iter().enumerate() {
+                if n > 0 {
+                    json.push(b',');
+                }
+                serde_json::to_writer(&mut json, event).expect("a JSON value always serialises");
+            }
+            Prepared::Send {
+                lane: String::new(),
+                alone: false,
+                json: String::from_utf8(json).expect("serde_json writes UTF-8"),
+            }
+        }
+    }
+}
+
 /// The batch limits of `route`: the configured ones, tightened to Segment's
 /// sender limits (segment.md §7.1: 475,000 bytes and 2,500 messages a
 /// request, leaving room for the envelope) on routes to Segment.
@@ -75,32 +98,26 @@ pub fn limits(config: &Config, route: Route) -> (usize, usize) {
     }
 }
 
-/// Prepares `event` for a new batch on `route`: what the route sends for
-/// it, or why it sends nothing (a trigger of the current config that does
-/// not take it, or the mapping's reasons). Never fails: problems are
-/// `Skip`/`Fail`.
-pub fn prepare(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
-    prepare_with(config, route, event, now, Triggers::Check)
+/// Prepares `event` for a new batch on `route`, mapped with `profile`
+/// (the source's, from the current config): what the route sends for it,
+/// or why it sends nothing (the source's `to_segment.trigger` does not take
+/// it, or the mapping's reasons). Never fails: problems are `Skip`/`Fail`.
+pub fn prepare(config: &Config, route: Route, event: &StoredEvent, profile: &Profile) -> Prepared {
+    prepare_with(Some(config), route, event, profile)
 }
 
-/// Prepares an event of a batch already formed (a retry, a resend): the
-/// mapping alone. Triggers are checked only when an event is first
-/// batched, so a batch keeps its events whatever a reload changes.
-pub fn prepare_again(config: &Config, route: Route, event: &StoredEvent, now: i64) -> Prepared {
-    prepare_with(config, route, event, now, Triggers::Skip)
-}
-
-/// Whether the current config's triggers decide (a new batch) or not (a
-/// batch already formed).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Triggers {
-    Check,
-    Skip,
+/// Prepares an event of a batch already formed (a retry, a resend) with
+/// the profile the batch was formed with: the mapping alone. Triggers are
+/// checked only when an event is first batched, so a batch keeps its
+/// events, and their bytes, whatever a reload changes.
+pub fn prepare_again(route: Route, event: &StoredEvent, profile: &Profile) -> Prepared {
+    prepare_with(None, route, event, profile)
 }
 
 /// Why `source`'s `to_segment.trigger` does not take `event`, if it does not.
-fn not_triggered(source: Option<&LaunchDarklySource>, event: &Value) -> Option<String> {
-    let trigger = source?.to_segment.as_ref()?.trigger.as_ref()?;
+fn not_triggered(config: &Config, source: &str, event: &Value) -> Option<String> {
+    let source = ld_source(config, source).ok()?;
+    let trigger = source.to_segment.as_ref()?.trigger.as_ref()?;
     (!trigger.matches(event, Dialect::LaunchDarkly)).then(|| {
         format!(
             "no mapping matches (to_segment.trigger: {})",
@@ -109,12 +126,12 @@ fn not_triggered(source: Option<&LaunchDarklySource>, event: &Value) -> Option<S
     })
 }
 
+/// `config` is there when triggers decide (a new batch).
 fn prepare_with(
-    config: &Config,
+    config: Option<&Config>,
     route: Route,
     event: &StoredEvent,
-    now: i64,
-    triggers: Triggers,
+    profile: &Profile,
 ) -> Prepared {
     if route == Route::LaunchDarklyRelay {
         return relay_lane(event);
@@ -131,39 +148,43 @@ fn prepare_with(
         };
         stored_message::restore(&mut value, row);
     }
-    match route {
-        Route::SegmentToLaunchDarkly => from_mapped(map::segment_to_ld::map(&value, now), None),
-        Route::SegmentRelay => from_mapped(
+    match (route, profile) {
+        (Route::SegmentToLaunchDarkly, Profile::Mappings(mappings)) => {
+            from_events(map::segment_to_ld::map(mappings, &value, event.received_at))
+        }
+        (Route::SegmentRelay, _) => from_mapped(
             map::segment_relay::map(&value),
             Some(segment::MAX_SENT_MESSAGE_BYTES),
         ),
-        Route::LaunchDarklyToSegment => {
+        (Route::LaunchDarklyToSegment, Profile::Export(export)) => {
             let meta = parse_meta(event);
             if meta.as_ref().is_some_and(|meta| meta.diagnostic) {
                 return Prepared::Skip("diagnostic events are not exported to Segment".to_owned());
             }
-            let source = ld_source(config, &event.source).ok();
-            if triggers == Triggers::Check {
-                if let Some(reason) = not_triggered(source, &value) {
-                    return Prepared::Skip(reason);
-                }
+            if let Some(reason) =
+                config.and_then(|config| not_triggered(config, &event.source, &value))
+            {
+                return Prepared::Skip(reason);
             }
             let environment = meta
                 .as_ref()
                 .and_then(|meta| meta.env.as_deref())
-                .or_else(|| source.and_then(|s| s.client_side_id.as_deref()));
+                .or(export.environment.as_deref());
             let origin = ld_to_segment::Origin {
                 dedupe_key: &event.dedupe_key,
-                project_id: source.and_then(|s| s.project_id.as_deref()),
+                project_id: export.project_id.as_deref(),
                 environment,
-                copy_custom_data: source.is_some_and(|s| s.copy_custom_data),
+                copy_custom_data: export.copy_custom_data,
+                user_id_kind: &export.user_id_context_kind,
             };
             from_mapped(
                 ld_to_segment::map(&value, &origin),
                 Some(segment::MAX_SENT_MESSAGE_BYTES),
             )
         }
-        Route::LaunchDarklyRelay => relay_lane(event),
+        (route, profile) => Prepared::Fail(format!(
+            "no {route} mapping in the batch's stored profile ({profile:?})"
+        )),
     }
 }
 

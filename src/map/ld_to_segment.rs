@@ -17,8 +17,9 @@ use uuid::Uuid;
 use super::{Mapped, Unmappable};
 use crate::clock;
 
-/// The kind whose key becomes Segment's `userId`.
-const USER_KIND: &str = "user";
+/// The kind whose key becomes Segment's `userId` by default, and the kind
+/// of a context that names none.
+pub const USER_KIND: &str = "user";
 /// Tail of every "kind not exported" skip reason.
 const EXPORTED: &str = "LaunchDarkly's Data Export sends only feature, custom, click and pageview";
 /// Kinds LaunchDarkly SDKs and tools send that Data Export leaves out; any
@@ -53,6 +54,9 @@ pub struct Origin<'a> {
     /// LaunchDarkly does): put it at `properties.data` (nested, so it can never
     /// overwrite key/version/…) when it is present and not null.
     pub copy_custom_data: bool,
+    /// The context kind whose key becomes `userId` (`to_segment.user_id_context_kind`,
+    /// default `user`).
+    pub user_id_kind: &'a str,
 }
 
 /// The four kinds Data Export sends to Segment.
@@ -160,7 +164,7 @@ fn message(event: &Value, origin: &Origin<'_>) -> Result<Value, Unmappable> {
         )
     })?;
     let context_keys = context_keys(fields);
-    let (id_field, id) = identity(&context_keys).ok_or_else(|| {
+    let (id_field, id) = identity(&context_keys, origin.user_id_kind).ok_or_else(|| {
         format!(
             "{} event has no context key (no string key in contextKeys, context, userKey or user), \
              so Segment would get neither userId nor anonymousId",
@@ -295,11 +299,12 @@ fn from_legacy_user(fields: &Fields) -> Fields {
     keys
 }
 
-/// `("userId", key)` for the user kind, else `("anonymousId", "<kind>:<key>")`
-/// of the alphabetically first kind, because Segment rejects a message with
-/// neither id. `None` when there are no context keys.
-fn identity(context_keys: &Fields) -> Option<(&'static str, String)> {
-    if let Some(user) = context_keys.get(USER_KIND).and_then(Value::as_str) {
+/// `("userId", key)` for `user_kind` (`user` by default), else
+/// `("anonymousId", "<kind>:<key>")` of the alphabetically first kind,
+/// because Segment rejects a message with neither id. `None` when there
+/// are no context keys.
+fn identity(context_keys: &Fields, user_kind: &str) -> Option<(&'static str, String)> {
+    if let Some(user) = context_keys.get(user_kind).and_then(Value::as_str) {
         return Some(("userId", user.to_string()));
     }
     let (kind, key) = context_keys
@@ -395,6 +400,7 @@ mod tests {
             project_id: Some(PROJECT),
             environment: Some(ENVIRONMENT),
             copy_custom_data: false,
+            user_id_kind: USER_KIND,
         }
     }
 
@@ -817,5 +823,29 @@ mod tests {
             message_id(""),
             Uuid::new_v5(&Uuid::NAMESPACE_URL, b"").to_string()
         );
+    }
+
+    #[test]
+    fn user_id_context_kind_picks_the_kind_whose_key_is_the_user_id() {
+        let event = json!({"kind": "custom", "creationDate": 1, "key": "e",
+                           "contextKeys": {"user": "u-1", "organization": "org-9"}});
+        let by_org = Origin {
+            user_id_kind: "organization",
+            ..origin(DEDUPE_KEY)
+        };
+        let message = sent_with(event.clone(), &by_org);
+        assert_eq!(message["userId"], "org-9");
+        assert_eq!(sent(event)["userId"], "u-1");
+        // A kind the event lacks: the anonymousId rule, as without the user kind.
+        let by_device = Origin {
+            user_id_kind: "device",
+            ..origin(DEDUPE_KEY)
+        };
+        let message = sent_with(
+            json!({"kind": "custom", "creationDate": 1, "key": "e", "contextKeys": {"user": "u-1"}}),
+            &by_device,
+        );
+        assert_eq!(message["anonymousId"], "user:u-1");
+        assert!(message.get("userId").is_none());
     }
 }

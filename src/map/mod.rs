@@ -7,6 +7,7 @@
 //! I/O: the current time is passed in.
 
 pub mod ld_to_segment;
+pub mod mapping;
 pub mod segment_relay;
 pub mod segment_to_ld;
 pub mod trigger;

@@ -1,59 +1,102 @@
-//! Segment → LaunchDarkly: one stored Segment message becomes the one
-//! LaunchDarkly event that Segment's "LaunchDarkly (Actions)" destination
-//! builds with its default field mappings (`spec/mapping.md` §a).
+//! Segment → LaunchDarkly: one stored Segment message becomes the
+//! LaunchDarkly events its source's mappings produce: by default the one
+//! event Segment's "LaunchDarkly (Actions)" destination builds with its
+//! default field mappings (`spec/mapping.md` §a), else one event per
+//! configured mapping whose trigger takes the call ([`super::mapping`]).
 //!
-//! Owns the `track` → `custom` and `identify`/`alias` → `alias` rules, the
+//! Owns applying a mapping: the `custom` and `alias` event shapes, the
 //! coercion of ids and metric values, and the skip reasons operators see.
 //! Does not own skew correction (ingest stores the corrected `timestamp`),
 //! the bulk array, headers or payload id (`deliver`), or batching (`dispatch`).
 
+use std::borrow::Cow;
+
 use serde_json::{json, Map, Number, Value};
 
-use super::{Mapped, Unmappable};
+use super::{
+    mapping::{Action, Field, Mapping, Mappings},
+    Unmappable,
+};
 use crate::clock;
 
-/// The kind `contextKeys` uses for the user key (`context_kind` default).
+/// The kind `contextKeys` uses for the user key when `context_kind` has no value.
 const USER_KIND: &str = "user";
-/// The kind the anonymous id goes under (`additional_context_keys` default).
-const ANONYMOUS_KIND: &str = "unauthenticatedUser";
-/// Tail of every "no equivalent" skip reason.
+/// Tail of every "no equivalent" skip reason of the default mappings.
 const ONLY_MAPPED: &str = "Segment's LaunchDarkly destination maps only track, identify and alias";
 
-type Fields = Map<String, Value>;
-
-/// Maps one stored Segment message to the LaunchDarkly event Segment's
-/// destination would send for it.
+/// Maps one stored Segment message with `mappings`: the events of every
+/// mapping whose trigger takes it, in the mappings' order, each with the
+/// mapping that produced it.
 ///
-/// `creationDate` comes from the message's (already skew-corrected)
-/// `timestamp`; `now_ms` is used when it is missing or unparsable. Returns
-/// [`Mapped::Skip`] with an operator-facing reason when the message is not a
-/// JSON object, its `type` has no LaunchDarkly equivalent (page, screen,
-/// group, unknown or missing), or a field the destination requires is missing
-/// or invalid. Never panics.
-pub fn map(message: &Value, now_ms: i64) -> Mapped {
-    let Some(fields) = message.as_object() else {
-        return Mapped::Skip("stored message is not a JSON object".to_string());
-    };
-    if let Some(reason) = turned_off(fields.get("integrations")) {
-        return Mapped::Skip(reason);
+/// `creationDate` comes from the `timestamp` field (by default the
+/// message's skew-corrected `timestamp`); `fallback_ms` (the time the
+/// event was received) is used when it has none or it is unparsable, so
+/// a batch maps the same on every attempt. Errs with an operator-facing
+/// reason when the message is not a JSON object, its `integrations` turn
+/// LaunchDarkly off, no mapping takes it, or every mapping that takes it
+/// lacks a field it requires (each one named). Never panics.
+pub fn map<'m>(
+    mappings: &'m Mappings,
+    message: &Value,
+    fallback_ms: i64,
+) -> Result<Vec<(&'m Mapping, Value)>, Unmappable> {
+    if !message.is_object() {
+        return Err(Unmappable(
+            "stored message is not a JSON object".to_string(),
+        ));
     }
-    let created = creation_date(fields.get("timestamp"), now_ms);
-    let result = match fields.get("type").and_then(Value::as_str) {
-        Some("track") => track(fields, created),
-        Some(kind @ ("identify" | "alias")) => alias(fields, kind, created),
-        Some(kind @ ("page" | "screen" | "group")) => Err(Unmappable(format!(
-            "{kind} calls have no LaunchDarkly equivalent ({ONLY_MAPPED})"
-        ))),
-        Some(other) => Err(Unmappable(format!(
-            "unknown Segment type {other:?} ({ONLY_MAPPED})"
-        ))),
-        None => Err(Unmappable(format!(
-            "message has no string `type` ({ONLY_MAPPED})"
-        ))),
-    };
-    match result {
-        Ok(event) => Mapped::Send(event),
-        Err(unmappable) => unmappable.into(),
+    if let Some(reason) = turned_off(message.get("integrations")) {
+        return Err(Unmappable(reason));
+    }
+    let mut events = Vec::new();
+    let mut reasons = Vec::new();
+    for mapping in mappings.iter().filter(|mapping| mapping.takes(message)) {
+        match apply(mapping, message, fallback_ms) {
+            Ok(event) => events.push((mapping, event)),
+            Err(Unmappable(reason)) => reasons.push(format!("{}: {reason}", mapping.label())),
+        }
+    }
+    if !events.is_empty() {
+        return Ok(events);
+    }
+    if !reasons.is_empty() {
+        return Err(Unmappable(reasons.join("; ")));
+    }
+    Err(Unmappable(no_match(mappings, message)))
+}
+
+/// Applies one mapping that takes `call`.
+pub fn apply(mapping: &Mapping, call: &Value, fallback_ms: i64) -> Result<Value, Unmappable> {
+    let created = creation_date(
+        mapping.timestamp.resolve(call, true).as_deref(),
+        fallback_ms,
+    );
+    match mapping.action {
+        Action::Custom => custom(mapping, call, created),
+        Action::Alias => alias(mapping, call, created),
+    }
+}
+
+/// Why no mapping takes `message`: for the defaults, the call type's
+/// story; else every mapping's trigger.
+fn no_match(mappings: &Mappings, message: &Value) -> String {
+    if mappings.configured() {
+        let triggers: Vec<String> = mappings
+            .iter()
+            .map(|mapping| format!("{} takes {}", mapping.label(), mapping.trigger.text()))
+            .collect();
+        return if triggers.is_empty() {
+            "no mapping matches (every mapping of the source is turned off)".to_owned()
+        } else {
+            format!("no mapping matches ({})", triggers.join("; "))
+        };
+    }
+    match message.get("type").and_then(Value::as_str) {
+        Some(kind @ ("page" | "screen" | "group")) => {
+            format!("{kind} calls have no LaunchDarkly equivalent ({ONLY_MAPPED})")
+        }
+        Some(other) => format!("unknown Segment type {other:?} ({ONLY_MAPPED})"),
+        None => format!("message has no string `type` ({ONLY_MAPPED})"),
     }
 }
 
@@ -86,28 +129,33 @@ fn turned_off(integrations: Option<&Value>) -> Option<String> {
     })
 }
 
-/// `track` → `custom`, keys in the order the destination produces them.
-fn track(fields: &Fields, created: i64) -> Result<Value, Unmappable> {
-    let key = match fields.get("event") {
-        Some(Value::String(name)) if !name.is_empty() => name.clone(),
-        None | Some(Value::Null) | Some(Value::String(_)) => {
-            return Err(Unmappable(
-                "track without an event name has no LaunchDarkly event key".to_string(),
-            ))
-        }
-        Some(_) => return Err(Unmappable("track `event` is not a string".to_string())),
-    };
-    let properties = match fields.get("properties") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(properties)) => properties.clone(),
-        Some(_) => {
-            return Err(Unmappable(
-                "track `properties` is not a JSON object".to_string(),
-            ))
+/// A `custom` event (trackEvent), keys in the order the destination
+/// produces them.
+fn custom(mapping: &Mapping, call: &Value, created: i64) -> Result<Value, Unmappable> {
+    let key = match mapping.event_name.pick(call, true) {
+        Some((_, Cow::Borrowed(Value::String(name)))) => name.clone(),
+        Some((_, Cow::Owned(Value::String(name)))) => name,
+        None => return Err(missing("event_name", &mapping.event_name)),
+        Some((from, _)) => {
+            return Err(Unmappable(format!(
+                "event_name ({}) is not a string",
+                from.describe()
+            )))
         }
     };
-    let context_keys = context_keys(fields)?;
-    let metric = metric_value(&properties)?;
+    let properties = match mapping.event_properties.pick(call, false) {
+        None => Map::new(),
+        Some((_, Cow::Owned(Value::Object(properties)))) => properties,
+        Some((_, Cow::Borrowed(Value::Object(properties)))) => properties.clone(),
+        Some((from, _)) => {
+            return Err(Unmappable(format!(
+                "event_properties ({}) is not a JSON object",
+                from.describe()
+            )))
+        }
+    };
+    let context_keys = context_keys(mapping, call)?;
+    let metric = metric_value(&mapping.metric_value, call)?;
 
     let mut event = Map::new();
     event.insert("kind".to_string(), "custom".into());
@@ -121,22 +169,12 @@ fn track(fields: &Fields, created: i64) -> Result<Value, Unmappable> {
     Ok(Value::Object(event))
 }
 
-/// `identify` or `alias` → legacy `alias` event (the Alias User preset).
-fn alias(fields: &Fields, kind: &str, created: i64) -> Result<Value, Unmappable> {
-    let key = id_field(fields, "userId")?.ok_or_else(|| {
-        Unmappable(format!(
-            "{kind} without userId has no LaunchDarkly user key to alias"
-        ))
-    })?;
-    let previous = match id_field(fields, "previousId")? {
-        Some(previous) => previous,
-        None => id_field(fields, "anonymousId")?.ok_or_else(|| {
-            format!(
-                "{kind} has neither previousId nor anonymousId, \
-                 so there is no previous key to alias"
-            )
-        })?,
-    };
+/// A legacy `alias` event (aliasUser).
+fn alias(mapping: &Mapping, call: &Value, created: i64) -> Result<Value, Unmappable> {
+    let key = id(&mapping.user_key, "user_key", call)?
+        .ok_or_else(|| missing("user_key", &mapping.user_key))?;
+    let previous = id(&mapping.previous_key, "previous_key", call)?
+        .ok_or_else(|| missing("previous_key", &mapping.previous_key))?;
     Ok(json!({
         "kind": "alias",
         "key": key,
@@ -147,49 +185,89 @@ fn alias(fields: &Fields, kind: &str, created: i64) -> Result<Value, Unmappable>
     }))
 }
 
-/// Segment's `constructContextKeys` with the default mappings: the anonymous
-/// id first, then the user key spread last so it would win a same-named kind.
-fn context_keys(fields: &Fields) -> Result<Value, Unmappable> {
-    let user = user_key(fields)?.ok_or_else(|| {
-        "track has neither userId nor anonymousId, so there is no LaunchDarkly context key"
-            .to_string()
-    })?;
+/// The skip reason for a required field with no value, naming it as
+/// Segment's destination does.
+fn missing(name: &str, field: &Field) -> Unmappable {
+    Unmappable(format!(
+        "the required field {name} ({}) has no value",
+        field.describe()
+    ))
+}
+
+/// Segment's `constructContextKeys`: the additional keys first, then the
+/// user key under the context kind, spread last so it wins a same-named
+/// kind.
+fn context_keys(mapping: &Mapping, call: &Value) -> Result<Value, Unmappable> {
+    let user = id(&mapping.user_key, "user_key", call)?
+        .ok_or_else(|| missing("user_key", &mapping.user_key))?;
+    let kind = match mapping.context_kind.pick(call, true) {
+        None => USER_KIND.to_owned(),
+        Some((_, value)) if value.is_string() => value.as_str().unwrap_or(USER_KIND).to_owned(),
+        Some((from, _)) => {
+            return Err(Unmappable(format!(
+                "context_kind ({}) is not a string",
+                from.describe()
+            )))
+        }
+    };
     let mut keys = Map::new();
-    // Segment would stringify an explicit null anonymousId to "null"; the spec's
+    // Segment would stringify a null additional key to "null"; the spec's
     // bridge decision is to leave null and empty additional keys out instead.
-    if let Some(anonymous) = id_field(fields, "anonymousId")? {
-        keys.insert(ANONYMOUS_KIND.to_string(), anonymous.into());
+    for (name, field) in &mapping.additional_context_keys {
+        if let Some(key) = id(field, "additional_context_keys", call)? {
+            keys.insert(name.clone(), key.into());
+        }
     }
-    keys.insert(USER_KIND.to_string(), user.into());
+    keys.insert(kind, user.into());
     Ok(Value::Object(keys))
 }
 
-/// `userId` if present, else `anonymousId`; `Ok(None)` when neither is.
-fn user_key(fields: &Fields) -> Result<Option<String>, Unmappable> {
-    match id_field(fields, "userId")? {
-        Some(id) => Ok(Some(id)),
-        None => id_field(fields, "anonymousId"),
+/// An id as the string Segment's destination would send; `Ok(None)` when
+/// the field has no value.
+///
+/// `null` is no value, as in Segment's `@if exists`. Empty strings are no
+/// value either, which is a bridge decision: Segment picks `""`, strips it
+/// and drops the whole event for a missing key, whereas falling back to
+/// the next id of a list keeps events from libraries that send
+/// `userId: ""` for logged-out visitors. Numbers and booleans take their
+/// JS `String(v)` form, as Segment's type coercion gives them; objects and
+/// arrays fail its validation.
+fn id(field: &Field, name: &str, call: &Value) -> Result<Option<String>, Unmappable> {
+    let Some((from, value)) = field.pick(call, true) else {
+        return Ok(None);
+    };
+    match value.as_ref() {
+        Value::String(id) => Ok(Some(id.clone())),
+        Value::Number(number) => Ok(Some(js_string(number))),
+        Value::Bool(flag) => Ok(Some(flag.to_string())),
+        _ => Err(Unmappable(format!(
+            "{name} ({}) is a JSON object or array, not an id",
+            from.describe()
+        ))),
     }
 }
 
-/// An id as the string Segment's destination would send; `Ok(None)` when absent.
-///
-/// `null` is absent, as in Segment's `@if exists`. Empty strings are absent
-/// too, which is a bridge decision: Segment picks `""`, strips it and drops the
-/// whole event for a missing key, whereas falling back to the next id keeps
-/// events from libraries that send `userId: ""` for logged-out visitors.
-/// Numbers and booleans take their JS `String(v)` form, as Segment's type
-/// coercion gives them; objects and arrays fail its validation.
-fn id_field(fields: &Fields, name: &str) -> Result<Option<String>, Unmappable> {
-    match fields.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(id)) if id.is_empty() => Ok(None),
-        Some(Value::String(id)) => Ok(Some(id.clone())),
-        Some(Value::Number(number)) => Ok(Some(js_string(number))),
-        Some(Value::Bool(flag)) => Ok(Some(flag.to_string())),
-        Some(_) => Err(Unmappable(format!(
-            "`{name}` is a JSON object or array, not an id"
-        ))),
+/// The metric value, coerced to a number the way Segment's validation (Ajv
+/// `coerceTypes`) does. `Ok(None)` when the field has no value; `Err` when
+/// Segment would reject the event.
+fn metric_value(field: &Field, call: &Value) -> Result<Option<Value>, Unmappable> {
+    // An empty string is a value here (a list stops at it): Segment strips
+    // it from the mapped payload, leaving no metric rather than falling back.
+    let Some((from, value)) = field.pick(call, false) else {
+        return Ok(None);
+    };
+    let not_a_number = || {
+        Unmappable(format!(
+            "metric_value ({}) is not a number, so Segment's validation would reject the event",
+            from.describe()
+        ))
+    };
+    match value.as_ref() {
+        Value::Number(_) => Ok(Some(value.into_owned())),
+        Value::String(text) if text.is_empty() => Ok(None),
+        Value::String(text) => numeric_string(text).map(Some).ok_or_else(not_a_number),
+        Value::Bool(flag) => Ok(Some(u8::from(*flag).into())),
+        _ => Err(not_a_number()),
     }
 }
 
@@ -202,35 +280,6 @@ pub fn js_string(number: &Number) -> String {
     match number.as_f64() {
         Some(float) => ryu_js::Buffer::new().format(float).to_owned(),
         None => number.to_string(),
-    }
-}
-
-/// `properties.revenue` if present (not null), else `properties.value`,
-/// coerced to a number the way Segment's validation (Ajv `coerceTypes`) does.
-/// `Ok(None)` when neither is present; `Err` when Segment would reject the event.
-fn metric_value(properties: &Fields) -> Result<Option<Value>, Unmappable> {
-    let picked = ["revenue", "value"].into_iter().find_map(|name| {
-        properties
-            .get(name)
-            .filter(|value| !value.is_null())
-            .map(|value| (name, value))
-    });
-    let Some((name, value)) = picked else {
-        return Ok(None);
-    };
-    let not_a_number = || {
-        Unmappable(format!(
-            "properties.{name} is not a number, so Segment's validation would reject the event"
-        ))
-    };
-    match value {
-        Value::Number(_) => Ok(Some(value.clone())),
-        // Segment strips empty strings from the mapped payload, leaving no metric
-        // rather than falling back to `value`.
-        Value::String(text) if text.is_empty() => Ok(None),
-        Value::String(text) => numeric_string(text).map(Some).ok_or_else(not_a_number),
-        Value::Bool(flag) => Ok(Some(u8::from(*flag).into())),
-        _ => Err(not_a_number()),
     }
 }
 
@@ -279,17 +328,20 @@ mod tests {
     const TEST_MS: i64 = 1_648_661_098_000;
     const ANON: &str = "72d7bed1-4f42-4f2f-8955-72677340546b";
 
+    /// What the default mappings send for `message`: one event.
     fn sent(message: Value) -> Value {
-        match map(&message, NOW) {
-            Mapped::Send(event) => event,
-            Mapped::Skip(reason) => panic!("expected Send, got Skip({reason:?})"),
+        let defaults = Mappings::default();
+        match map(&defaults, &message, NOW) {
+            Ok(mut events) if events.len() == 1 => events.remove(0).1,
+            Ok(events) => panic!("expected one event, got {}", events.len()),
+            Err(Unmappable(reason)) => panic!("expected Send, got Skip({reason:?})"),
         }
     }
 
     fn skip_reason(message: Value) -> String {
-        match map(&message, NOW) {
-            Mapped::Skip(reason) => reason,
-            Mapped::Send(event) => panic!("expected Skip, got Send({event})"),
+        match map(&Mappings::default(), &message, NOW) {
+            Err(Unmappable(reason)) => reason,
+            Ok(events) => panic!("expected Skip, got {} event(s)", events.len()),
         }
     }
 
@@ -364,10 +416,13 @@ mod tests {
         let reason = skip_reason(json!({"type": "identify", "anonymousId": ANON}));
         assert_eq!(
             reason,
-            "identify without userId has no LaunchDarkly user key to alias"
+            "default alias mapping: the required field user_key ($.userId) has no value"
         );
         let reason = skip_reason(json!({"type": "alias", "previousId": ANON, "userId": null}));
-        assert!(reason.starts_with("alias without userId"), "{reason}");
+        assert!(
+            reason.contains("user_key ($.userId) has no value"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -433,11 +488,14 @@ mod tests {
         assert_eq!(event["previousKey"], "a");
 
         let reason = skip_reason(json!({"type": "identify", "userId": "", "anonymousId": "a"}));
-        assert!(reason.contains("without userId"), "{reason}");
+        assert!(
+            reason.contains("user_key ($.userId) has no value"),
+            "{reason}"
+        );
         let reason =
             skip_reason(json!({"type": "track", "event": "E", "userId": "", "anonymousId": ""}));
         assert!(
-            reason.contains("neither userId nor anonymousId"),
+            reason.contains("user_key ([$.userId, $.anonymousId]) has no value"),
             "{reason}"
         );
     }
@@ -481,8 +539,10 @@ mod tests {
 
     #[test]
     fn integrations_that_turn_launchdarkly_off_skip_the_message_with_the_reason() {
+        let defaults = Mappings::default();
         let with = |integrations: Value| {
             map(
+                &defaults,
                 &json!({"type": "track", "event": "E", "userId": "u", "integrations": integrations}),
                 NOW,
             )
@@ -494,7 +554,7 @@ mod tests {
             json!({"All": true, "LaunchDarkly": false}),
             json!({"All": false, "LaunchDarkly": true, "LaunchDarkly (Actions)": false}),
         ] {
-            let Mapped::Skip(reason) = with(off.clone()) else {
+            let Err(Unmappable(reason)) = with(off.clone()) else {
                 panic!("{off} should turn LaunchDarkly off");
             };
             assert!(reason.contains("integrations."), "{reason}");
@@ -506,19 +566,22 @@ mod tests {
             json!({"All": false, "LaunchDarkly (Actions)": {"option": 1}}),
             json!({"Mixpanel": false}),
         ] {
-            assert!(
-                matches!(with(on.clone()), Mapped::Send(_)),
-                "{on} should send"
-            );
+            assert!(with(on.clone()).is_ok(), "{on} should send");
         }
     }
 
     #[test]
     fn object_ids_are_skipped() {
         let reason = skip_reason(json!({"type": "track", "event": "E", "userId": {"id": 1}}));
-        assert!(reason.contains("`userId`"), "{reason}");
+        assert!(
+            reason.contains("user_key ($.userId) is a JSON object"),
+            "{reason}"
+        );
         let reason = skip_reason(json!({"type": "alias", "userId": "u", "previousId": ["p"]}));
-        assert!(reason.contains("`previousId`"), "{reason}");
+        assert!(
+            reason.contains("previous_key ($.previousId) is a JSON object"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -543,7 +606,7 @@ mod tests {
         ] {
             let reason = skip_reason(track_with(json!({"revenue": bad})));
             assert!(
-                reason.contains("properties.revenue is not a number"),
+                reason.contains("metric_value ($.properties.revenue) is not a number"),
                 "{reason}"
             );
         }
@@ -589,20 +652,32 @@ mod tests {
     fn track_needs_an_event_name_and_an_id() {
         for event in [json!(null), json!("")] {
             let reason = skip_reason(json!({"type": "track", "event": event, "userId": "u"}));
-            assert!(reason.contains("without an event name"), "{reason}");
+            assert_eq!(
+                reason,
+                "default custom mapping: the required field event_name ($.event) has no value"
+            );
         }
         let reason = skip_reason(json!({"type": "track", "userId": "u"}));
-        assert!(reason.contains("without an event name"), "{reason}");
+        assert!(
+            reason.contains("event_name ($.event) has no value"),
+            "{reason}"
+        );
         let reason = skip_reason(json!({"type": "track", "event": 42, "userId": "u"}));
-        assert_eq!(reason, "track `event` is not a string");
+        assert_eq!(
+            reason,
+            "default custom mapping: event_name ($.event) is not a string"
+        );
         let reason = skip_reason(json!({"type": "track", "event": "E", "properties": {}}));
         assert!(
-            reason.contains("neither userId nor anonymousId"),
+            reason.contains("user_key ([$.userId, $.anonymousId]) has no value"),
             "{reason}"
         );
         let reason =
             skip_reason(json!({"type": "track", "event": "E", "userId": "u", "properties": [1]}));
-        assert_eq!(reason, "track `properties` is not a JSON object");
+        assert_eq!(
+            reason,
+            "default custom mapping: event_properties ($.properties) is not a JSON object"
+        );
     }
 
     #[test]
@@ -712,17 +787,155 @@ mod tests {
             fixture!("segment-webhook-track", Arrival::Webhook),
             fixture!("segment-webhook-actions-batch", Arrival::Webhook),
         ];
+        let defaults = Mappings::default();
         for (name, input, expected, arrival) in fixtures {
             let body: Value = serde_json::from_str(input).expect("fixture input is JSON");
             let expected: Value = serde_json::from_str(expected).expect("fixture output is JSON");
             let events: Vec<Value> = stored(&body, &arrival)
                 .iter()
-                .filter_map(|message| match map(message, NOW) {
-                    Mapped::Send(event) => Some(event),
-                    Mapped::Skip(_) => None,
+                .flat_map(|message| match map(&defaults, message, NOW) {
+                    Ok(events) => events.into_iter().map(|(_, event)| event).collect(),
+                    Err(_) => Vec::new(),
                 })
                 .collect();
             assert_eq!(Value::Array(events), expected, "fixture {name}");
         }
+    }
+
+    fn fixture_mappings() -> Mappings {
+        let specs: Vec<crate::map::mapping::MappingSpec> = serde_json::from_str(include_str!(
+            "../../tests/fixtures/segment-mappings.mappings.json"
+        ))
+        .expect("the fixture's mappings are specs");
+        Mappings::from_specs(&specs).expect("the fixture's mappings are valid")
+    }
+
+    #[test]
+    fn configured_mappings_map_their_fixture() {
+        let mappings = fixture_mappings();
+        let body: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/segment-mappings.in.json"
+        ))
+        .unwrap();
+        let expected: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/segment-mappings.to-ld.json"
+        ))
+        .unwrap();
+        let calls = messages(&body);
+        let outcomes: Vec<Result<Vec<(usize, Value)>, String>> = calls
+            .iter()
+            .map(|call| {
+                map(&mappings, call, NOW)
+                    .map(|events| events.into_iter().map(|(m, e)| (m.index, e)).collect())
+                    .map_err(|Unmappable(reason)| reason)
+            })
+            .collect();
+        let sent: Vec<Value> = outcomes
+            .iter()
+            .flat_map(|outcome| outcome.iter().flatten().map(|(_, event)| event.clone()))
+            .collect();
+        assert_eq!(Value::Array(sent), expected);
+        // Both mappings take the first call, each sends its own event.
+        let producers: Vec<usize> = outcomes[0]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(producers, [1, 2]);
+        let second = mappings.iter().nth(1).unwrap();
+        assert_eq!(
+            outcomes[1].as_ref().unwrap_err(),
+            &format!(
+                "mapping 2 (custom, #{}): the required field user_key ($.context.groupId) has no value",
+                second.hash
+            )
+        );
+        for skipped in [2, 3] {
+            let reason = outcomes[skipped].as_ref().unwrap_err();
+            assert!(
+                reason.starts_with("no mapping matches (mapping 1 (custom, #"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("takes type = \"track\" and event = \"Order Completed\""),
+                "{reason}"
+            );
+        }
+        // The last call: only the first mapping's event (the second lacks its key).
+        let producers: Vec<usize> = outcomes[4]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(producers, [1]);
+    }
+
+    #[test]
+    fn the_defaults_written_out_as_mappings_send_the_same_bytes_on_every_fixture() {
+        let specs: Vec<crate::map::mapping::MappingSpec> = serde_json::from_value(json!([
+            {"action": "custom", "trigger": "type = \"track\"", "event_name": "$.event",
+             "context_kind": "user", "user_key": ["$.userId", "$.anonymousId"],
+             "additional_context_keys": {"unauthenticatedUser": "$.anonymousId"},
+             "metric_value": ["$.properties.revenue", "$.properties.value"],
+             "event_properties": "$.properties", "timestamp": "$.timestamp"},
+            {"action": "alias", "trigger": "type = \"identify\" or type = \"alias\"",
+             "user_key": "$.userId", "previous_key": ["$.previousId", "$.anonymousId"],
+             "timestamp": "$.timestamp"},
+        ]))
+        .unwrap();
+        let written = Mappings::from_specs(&specs).unwrap();
+        let defaults = Mappings::default();
+        let inputs = [
+            include_str!("../../tests/fixtures/segment-track.in.json"),
+            include_str!("../../tests/fixtures/segment-identify.in.json"),
+            include_str!("../../tests/fixtures/segment-alias.in.json"),
+            include_str!("../../tests/fixtures/segment-page.in.json"),
+            include_str!("../../tests/fixtures/segment-batch.in.json"),
+            include_str!("../../tests/fixtures/segment-batch-skew.in.json"),
+            include_str!("../../tests/fixtures/segment-webhook-track.in.json"),
+            include_str!("../../tests/fixtures/segment-webhook-actions-batch.in.json"),
+            include_str!("../../tests/fixtures/segment-mappings.in.json"),
+        ];
+        let mut compared = 0;
+        for input in inputs {
+            let body: Value = serde_json::from_str(input).unwrap();
+            for call in messages(&body) {
+                let bytes = |mappings: &Mappings| {
+                    map(mappings, &call, NOW).map(|events| {
+                        events
+                            .iter()
+                            .map(|(_, e)| serde_json::to_string(e).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                };
+                match (bytes(&written), bytes(&defaults)) {
+                    (Ok(left), Ok(right)) => {
+                        assert_eq!(left, right, "{call}");
+                        compared += 1;
+                    }
+                    (Err(_), Err(_)) => {}
+                    (left, right) => panic!("{call}: written {left:?}, defaults {right:?}"),
+                }
+            }
+        }
+        assert!(compared >= 12, "only {compared} calls were sent");
+    }
+
+    #[test]
+    fn a_mapping_reads_its_timestamp_and_falls_back_to_the_receive_time() {
+        let specs: Vec<crate::map::mapping::MappingSpec> = serde_json::from_value(json!([
+            {"action": "custom", "timestamp": "$.originalTimestamp"},
+        ]))
+        .unwrap();
+        let mappings = Mappings::from_specs(&specs).unwrap();
+        let call = json!({"type": "track", "event": "E", "userId": "u",
+                          "timestamp": TEST_TS, "originalTimestamp": "2024-05-14T11:31:27.412+02:00"});
+        let events = map(&mappings, &call, NOW).unwrap();
+        assert_eq!(events[0].1["creationDate"], json!(1_715_679_087_412_i64));
+        let call = json!({"type": "track", "event": "E", "userId": "u", "timestamp": TEST_TS});
+        let events = map(&mappings, &call, NOW).unwrap();
+        assert_eq!(events[0].1["creationDate"], json!(NOW));
     }
 }

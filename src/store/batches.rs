@@ -35,6 +35,9 @@ pub struct BatchPlan {
     pub source: String,
     pub lane: String,
     pub event_ids: Vec<i64>,
+    /// The definition of the mapping profile its events were mapped with
+    /// (`dispatch::profile`); `None` for the relays.
+    pub profile: Option<String>,
 }
 
 /// A batch claimed for sending.
@@ -50,6 +53,9 @@ pub struct ClaimedBatch {
     /// Attempts made before this one.
     pub attempts: i64,
     pub trigger: String,
+    /// Its mapping profile (`profiles.id`); `None` for the relays and for
+    /// batches formed before profiles were stored.
+    pub profile: Option<i64>,
 }
 
 /// One HTTP attempt, as recorded in `attempts`.
@@ -210,7 +216,19 @@ pub async fn create_batches(
         settle(&mut tx, route, status, list).await?;
     }
     let mut created = Vec::with_capacity(plans.len());
+    let mut profiles: Vec<(&str, i64)> = Vec::new();
     for plan in plans {
+        let profile = match plan.profile.as_deref() {
+            None => None,
+            Some(definition) => match profiles.iter().find(|(known, _)| *known == definition) {
+                Some((_, id)) => Some(*id),
+                None => {
+                    let id = profile_id(&mut tx, definition).await?;
+                    profiles.push((definition, id));
+                    Some(id)
+                }
+            },
+        };
         let target = NewBatch {
             route,
             source: &plan.source,
@@ -220,6 +238,7 @@ pub async fn create_batches(
             parent_id: None,
             created_at: now,
             next_attempt_at: claimed_until,
+            profile,
         };
         let batch = insert_batch(&mut tx, &target, now).await?;
         assign_events(
@@ -234,6 +253,30 @@ pub async fn create_batches(
     }
     tx.commit().await?;
     Ok(created)
+}
+
+/// The id of the profile `definition`, stored now if it is new.
+async fn profile_id(conn: &mut SqliteConnection, definition: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO profiles (definition) VALUES (?1) ON CONFLICT (definition) DO NOTHING",
+    )
+    .bind(definition)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_scalar("SELECT id FROM profiles WHERE definition = ?1")
+        .bind(definition)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// The definition of profile `id`; `None` when there is none.
+pub async fn profile_definition(store: &Store, id: i64) -> Result<Option<String>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT definition FROM profiles WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(store.pool())
+            .await?,
+    )
 }
 
 /// Marks pending deliveries of `route` as `status` with their reasons.
@@ -274,6 +317,8 @@ struct NewBatch<'a> {
     event_count: usize,
     status: BatchStatus,
     parent_id: Option<i64>,
+    /// The mapping profile it was formed with (a split's halves keep it).
+    profile: Option<i64>,
     /// The halves of a split keep their parent's age, so `give_up_after`
     /// counts from the first attempt at these events.
     created_at: i64,
@@ -289,8 +334,8 @@ async fn insert_batch(
     let payload_id = Uuid::new_v4().to_string();
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO batches (route, source, lane, status, payload_id, event_count, created_at, updated_at, \
-                              next_attempt_at, parent_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9) RETURNING id",
+                              next_attempt_at, parent_id, profile) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, ?9, ?11) RETURNING id",
     )
     .bind(batch.route.as_str())
     .bind(batch.source)
@@ -302,6 +347,7 @@ async fn insert_batch(
     .bind(now)
     .bind(batch.parent_id)
     .bind(batch.next_attempt_at)
+    .bind(batch.profile)
     .fetch_one(&mut *conn)
     .await?;
     Ok(ClaimedBatch {
@@ -313,6 +359,7 @@ async fn insert_batch(
         created_at: batch.created_at,
         attempts: 0,
         trigger: "scheduled".to_owned(),
+        profile: batch.profile,
     })
 }
 
@@ -385,7 +432,8 @@ pub async fn claim_due(
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE batches SET status = 'sending', updated_at = ?2, next_attempt_at = ?4 \
          WHERE id IN ({due}) \
-         RETURNING id, source, lane, payload_id, COALESCE(retry_since, created_at), attempts, next_trigger"
+         RETURNING id, source, lane, payload_id, COALESCE(retry_since, created_at), attempts, next_trigger, \
+                   profile"
     )))
     .bind(route.as_str())
     .bind(now)
@@ -405,6 +453,7 @@ pub async fn claim_due(
             created_at: row.get(4),
             attempts: row.get(5),
             trigger: row.get(6),
+            profile: row.get(7),
         })
         .collect();
     batches.sort_by_key(|batch| batch.id);
@@ -521,6 +570,7 @@ async fn record_one(
                     parent_id: Some(batch.id),
                     created_at: batch.created_at,
                     next_attempt_at: now,
+                    profile: batch.profile,
                 };
                 let child = insert_batch(conn, &half, now).await?;
                 move_events(conn, batch.id, child.id, part).await?;

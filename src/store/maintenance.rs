@@ -187,6 +187,15 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         purged.attempts += attempts.rows_affected();
         purged.batches += batches.rows_affected();
     }
+    if purged.batches > 0 {
+        // A profile goes with the last batch formed with it.
+        let _turn = store.write_turn().await;
+        sqlx::query(
+            "DELETE FROM profiles WHERE NOT EXISTS (SELECT 1 FROM batches b WHERE b.profile = profiles.id)",
+        )
+        .execute(store.pool())
+        .await?;
+    }
     Ok(purged)
 }
 

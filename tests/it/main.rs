@@ -36,6 +36,7 @@ mod fixture;
 mod helpers;
 mod hostile;
 mod launchdarkly;
+mod mappings;
 mod migration;
 mod operator;
 mod process;

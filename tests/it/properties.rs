@@ -12,6 +12,7 @@ use hyper::{
     HeaderMap,
 };
 use ldbridge::domain::DeliveryStatus;
+use ldbridge::map::mapping::Mappings;
 use ldbridge::{
     config::Config,
     domain::accepted::{IngestBatch, NewEvent},
@@ -184,14 +185,13 @@ fn map_segment_batch(batch: &IngestBatch) {
         assert_eq!(stored["type"], Value::from(event.kind.as_str()));
         assert_eq!(stored["messageId"], Value::from(event.dedupe_key.as_str()));
         assert!(stored["receivedAt"].is_string());
-        for mapped in [
-            segment_to_ld::map(&stored, RECEIVED_AT),
-            segment_relay::map(&stored),
-        ] {
-            match mapped {
-                Mapped::Send(value) => assert!(value.is_object()),
-                Mapped::Skip(reason) => assert!(!reason.is_empty()),
-            }
+        match segment_to_ld::map(&Mappings::default(), &stored, RECEIVED_AT) {
+            Ok(events) => assert!(events.iter().all(|(_, event)| event.is_object())),
+            Err(reason) => assert!(!reason.0.is_empty()),
+        }
+        match segment_relay::map(&stored) {
+            Mapped::Send(value) => assert!(value.is_object()),
+            Mapped::Skip(reason) => assert!(!reason.is_empty()),
         }
     }
 }
@@ -202,6 +202,7 @@ fn origin(dedupe_key: &str) -> ld_to_segment::Origin<'_> {
         project_id: Some(ldbridge::demo::PROJECT_ID),
         environment: Some(ldbridge::demo::CLIENT_SIDE_ID),
         copy_custom_data: true,
+        user_id_kind: "user",
     }
 }
 
@@ -297,9 +298,11 @@ proptest! {
             segment::SegmentPath::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
         ).unwrap().batch;
         let stored = read_back(&batch, &batch.events[0]);
-        let Mapped::Send(event) = segment_to_ld::map(&stored, RECEIVED_AT) else {
+        let defaults = Mappings::default();
+        let Ok(events) = segment_to_ld::map(&defaults, &stored, RECEIVED_AT) else {
             panic!("a valid track was skipped");
         };
+        let event = &events[0].1;
         let key = event["key"].as_str().unwrap();
         prop_assert!(key.ends_with('x'));
         // Each escape is one character: itself, or U+FFFD for a lone half.
@@ -326,9 +329,11 @@ proptest! {
             segment::SegmentPath::Single("track"), &segment_headers(), body.as_bytes(), &config(), RECEIVED_AT,
         ).unwrap().batch;
         let stored = read_back(&batch, &batch.events[0]);
-        let Mapped::Send(event) = segment_to_ld::map(&stored, RECEIVED_AT) else {
+        let defaults = Mappings::default();
+        let Ok(events) = segment_to_ld::map(&defaults, &stored, RECEIVED_AT) else {
             panic!("a valid track was skipped");
         };
+        let event = &events[0].1;
         prop_assert_eq!(&event["key"], &Value::from(name));
         prop_assert_eq!(&event["data"], &Value::Object(properties));
     }
