@@ -58,6 +58,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What each route of a source would send for one Segment call or one LaunchDarkly payload, or why nothing; no database or network needed.
+    Map {
+        /// The source whose mappings and destinations apply.
+        #[arg(long)]
+        source: String,
+        /// The call or payload (JSON); `-` or none: standard input.
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Put batches back in the queue (their next attempt is `manual`).
     Resend(ResendArgs),
     /// Counts by route and status, oldest undelivered age, attempts in the last hour.
@@ -239,6 +249,7 @@ pub async fn run(cli: Cli, log_control: Option<crate::logging::LogControl>) -> R
         Command::Log(args) => log(path, &args).await,
         Command::Show { batch_id, json } => show(path, batch_id, json).await,
         Command::Explain { id, json } => explain(path, &id, json).await,
+        Command::Map { source, file, json } => map(path, &source, file.as_deref(), json),
         Command::Resend(args) => resend(path, &args).await,
         Command::Stats { json } => stats(path, json).await,
         Command::Refusals(args) => refusals(path, &args).await,
@@ -431,6 +442,26 @@ async fn purge(
             purged.refusals,
             clock::format_ms(cutoff)
         );
+    }
+    Ok(())
+}
+
+fn map(
+    path: Option<&std::path::Path>,
+    source: &str,
+    file: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), Failure> {
+    use crate::ops::preview::{self, PreviewError};
+    let config = Config::load(path)?;
+    let input = preview::read_input(file).map_err(|error| Failure::Usage(error.to_string()))?;
+    match preview::preview(&config, source, &input, clock::now_ms()) {
+        Ok(shown) if json => print_json(&shown.json()),
+        Ok(shown) => println!("{}", shown.text()),
+        Err(error @ (PreviewError::NoSource(_) | PreviewError::Input(_))) => {
+            return Err(Failure::Usage(error.to_string()))
+        }
+        Err(error) => return Err(Failure::Runtime(anyhow::Error::new(error))),
     }
     Ok(())
 }

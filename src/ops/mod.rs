@@ -8,17 +8,20 @@
 //! `store`; no SQL here.
 
 pub mod filters;
+pub mod preview;
 pub mod refusals;
 
-use std::fmt::Write as _;
+use std::{collections::HashMap, fmt::Write as _};
 
 use serde_json::{json, Value};
 
 use crate::{
     clock,
+    dispatch::profile::Profile,
     domain::Route,
     domain::{BatchStatus, DeliveryStatus},
     store::{
+        batches,
         delivery_log::{
             self, AttemptSummary, BatchFilter, BatchMember, BatchSummary, EventSummary, RouteState,
         },
@@ -113,6 +116,9 @@ pub struct BatchDetail {
     pub attempts: Vec<AttemptSummary>,
     /// The halves of a split batch.
     pub children: Vec<i64>,
+    /// On `segment-to-launchdarkly`: the mappings that produced what each
+    /// event sends, by event id.
+    pub mapped_by: HashMap<i64, Vec<String>>,
 }
 
 /// One batch by id; `None` when there is none.
@@ -124,8 +130,36 @@ pub async fn show(store: &Store, id: i64) -> Result<Option<BatchDetail>, StoreEr
         events: delivery_log::batch_members(store, id).await?,
         attempts: delivery_log::batch_attempts(store, id).await?,
         children: delivery_log::children(store, id).await?,
+        mapped_by: mapped_by(store, &batch).await?,
         batch,
     }))
+}
+
+/// Which mappings produced what each event of a `segment-to-launchdarkly`
+/// batch sends ("mapping 1 (custom, #1a2b3c4)"), by event id, from the
+/// profile the batch was formed with. Empty on the other routes.
+async fn mapped_by(
+    store: &Store,
+    batch: &BatchSummary,
+) -> Result<HashMap<i64, Vec<String>>, StoreError> {
+    let route = Route::SegmentToLaunchDarkly;
+    if batch.route != route.as_str() {
+        return Ok(HashMap::new());
+    }
+    let profile = match batches::batch_profile_definition(store, batch.id).await? {
+        Some(definition) => match Profile::from_definition(route, &definition) {
+            Ok(profile) => profile,
+            Err(_) => return Ok(HashMap::new()),
+        },
+        // Formed before profiles were stored, when the default mappings
+        // were the only ones.
+        None => Profile::Mappings(Default::default()),
+    };
+    let events = batches::batch_events(store, batch.id).await?;
+    Ok(events
+        .iter()
+        .map(|event| (event.event_id, preview::mapped_by(&profile, event)))
+        .collect())
 }
 
 fn attempt_json(attempt: &AttemptSummary) -> Value {
@@ -148,6 +182,7 @@ impl BatchDetail {
             "batch": batch_json(&self.batch),
             "events": self.events.iter().map(|e| json!({
                 "event_id": e.event_id, "route": e.route, "dedupe_id": e.dedupe_key, "kind": e.kind, "status": e.status,
+                "mapped_by": self.mapped_by.get(&e.event_id),
             })).collect::<Vec<_>>(),
             "attempts": self.attempts.iter().map(attempt_json).collect::<Vec<_>>(),
             "split_into": self.children,
@@ -221,6 +256,9 @@ impl BatchDetail {
                 e.status,
                 truncate(&e.dedupe_key, 62)
             );
+            if let Some(labels) = self.mapped_by.get(&e.event_id).filter(|l| !l.is_empty()) {
+                let _ = writeln!(out, "{:>10}  mapped by {}", "", labels.join(" and "));
+            }
         }
         out
     }
@@ -231,6 +269,8 @@ impl BatchDetail {
 pub struct Explanation {
     pub event: EventSummary,
     pub routes: Vec<RouteState>,
+    /// The mappings that produced what it sends to LaunchDarkly, once batched.
+    pub mapped_by: Vec<String>,
 }
 
 /// What `explain` found: the events `needle` names, and the refusals of
@@ -248,7 +288,17 @@ pub async fn explain(store: &Store, needle: &str) -> Result<Explained, StoreErro
     let mut events = Vec::new();
     for event in delivery_log::find_events(store, needle).await? {
         let routes = delivery_log::event_routes(store, event.id).await?;
-        events.push(Explanation { event, routes });
+        let mut labels = Vec::new();
+        for batch in routes.iter().filter_map(|state| state.batch.as_ref()) {
+            if let Some(found) = mapped_by(store, batch).await?.remove(&event.id) {
+                labels = found;
+            }
+        }
+        events.push(Explanation {
+            event,
+            routes,
+            mapped_by: labels,
+        });
     }
     Ok(Explained {
         events,
@@ -327,6 +377,8 @@ impl Explanation {
                 "batch_id": r.batch.as_ref().map(|b| b.id),
                 "batch": r.batch.as_ref().map(batch_json),
                 "explanation": route_sentence(r),
+                "mapped_by": (r.route == Route::SegmentToLaunchDarkly.as_str() && !self.mapped_by.is_empty())
+                    .then_some(&self.mapped_by),
             })).collect::<Vec<_>>(),
         })
     }
@@ -344,6 +396,14 @@ impl Explanation {
         );
         for state in &self.routes {
             let _ = writeln!(out, "  {:<23}  {}", state.route, route_sentence(state));
+            if state.route == Route::SegmentToLaunchDarkly.as_str() && !self.mapped_by.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  {:<23}  mapped by {}",
+                    "",
+                    self.mapped_by.join(" and ")
+                );
+            }
         }
         if self.routes.is_empty() {
             out.push_str("  takes no route (its source had no destination when it arrived)\n");

@@ -279,6 +279,21 @@ pub async fn profile_definition(store: &Store, id: i64) -> Result<Option<String>
     )
 }
 
+/// The definition of the mapping profile batch `batch_id` was formed
+/// with; `None` when it has none (a relay's, one formed before profiles
+/// were stored) or there is no such batch.
+pub async fn batch_profile_definition(
+    store: &Store,
+    batch_id: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT p.definition FROM batches b JOIN profiles p ON p.id = b.profile WHERE b.id = ?1",
+    )
+    .bind(batch_id)
+    .fetch_optional(store.pool())
+    .await?)
+}
+
 /// Marks pending deliveries of `route` as `status` with their reasons.
 /// Reasons repeat (every page call has the same one): one statement each.
 async fn settle(
