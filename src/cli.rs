@@ -42,7 +42,14 @@ pub enum Command {
         verbose: bool,
     },
     /// Validate the config (and that its secrets resolve) without starting.
-    CheckConfig,
+    CheckConfig {
+        /// Also ask LaunchDarkly whether it knows each destination credential (where it offers a way).
+        #[arg(long)]
+        online: bool,
+        /// With --online: the answers as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List batches, newest first.
     Log(LogArgs),
     /// One batch: its events and every attempt.
@@ -237,7 +244,13 @@ pub async fn run(cli: Cli, log_control: Option<crate::logging::LogControl>) -> R
             crate::daemon::serve(config, cli.config.clone(), log_control).await?;
             Ok(())
         }
-        Command::CheckConfig => check_config(path),
+        Command::CheckConfig { online, json } => {
+            check_config(path, online && json)?;
+            if online {
+                check_online(path, json).await?;
+            }
+            Ok(())
+        }
         Command::Demo { verbose } => {
             // The daemon's lifecycle lines would bury the summary; warnings
             // (the operator loop's retries) still show.
@@ -466,19 +479,47 @@ fn map(
     Ok(())
 }
 
-fn check_config(path: Option<&std::path::Path>) -> Result<(), Failure> {
+/// `check-config --online`: every destination credential asked for,
+/// exit 1 when one is rejected or could not be asked.
+async fn check_online(path: Option<&std::path::Path>, json: bool) -> Result<(), Failure> {
+    use crate::ops::online;
+    let config = Config::load(path)?;
+    let http = crate::deliver::HttpClient::new();
+    let checks = online::check(&config, &http, config.dispatch.request_timeout).await;
+    if json {
+        print_json(&online::json(&checks));
+    } else {
+        print!("{}", online::text(&checks));
+    }
+    if online::all_good(&checks) {
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!(
+            "a credential was rejected, or could not be tested"
+        )))
+    }
+}
+
+/// Loads and checks the config, and says so (on standard error when
+/// `quiet`: standard output is for JSON then).
+fn check_config(path: Option<&std::path::Path>, quiet: bool) -> Result<(), Failure> {
     let config = Config::load(path)?;
     let origin = path.map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     if config.segment_sources.is_empty() && config.launchdarkly_sources.is_empty() {
         // What `serve` warns at start, said before it is started.
         eprintln!("warning: no sources configured: every ingest request will be answered 401");
     }
-    println!(
+    let summary = format!(
         "{origin}: ok ({} Segment source(s), {} LaunchDarkly source(s), database {})",
         config.segment_sources.len(),
         config.launchdarkly_sources.len(),
         config.store.path.display()
     );
+    if quiet {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
     Ok(())
 }
 

@@ -65,7 +65,7 @@ pub fn applied(old: &Config, fresh: &Config) -> Vec<String> {
     let keys = [
         (
             "launchdarkly.events_url",
-            old.launchdarkly != fresh.launchdarkly,
+            old.launchdarkly.events_url != fresh.launchdarkly.events_url,
         ),
         ("segment.api_url", old.segment != fresh.segment),
         (

@@ -162,6 +162,11 @@ impl Config {
         validate_dispatch(&self.dispatch)?;
         validate_store(&self.store)?;
         validate_url("launchdarkly.events_url", &self.launchdarkly.events_url)?;
+        validate_url(
+            "launchdarkly.clientsdk_url",
+            &self.launchdarkly.clientsdk_url,
+        )?;
+        validate_url("launchdarkly.sdk_url", &self.launchdarkly.sdk_url)?;
         validate_url("segment.api_url", &self.segment.api_url)?;
         validate_names(self)?;
         self.segment_sources

@@ -35,6 +35,8 @@ impl Resolver<'_> {
             dispatch: self.dispatch(file.dispatch)?,
             launchdarkly: LaunchDarklyConfig {
                 events_url: strip_trailing_slash(file.launchdarkly.events_url),
+                clientsdk_url: strip_trailing_slash(file.launchdarkly.clientsdk_url),
+                sdk_url: strip_trailing_slash(file.launchdarkly.sdk_url),
             },
             segment: SegmentConfig {
                 api_url: strip_trailing_slash(file.segment.api_url),

@@ -213,12 +213,20 @@ pub struct LaunchDarklyConfig {
     /// Events API base URL, `http(s)://…`, without a trailing slash when
     /// loaded from a file.
     pub events_url: String,
+    /// Client-side SDK host, where `check-config --online` tests client-side
+    /// ids (`HEAD /sdk/goals/{id}`, as Segment's destination does) and
+    /// mobile keys.
+    pub clientsdk_url: String,
+    /// Server-side SDK host, where `check-config --online` tests SDK keys.
+    pub sdk_url: String,
 }
 
 impl Default for LaunchDarklyConfig {
     fn default() -> Self {
         LaunchDarklyConfig {
             events_url: "https://events.launchdarkly.com".to_owned(),
+            clientsdk_url: "https://clientsdk.launchdarkly.com".to_owned(),
+            sdk_url: "https://sdk.launchdarkly.com".to_owned(),
         }
     }
 }

@@ -157,9 +157,20 @@ impl HttpClient {
     /// Sends `request` (POST) within `timeout` and reports what happened;
     /// never fails: errors are part of the [`Reply`].
     pub async fn send(&self, request: &Outbound, timeout: Duration) -> Reply {
+        self.send_as(hyper::Method::POST, request, timeout).await
+    }
+
+    /// As [`HttpClient::send`], with another method (`check-config
+    /// --online` asks with HEAD and GET).
+    pub async fn send_as(
+        &self,
+        method: hyper::Method,
+        request: &Outbound,
+        timeout: Duration,
+    ) -> Reply {
         let started_at = self.clock.now_ms();
         let clock_start = Instant::now();
-        let result = tokio::time::timeout(timeout, self.exchange(request)).await;
+        let result = tokio::time::timeout(timeout, self.exchange(method, request)).await;
         let (answer, excerpt) = match result {
             Ok(Ok(pair)) => pair,
             Ok(Err(error)) => (Answer::Transport(error), None),
@@ -173,8 +184,12 @@ impl HttpClient {
         }
     }
 
-    async fn exchange(&self, outbound: &Outbound) -> Result<(Answer, Option<String>), String> {
-        let mut builder = Request::post(&outbound.url);
+    async fn exchange(
+        &self,
+        method: hyper::Method,
+        outbound: &Outbound,
+    ) -> Result<(Answer, Option<String>), String> {
+        let mut builder = Request::builder().method(method).uri(&outbound.url);
         for (name, value) in &outbound.headers {
             builder = builder.header(name, value);
         }

@@ -8,6 +8,7 @@
 //! `store`; no SQL here.
 
 pub mod filters;
+pub mod online;
 pub mod preview;
 pub mod refusals;
 

@@ -445,3 +445,139 @@ fn the_demo_runs_end_to_end_and_shows_delivered_batches_and_payloads() {
     assert!(verbose.contains("\"kind\": \"custom\""), "{verbose}");
     assert!(verbose.lines().count() > 200, "{verbose}");
 }
+
+// Multi-threaded: the stand-ins answer while the test waits on the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online_asks_launchdarkly_about_each_credential_and_says_which_cannot_be_tested(
+) {
+    use ldbridge::receiver::{Receiver, Reply};
+    let clientsdk = Receiver::start().await.unwrap();
+    let sdk = Receiver::start().await.unwrap();
+    // The stand-ins know one client-side id, one SDK key, one mobile key.
+    clientsdk.respond_with(|request| {
+        let known = request.path == "/sdk/goals/known-client-id"
+            || (request.path.starts_with("/msdk/evalx/contexts/")
+                && request.header("authorization") == Some("mob-known-key"));
+        Some(Reply::status(if known {
+            200
+        } else if request.path.starts_with("/sdk/goals/") {
+            404
+        } else {
+            401
+        }))
+    });
+    sdk.respond_with(|request| {
+        let known = request.header("authorization") == Some("sdk-known-key");
+        Some(Reply::status(if known { 200 } else { 401 }))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("online.toml");
+    let write = |sources: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[launchdarkly]\nclientsdk_url = \"{}\"\nsdk_url = \"{}\"\n{sources}",
+                clientsdk.url(),
+                sdk.url()
+            ),
+        )
+        .unwrap();
+    };
+    let run = |json: bool| {
+        let mut command = Command::new(binary());
+        command
+            .arg("--config")
+            .arg(&path)
+            .args(["check-config", "--online"]);
+        if json {
+            command.arg("--json");
+        }
+        command.output().unwrap()
+    };
+    write(
+        "[[segment_source]]\nname = \"web\"\nwrite_key = \"seg-write-key-1\"\n\
+         to_launchdarkly = { client_side_id = \"known-client-id\" }\nrelay_to_segment = true\n\
+         [[launchdarkly_source]]\nname = \"prod\"\nsdk_key = \"sdk-known-key\"\nmobile_key = \"mob-known-key\"\n\
+         to_segment = { write_key = \"seg-write-key-2\" }\nrelay_to_launchdarkly = true\n",
+    );
+    let good = run(true);
+    assert_eq!(
+        good.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&good.stdout),
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let answers: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
+    let verdicts: Vec<(String, String)> = answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["key"].as_str().unwrap().to_owned(),
+                a["verdict"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expect = |key: &str, verdict: &str| (key.to_owned(), verdict.to_owned());
+    assert_eq!(
+        verdicts,
+        [
+            expect(
+                "segment_source \"web\" write_key (relay_to_segment)",
+                "untestable"
+            ),
+            expect(
+                "launchdarkly_source \"prod\" to_segment.write_key",
+                "untestable"
+            ),
+            expect(
+                "segment_source \"web\" to_launchdarkly.client_side_id",
+                "accepted"
+            ),
+            expect("launchdarkly_source \"prod\" sdk_key", "accepted"),
+            expect("launchdarkly_source \"prod\" mobile_key", "accepted"),
+        ]
+    );
+    // Segment's destination's own request: HEAD, no credential header.
+    let goals = clientsdk
+        .requests()
+        .into_iter()
+        .find(|request| request.path.starts_with("/sdk/goals/"))
+        .unwrap();
+    assert_eq!(goals.method, "HEAD");
+    assert_eq!(goals.header("authorization"), None);
+    assert_eq!(sdk.requests()[0].path, "/sdk/latest-all");
+
+    // Unknown credentials: rejected, exit 1, and no key printed.
+    write(
+        "[[segment_source]]\nname = \"web\"\nwrite_key = \"seg-write-key-1\"\n\
+         to_launchdarkly = { client_side_id = \"wrong-client-id\" }\n\
+         [[launchdarkly_source]]\nname = \"prod\"\nsdk_key = \"sdk-wrong-key\"\nrelay_to_launchdarkly = true\n",
+    );
+    let bad = run(false);
+    assert_eq!(bad.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(
+        stdout.contains("REJECTED  segment_source \"web\" to_launchdarkly.client_side_id")
+            && stdout.contains("answered 404"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("REJECTED  launchdarkly_source \"prod\" sdk_key"),
+        "{stdout}"
+    );
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        !all.contains("sdk-wrong-key") && !all.contains("seg-write-key"),
+        "{all}"
+    );
+
+    // A host that does not answer: unknown, exit 1.
+    drop(sdk);
+    let unreachable = run(false);
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unreachable.stdout)
+        .contains("UNKNOWN   launchdarkly_source \"prod\" sdk_key: could not tell"));
+}
