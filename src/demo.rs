@@ -25,6 +25,7 @@ use crate::{
     daemon,
     deliver::{HttpClient, Outbound},
     domain::{BatchStatus, DeliveryStatus},
+    map::mapping::{MappingSpec, Mappings},
     receiver::Receiver,
     store::delivery_log,
 };
@@ -121,7 +122,7 @@ pub fn config(
             events_url: None,
         }),
         relay_to_segment: true,
-        mappings: Default::default(),
+        mappings: demo_mappings(),
     });
     config.launchdarkly_sources.push(LaunchDarklySource {
         name: "demo-ld".to_owned(),
@@ -140,6 +141,53 @@ pub fn config(
     });
     config.validate()?;
     Ok(config)
+}
+
+/// The demo source's mappings: Segment's two defaults written out, and one
+/// of its own that also sends every "Order Completed" as a `purchase`
+/// whose metric is the order's revenue.
+fn demo_mappings() -> Mappings {
+    let specs: Vec<MappingSpec> = serde_json::from_value(serde_json::json!([
+        {"action": "custom", "trigger": "type = \"track\""},
+        {"action": "custom", "trigger": "type = \"track\" and event = \"Order Completed\"",
+         "event_name": "purchase", "metric_value": "$.properties.revenue",
+         "event_properties": {"orderId": "$.properties.orderId", "channel": "web"}},
+        {"action": "alias", "trigger": "type = \"identify\" or type = \"alias\""},
+    ]))
+    .expect("the demo mappings are specs");
+    Mappings::from_specs(&specs).expect("the demo mappings are valid")
+}
+
+/// `ldbridge map` on the track sample: what each route would send.
+fn print_map(config: &Config) -> anyhow::Result<()> {
+    let input = SAMPLES[0].1;
+    let preview =
+        crate::ops::preview::preview(config, "demo-web", input.as_bytes(), clock::now_ms())?;
+    println!("\nA custom mapping: demo-web sends each \"Order Completed\" also as \"purchase\".");
+    println!("$ ldbridge map --source demo-web segment-track.in.json");
+    for route in preview.routes.iter().take(1) {
+        for event in &route.events {
+            if let crate::ops::preview::EventPreview::Sent { mapped_by } = event {
+                println!("  {}: sent, by {}", route.route, mapped_by.join(" and "));
+            }
+        }
+        if let Some(request) = &route.request {
+            println!("  POST {}", request.url);
+            // The fields the mappings set; contextKeys and creationDate left out.
+            for event in request.body.as_array().into_iter().flatten() {
+                let shown: serde_json::Map<String, serde_json::Value> =
+                    ["kind", "key", "metricValue", "data"]
+                        .iter()
+                        .filter_map(|name| Some((name.to_string(), event.get(name)?.clone())))
+                        .collect();
+                println!(
+                    "    {}",
+                    crate::ops::truncate(&serde_json::Value::Object(shown).to_string(), 110)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `ldbridge demo`: the real daemon, sample traffic through the real
@@ -163,7 +211,7 @@ pub async fn run(verbose: bool) -> anyhow::Result<()> {
     )?;
     // Quick retries, so the operator loop below takes seconds.
     config.dispatch.retry_schedule = vec![Duration::from_secs(1)];
-    let app = daemon::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let app = daemon::start(config.clone(), TcpListener::bind("127.0.0.1:0").await?).await?;
     println!("ldbridge demo: daemon on http://{}", app.ingest_addr);
     println!(
         "  stand-in LaunchDarkly on {}, stand-in Segment on {}\n",
@@ -202,6 +250,7 @@ pub async fn run(verbose: bool) -> anyhow::Result<()> {
         print_first_per_path("LaunchDarkly", &launchdarkly.requests());
         print_first_per_path("Segment", &segment.requests());
     }
+    print_map(&config)?;
     operator_loop(&app, &client, &launchdarkly).await?;
     app.shutdown().await
 }

@@ -423,6 +423,12 @@ fn the_demo_runs_end_to_end_and_shows_delivered_batches_and_payloads() {
         stdout.contains("/events/bulk/6488674dc2ea1d6673731ba2"),
         "{stdout}"
     );
+    // One custom mapping, shown with `ldbridge map`: two events for one call.
+    assert!(
+        stdout.contains("segment-to-launchdarkly: sent, by mapping 1 (custom, #")
+            && stdout.contains("\"key\":\"purchase\""),
+        "{stdout}"
+    );
     // A summary that fits a screen (it printed 1,264 lines: issue 14)…
     assert!(stdout.lines().count() <= 60, "{stdout}");
     // …and the operator loop: retrying, failed, resent, delivered, one payload id.
