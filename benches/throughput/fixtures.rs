@@ -132,14 +132,32 @@ pub fn bodies_with(
     (bodies, raw)
 }
 
+/// Five mappings with triggers, as a team sending only what its
+/// experiments measure might write them: four the bench's calls (track
+/// "Order Completed") do not take, and one that takes each of them and
+/// sends one event, as the default mapping does, with more fields to fill.
+pub const FIVE_MAPPINGS: &str = r#"[
+  { action = "custom", trigger = 'type = "track" and event = "Checkout Started"', event_name = "checkout" },
+  { action = "custom", trigger = 'type = "track" and event in ["Signed Up", "Trial Started"]', context_kind = "organization", user_key = "$.context.groupId" },
+  { action = "custom", trigger = 'type = "track" and contains(event, "Refund")', metric_value = ["$.properties.amount"] },
+  { action = "custom", trigger = 'type = "track" and event = "Order Completed" and properties.revenue > 0', event_name = "purchase", additional_context_keys = { unauthenticatedUser = "$.anonymousId", organization = "$.context.groupId" }, metric_value = ["$.properties.total", "$.properties.revenue"], event_properties = "$.properties" },
+  { action = "alias", trigger = 'type = "identify" or type = "alias"' },
+]"#;
+
 /// The daemon's config: the shared fixture (tests/fixture), one Segment
 /// source mapped to LaunchDarkly, one LaunchDarkly source mapped to Segment,
 /// both destinations at `…_url`, dispatch on `schedule`. No relay: each
-/// event takes one route.
+/// event takes one route. `BENCH_MAPPINGS=5` gives the Segment source
+/// [`FIVE_MAPPINGS`] instead of the default mapping.
 pub fn config(dir: &Path, schedule: &str, events_url: &str, segment_url: &str) -> Fixture {
-    Fixture::new(dir, events_url, segment_url)
+    let fixture = Fixture::new(dir, events_url, segment_url)
         .set("launchdarkly_source", "relay_to_launchdarkly", "false")
         .set("dispatch", "schedule", &format!("{schedule:?}"))
         .set("dispatch", "max_in_flight", "8")
-        .set("dispatch", "writer_queue", "4096")
+        .set("dispatch", "writer_queue", "4096");
+    if std::env::var("BENCH_MAPPINGS").is_ok_and(|n| n == "5") {
+        fixture.set("segment_source", "mapping", FIVE_MAPPINGS)
+    } else {
+        fixture
+    }
 }
