@@ -938,4 +938,37 @@ mod tests {
         let events = map(&mappings, &call, NOW).unwrap();
         assert_eq!(events[0].1["creationDate"], json!(NOW));
     }
+
+    #[test]
+    fn an_alias_mapping_reads_its_own_fields() {
+        let specs: Vec<crate::map::mapping::MappingSpec> = serde_json::from_value(json!([
+            {"action": "alias", "trigger": "type = \"identify\" and traits.email != null",
+             "user_key": "$.traits.email", "previous_key": ["$.context.traits.legacyId", "$.userId"],
+             "timestamp": "$.originalTimestamp"},
+        ]))
+        .unwrap();
+        let mappings = Mappings::from_specs(&specs).unwrap();
+        let call = json!({"type": "identify", "userId": "u-1", "traits": {"email": "ada@example.com"},
+                          "context": {"traits": {"legacyId": "L-9"}},
+                          "timestamp": TEST_TS, "originalTimestamp": "2024-05-14T11:31:27.412+02:00"});
+        let events = map(&mappings, &call, NOW).unwrap();
+        assert_eq!(
+            events[0].1.to_string(),
+            r#"{"kind":"alias","key":"ada@example.com","previousKey":"L-9","contextKind":"user","previousContextKind":"anonymousUser","creationDate":1715679087412}"#
+        );
+        // The list falls back; the trigger's `!=` needs the trait.
+        let mut without_legacy = call.clone();
+        without_legacy["context"] = json!({});
+        assert_eq!(
+            map(&mappings, &without_legacy, NOW).unwrap()[0].1["previousKey"],
+            "u-1"
+        );
+        let mut without_email = call;
+        without_email["traits"] = json!({});
+        let reason = map(&mappings, &without_email, NOW).unwrap_err().0;
+        assert!(
+            reason.starts_with("no mapping matches (mapping 1 (alias, #"),
+            "{reason}"
+        );
+    }
 }
