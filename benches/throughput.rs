@@ -35,7 +35,9 @@
 //! prints the open loop's slowest requests and when they were due;
 //! BENCH_BINARY=/path runs that ldbridge binary instead of this build's;
 //! BENCH_MESSAGE_IDS=random sends analytics.js-like random messageIds in
-//! every phase (the end-to-end phase runs them once in any case).
+//! every phase (the end-to-end phase runs them once in any case);
+//! BENCH_MAPPINGS=5 gives the Segment source five mappings with triggers
+//! (`throughput/fixtures.rs`) instead of the default mapping.
 
 #[path = "../tests/fixture/mod.rs"]
 mod fixture;
