@@ -79,18 +79,7 @@ fn stored_events(config: &Config, events: usize) -> Vec<StoredEvent> {
             RECEIVED_AT,
         )
         .expect("the bench's bodies are valid");
-        let batch = parsed.batch;
-        for event in batch.events {
-            stored.push(StoredEvent {
-                event_id: stored.len() as i64 + 1,
-                source: batch.source.clone(),
-                dedupe_key: event.dedupe_key,
-                kind: event.kind,
-                received_at: batch.received_at,
-                meta: batch.meta.clone(),
-                body: event.body,
-            });
-        }
+        stored.extend(ldbridge::ops::preview::stored(parsed.batch));
     }
     stored.truncate(events);
     stored

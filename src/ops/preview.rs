@@ -223,8 +223,9 @@ fn header(value: &str) -> Result<HeaderValue, PreviewError> {
         .map_err(|_| PreviewError::Input("a credential is not a valid header value".to_owned()))
 }
 
-/// The events of an accepted request as the dispatcher reads them back.
-fn stored(batch: crate::domain::accepted::IngestBatch) -> Vec<StoredEvent> {
+/// The events of an accepted request as the dispatcher reads them back
+/// (ids from 1).
+pub fn stored(batch: crate::domain::accepted::IngestBatch) -> Vec<StoredEvent> {
     batch
         .events
         .into_iter()
