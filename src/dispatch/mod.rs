@@ -292,8 +292,8 @@ impl Dispatcher {
             });
             match prepare::prepare(config, route, event, profile) {
                 Prepared::Send { lane, alone, json } => sendable.push((event, lane, alone, json)),
-                Prepared::Skip(reason) => settled.skipped.push((event.event_id, reason)),
-                Prepared::Fail(reason) => settled.failed.push((event.event_id, reason)),
+                Prepared::Skip(reason) => settled.skipped.push(settled_event(event, reason)),
+                Prepared::Fail(reason) => settled.failed.push(settled_event(event, reason)),
             }
         }
         let items: Vec<((&str, &str), usize, bool)> = sendable
@@ -537,6 +537,14 @@ impl Dispatcher {
             self.metrics.deliveries(route, outcome, events);
         }
         (attempt, resolution)
+    }
+}
+
+fn settled_event(event: &batches::StoredEvent, reason: String) -> batches::SettledEvent {
+    batches::SettledEvent {
+        event_id: event.event_id,
+        source: event.source.clone(),
+        reason,
     }
 }
 

@@ -39,6 +39,11 @@ impl Route {
 
     /// The small integer a delivery stores for the route (the `routes`
     /// table of migration 0004 names them).
+    /// The route a `routes.id` names; `None` for any other number.
+    pub fn from_code(code: i64) -> Option<Route> {
+        Route::ALL.into_iter().find(|route| route.code() == code)
+    }
+
     pub fn code(self) -> i64 {
         match self {
             Route::SegmentToLaunchDarkly => 1,
@@ -220,7 +225,7 @@ impl std::fmt::Display for BatchStatus {
 }
 
 /// Where one event stands on one route, as stored and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     Pending,

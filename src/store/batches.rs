@@ -11,7 +11,10 @@
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use super::{id_list, Route, Store, StoreError};
+use super::{
+    counts::{self, Flow, Tally},
+    id_list, Route, Store, StoreError,
+};
 use crate::domain::{BatchStatus, DeliveryStatus};
 
 /// A stored event as the dispatcher reads it.
@@ -163,10 +166,18 @@ fn stored_event(row: &sqlx::sqlite::SqliteRow) -> StoredEvent {
 #[derive(Debug, Clone, Default)]
 pub struct Settled {
     /// The route cannot carry them (`skipped`).
-    pub skipped: Vec<(i64, String)>,
+    pub skipped: Vec<SettledEvent>,
     /// They break the destination's rules (`failed`, e.g. over Segment's
     /// 32 KB per message).
-    pub failed: Vec<(i64, String)>,
+    pub failed: Vec<SettledEvent>,
+}
+
+/// One event settled without being sent: which, whose, and why.
+#[derive(Debug, Clone)]
+pub struct SettledEvent {
+    pub event_id: i64,
+    pub source: String,
+    pub reason: String,
 }
 
 /// Batches to create for one route, and events it will never send.
@@ -206,14 +217,15 @@ pub async fn create_batches(
     }
     let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tally = Tally::default();
     for outcome in ended {
-        record_one(&mut tx, outcome, now).await?;
+        record_one(&mut tx, outcome, now, &mut tally).await?;
     }
     for (status, list) in [
         (DeliveryStatus::Skipped, &settled.skipped),
         (DeliveryStatus::Failed, &settled.failed),
     ] {
-        settle(&mut tx, route, status, list).await?;
+        settle(&mut tx, route, status, list, now, &mut tally).await?;
     }
     let mut created = Vec::with_capacity(plans.len());
     let mut profiles: Vec<(&str, i64)> = Vec::new();
@@ -241,7 +253,7 @@ pub async fn create_batches(
             profile,
         };
         let batch = insert_batch(&mut tx, &target, now).await?;
-        assign_events(
+        let batched = assign_events(
             &mut tx,
             route,
             batch.id,
@@ -249,8 +261,15 @@ pub async fn create_batches(
             DeliveryStatus::Pending,
         )
         .await?;
+        tally.moved(
+            route,
+            DeliveryStatus::Pending,
+            DeliveryStatus::Batched,
+            batched,
+        );
         created.push(batch);
     }
+    tally.write(&mut tx).await?;
     tx.commit().await?;
     Ok(created)
 }
@@ -294,23 +313,30 @@ pub async fn batch_profile_definition(
     .await?)
 }
 
-/// Marks pending deliveries of `route` as `status` with their reasons.
-/// Reasons repeat (every page call has the same one): one statement each.
+/// Marks pending deliveries of `route` as `status` with their reasons,
+/// counted in `tally` at `now`. Reasons repeat (every page call has the
+/// same one): one statement per reason and source.
 async fn settle(
     conn: &mut SqliteConnection,
     route: Route,
     status: DeliveryStatus,
-    list: &[(i64, String)],
+    list: &[SettledEvent],
+    now: i64,
+    tally: &mut Tally,
 ) -> Result<(), sqlx::Error> {
-    let mut by_reason: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
-    for (event_id, reason) in list {
+    let mut by_reason: std::collections::BTreeMap<(&str, &str), Vec<i64>> = Default::default();
+    for event in list {
         by_reason
-            .entry(reason.as_str())
+            .entry((event.reason.as_str(), event.source.as_str()))
             .or_default()
-            .push(*event_id);
+            .push(event.event_id);
     }
-    for (reason, event_ids) in by_reason {
-        sqlx::query(
+    let flow = match status {
+        DeliveryStatus::Skipped => Flow::Skipped,
+        _ => Flow::Failed,
+    };
+    for ((reason, source), event_ids) in by_reason {
+        let settled = sqlx::query(
             "UPDATE deliveries SET status = ?4, reason = ?3 \
              WHERE route = ?2 AND status = 'pending' AND event_id IN (SELECT value FROM json_each(?1))",
         )
@@ -319,7 +345,10 @@ async fn settle(
         .bind(reason)
         .bind(status)
         .execute(&mut *conn)
-        .await?;
+        .await?
+        .rows_affected() as i64;
+        tally.moved(route, DeliveryStatus::Pending, status, settled);
+        tally.flow(now, Some(route), source, flow, reason, settled);
     }
     Ok(())
 }
@@ -379,16 +408,17 @@ async fn insert_batch(
 }
 
 /// Points the deliveries of `event_ids` on `route` at `batch_id` (status
-/// `batched`), but only those currently in `from_status` state.
+/// `batched`), but only those currently in `from_status` state. Returns
+/// how many it moved.
 async fn assign_events(
     conn: &mut SqliteConnection,
     route: Route,
     batch_id: i64,
     event_ids: &[i64],
     from_status: DeliveryStatus,
-) -> Result<(), sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     // One statement per batch: the ids travel as a JSON array.
-    sqlx::query(
+    let moved = sqlx::query(
         "UPDATE deliveries SET status = 'batched', batch_id = ?3, reason = NULL \
          WHERE route = ?2 AND status = ?4 AND event_id IN (SELECT value FROM json_each(?1))",
     )
@@ -398,7 +428,7 @@ async fn assign_events(
     .bind(from_status)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(moved.rows_affected() as i64)
 }
 
 /// Batches claimed by [`claim_due`], and which of them were taken from an
@@ -513,9 +543,11 @@ pub async fn record_attempts(
     }
     let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tally = Tally::default();
     for outcome in outcomes {
-        record_one(&mut tx, outcome, now).await?;
+        record_one(&mut tx, outcome, now, &mut tally).await?;
     }
+    tally.write(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -528,6 +560,7 @@ async fn record_one(
     conn: &mut SqliteConnection,
     outcome: &Outcome<'_>,
     now: i64,
+    tally: &mut Tally,
 ) -> Result<(), sqlx::Error> {
     let Outcome {
         batch,
@@ -553,7 +586,16 @@ async fn record_one(
     match resolution {
         Resolution::Delivered => {
             set_batch(conn, batch.id, BatchStatus::Delivered, None, None, now).await?;
-            set_deliveries(conn, batch.id, DeliveryStatus::Delivered, None).await?;
+            let settled =
+                set_deliveries(conn, batch, DeliveryStatus::Delivered, None, tally).await?;
+            tally.flow(
+                now,
+                Some(batch.route),
+                &batch.source,
+                Flow::Delivered,
+                "",
+                settled,
+            );
         }
         Resolution::Retrying {
             next_attempt_at,
@@ -568,10 +610,32 @@ async fn record_one(
                 now,
             )
             .await?;
+            let events: i64 = counts::batch_statuses(conn, batch.id)
+                .await?
+                .iter()
+                .map(|(_, n)| n)
+                .sum();
+            tally.flow(
+                now,
+                Some(batch.route),
+                &batch.source,
+                Flow::Retried,
+                "",
+                events,
+            );
         }
         Resolution::Failed { reason } => {
             set_batch(conn, batch.id, BatchStatus::Failed, None, Some(reason), now).await?;
-            set_deliveries(conn, batch.id, DeliveryStatus::Failed, Some(reason)).await?;
+            let settled =
+                set_deliveries(conn, batch, DeliveryStatus::Failed, Some(reason), tally).await?;
+            tally.flow(
+                now,
+                Some(batch.route),
+                &batch.source,
+                Flow::Failed,
+                reason,
+                settled,
+            );
         }
         Resolution::Split { reason, parts } => {
             set_batch(conn, batch.id, BatchStatus::Split, None, Some(reason), now).await?;
@@ -617,19 +681,28 @@ async fn set_batch(
     Ok(())
 }
 
+/// Sets every delivery of `batch` to `status`, its totals moved in
+/// `tally`. Returns how many deliveries the batch has.
 async fn set_deliveries(
     conn: &mut SqliteConnection,
-    batch_id: i64,
+    batch: &ClaimedBatch,
     status: DeliveryStatus,
     reason: Option<&String>,
-) -> Result<(), sqlx::Error> {
+    tally: &mut Tally,
+) -> Result<i64, sqlx::Error> {
+    let before = counts::batch_statuses(conn, batch.id).await?;
     sqlx::query("UPDATE deliveries SET status = ?2, reason = ?3 WHERE batch_id = ?1")
-        .bind(batch_id)
+        .bind(batch.id)
         .bind(status)
         .bind(reason)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    let mut events = 0;
+    for (from, n) in before {
+        tally.moved(batch.route, from, status, n);
+        events += n;
+    }
+    Ok(events)
 }
 
 async fn move_events(

@@ -109,8 +109,18 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<BatchSummary, sqlx::Error> {
     })
 }
 
-/// Counts of deliveries by route and status, for tests and `stats`.
+/// Deliveries by route and status, for `stats`, `/metrics` and tests:
+/// the counts kept with every change (`store::counts`), a few rows
+/// whatever the history.
 pub async fn delivery_counts(
+    store: &Store,
+) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
+    super::counts::totals(store).await
+}
+
+/// The same, counted over every delivery (a scan): what the kept counts
+/// must always equal. For tests.
+pub async fn delivery_counts_scanned(
     store: &Store,
 ) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
     Ok(sqlx::query_as(
@@ -327,20 +337,17 @@ pub async fn event_routes(store: &Store, event_id: i64) -> Result<Vec<RouteState
 }
 
 /// Open deliveries (not yet settled) by route and status: pending, batched
-/// and failed. Uses the partial indexes, so it stays cheap with a large
-/// history.
+/// and failed, from the kept counts.
 pub async fn open_deliveries(
     store: &Store,
 ) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
-    let mut counts: Vec<(String, DeliveryStatus, i64)> = Vec::new();
-    for sql in [
-        "SELECT (SELECT name FROM routes WHERE id = d.route), 'pending', COUNT(*) FROM deliveries d \
-         WHERE status = 'pending' GROUP BY route",
-        "SELECT (SELECT name FROM routes WHERE id = d.route), status, COUNT(*) FROM deliveries d \
-         WHERE status IN ('batched', 'failed') GROUP BY route, status",
-    ] {
-        counts.extend(sqlx::query_as(sql).fetch_all(store.pool()).await?);
-    }
+    let mut counts = super::counts::totals(store).await?;
+    counts.retain(|(_, status, _)| {
+        matches!(
+            status,
+            DeliveryStatus::Pending | DeliveryStatus::Batched | DeliveryStatus::Failed
+        )
+    });
     counts.sort_by_key(|(route, status, _)| (route.clone(), status.as_str()));
     Ok(counts)
 }

@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
-use super::{id_list, keys, Store, StoreError};
-use crate::domain::BatchStatus;
+use super::{
+    counts::{self, Flow, Tally},
+    id_list, keys, Store, StoreError,
+};
+use crate::domain::{BatchStatus, DeliveryStatus, Route};
 
 /// Requeues `batch_ids` in one transaction: each becomes `retrying`, due
 /// `now`, with a `manual` trigger for its next attempt, a fresh
@@ -27,27 +30,35 @@ pub async fn requeue(
     let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let mut done = Vec::new();
+    let mut tally = Tally::default();
     for id in batch_ids {
-        let updated = sqlx::query(
+        let updated: Option<(String, String)> = sqlx::query_as(
             "UPDATE batches SET status = 'retrying', next_attempt_at = ?2, next_trigger = 'manual', \
                     retry_since = ?2, updated_at = ?2 \
-             WHERE id = ?1 AND status IN (SELECT value FROM json_each(?3))",
+             WHERE id = ?1 AND status IN (SELECT value FROM json_each(?3)) RETURNING route, source",
         )
         .bind(id)
         .bind(now)
         .bind(&from)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() == 1 {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'batched', reason = NULL WHERE batch_id = ?1",
-            )
+        let Some((route, source)) = updated else {
+            continue;
+        };
+        let before = counts::batch_statuses(&mut tx, *id).await?;
+        sqlx::query("UPDATE deliveries SET status = 'batched', reason = NULL WHERE batch_id = ?1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            done.push(*id);
+        if let Ok(route) = route.parse::<Route>() {
+            for (status, n) in before {
+                tally.moved(route, status, DeliveryStatus::Batched, n);
+                tally.flow(now, Some(route), &source, Flow::Resent, "", n);
+            }
         }
+        done.push(*id);
     }
+    tally.write(&mut tx).await?;
     tx.commit().await?;
     Ok(done)
 }
@@ -112,12 +123,19 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         let list = id_list(&ids);
         let settled = "SELECT value FROM json_each(?1) j WHERE NOT EXISTS \
             (SELECT 1 FROM deliveries d WHERE d.event_id = j.value AND d.status NOT IN ('delivered', 'skipped'))";
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM deliveries WHERE event_id IN ({settled})"
+        let deleted: Vec<(i64, DeliveryStatus)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM deliveries WHERE event_id IN ({settled}) RETURNING route, status"
         )))
         .bind(&list)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
+        let mut tally = Tally::default();
+        for (code, status) in deleted {
+            if let Some(route) = Route::from_code(code) {
+                tally.total(route, status, -1);
+            }
+        }
+        tally.write(&mut tx).await?;
         // Deliveries of still-open events survive the first delete, so the
         // second only takes events with no delivery left.
         let deleted = sqlx::query(
@@ -187,15 +205,18 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         purged.attempts += attempts.rows_affected();
         purged.batches += batches.rows_affected();
     }
+    let _turn = store.write_turn().await;
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     if purged.batches > 0 {
         // A profile goes with the last batch formed with it.
-        let _turn = store.write_turn().await;
         sqlx::query(
             "DELETE FROM profiles WHERE NOT EXISTS (SELECT 1 FROM batches b WHERE b.profile = profiles.id)",
         )
-        .execute(store.pool())
+        .execute(&mut *tx)
         .await?;
     }
+    counts::forget_before(&mut tx, cutoff).await?;
+    tx.commit().await?;
     Ok(purged)
 }
 

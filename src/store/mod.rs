@@ -25,6 +25,7 @@ macro_rules! event_request {
 }
 
 pub mod batches;
+pub mod counts;
 pub mod delivery_log;
 mod keys;
 pub mod maintenance;

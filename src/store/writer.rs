@@ -13,10 +13,13 @@ use std::sync::{Arc, OnceLock};
 use sqlx::{sqlite::SqliteConnection, AssertSqlSafe, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{keys, Store, StoreError};
+use super::{
+    counts::{Flow, Tally},
+    keys, Store, StoreError,
+};
 use crate::domain::{
     accepted::{IngestBatch, NewRefusal},
-    Route,
+    DeliveryStatus, Route,
 };
 
 /// Upper bound of events drained into one transaction; keeps each commit's
@@ -413,6 +416,7 @@ async fn commit(
     }
     let refusals: Vec<&NewRefusal> = group.iter().flat_map(|job| &job.batch.refusals).collect();
     let evicted = super::refusals::insert(&mut tx, &refusals, refusal_rows).await?;
+    tally(group, &stored).write(&mut tx).await?;
     tx.commit().await?;
     let counts = group
         .iter()
@@ -427,6 +431,32 @@ async fn commit(
         refusals_evicted: evicted,
         next_id: next,
     })
+}
+
+/// What a commit adds to the counts: each stored event received (and
+/// pending) on each of its routes, each refusal recorded.
+fn tally(group: &[Job], stored: &[usize]) -> Tally {
+    let mut tally = Tally::default();
+    for (job, &stored) in group.iter().zip(stored) {
+        let batch = &job.batch;
+        for &route in &batch.routes {
+            let n = stored as i64;
+            tally.flow(
+                batch.received_at,
+                Some(route),
+                &batch.source,
+                Flow::Received,
+                "",
+                n,
+            );
+            tally.total(route, DeliveryStatus::Pending, n);
+        }
+        for refusal in &batch.refusals {
+            let source = refusal.source.as_deref().unwrap_or_default();
+            tally.flow(refusal.at, None, source, Flow::Refused, &refusal.code, 1);
+        }
+    }
+    tally
 }
 
 /// Where one request's events go in a commit.

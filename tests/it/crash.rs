@@ -319,6 +319,19 @@ async fn acknowledged_events_survive_twenty_random_sigkills_and_reach_every_rout
     // recognises them: every messageId is stored once.
     let stored_twice = stored_more_than_once(&dir.path().join("ldbridge.db")).await;
     assert!(stored_twice.is_empty(), "stored twice: {stored_twice:?}");
+    // The kept counts commit with the rows they count: no kill made them drift.
+    let store = ldbridge::store::Store::open(&dir.path().join("ldbridge.db"), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ldbridge::store::delivery_log::delivery_counts(&store)
+            .await
+            .unwrap(),
+        ldbridge::store::delivery_log::delivery_counts_scanned(&store)
+            .await
+            .unwrap()
+    );
+    store.close().await;
 
     let (to_ld, dup_ld) = check_route(
         "segment-to-launchdarkly",

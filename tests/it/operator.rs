@@ -440,3 +440,105 @@ async fn metrics_parse_as_prometheus_text_and_move_by_the_traffic_sent() {
         0.0
     );
 }
+
+/// The flows of every minute, summed: (route or "ingest", what, reason) → n.
+async fn flow_sums(app: &TestApp) -> std::collections::BTreeMap<(String, String, String), i64> {
+    let flows = ldbridge::store::counts::flows(&app.app.store, 0, i64::MAX / 2)
+        .await
+        .unwrap();
+    let mut sums = std::collections::BTreeMap::new();
+    for flow in flows {
+        let route = flow.route.unwrap_or_else(|| "ingest".to_owned());
+        *sums
+            .entry((route, flow.flow.as_str().to_owned(), flow.reason))
+            .or_insert(0) += flow.n;
+    }
+    sums
+}
+
+#[tokio::test]
+async fn the_kept_counts_follow_every_step_received_refused_skipped_retried_failed_resent_delivered_purged(
+) {
+    let app = spawn_app().await;
+    let route = Route::SegmentToLaunchDarkly.as_str().to_owned();
+    let key = |what: &str, reason: &str| (route.clone(), what.to_owned(), reason.to_owned());
+    // Two tracks, a page (skipped), and a track without a name (refused).
+    let body = json!({"writeKey": WRITE_KEY, "batch": [
+        {"type": "track", "event": "one", "userId": "u", "messageId": "k-1"},
+        {"type": "track", "event": "two", "userId": "u", "messageId": "k-2"},
+        {"type": "page", "name": "Home", "userId": "u", "messageId": "k-3"},
+        {"type": "track", "userId": "u", "messageId": "k-4"},
+    ]});
+    let reply = app
+        .post("/v1/batch", body.to_string().as_bytes(), Dress::BodyKey)
+        .await;
+    assert_eq!(reply.http_status(), Some(200));
+    // First attempt 500 (retried), second 401 (failed).
+    app.launchdarkly.push(Reply::status(500));
+    app.launchdarkly.push(Reply::status(401));
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Failed) == 2)
+        .await;
+    let sums = flow_sums(&app).await;
+    assert_eq!(sums.get(&key("received", "")), Some(&3));
+    assert_eq!(sums.get(&key("retried", "")), Some(&2));
+    let failed: i64 = sums
+        .iter()
+        .filter(|((r, what, _), _)| *r == route && what == "failed")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(failed, 2);
+    let skipped: Vec<_> = sums
+        .iter()
+        .filter(|((r, what, _), _)| *r == route && what == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0]
+        .0
+         .2
+        .starts_with("page calls have no LaunchDarkly equivalent"));
+    assert_eq!(*skipped[0].1, 1);
+    let refused: i64 = sums
+        .iter()
+        .filter(|((r, what, _), _)| r == "ingest" && what == "refused")
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(refused, 1);
+
+    // A resend, then delivered.
+    let resend = app.cli(&["resend", "--all-failed", "--yes"]);
+    assert_eq!(resend.code, 0, "{}", resend.stderr);
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 2)
+        .await;
+    let sums = flow_sums(&app).await;
+    assert_eq!(sums.get(&key("resent", "")), Some(&2));
+    assert_eq!(sums.get(&key("delivered", "")), Some(&2));
+    // `counts()` checks the kept totals against the rows at every step,
+    // and after a purge too.
+    let counts = app.counts().await;
+    assert_eq!(
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered),
+        2
+    );
+    let purge = app.cli(&["purge", "--older-than", "0s"]);
+    assert_eq!(purge.code, 0, "{}", purge.stderr);
+    let counts = app.counts().await;
+    assert_eq!(
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Delivered),
+        0
+    );
+    assert_eq!(
+        counts.on(Route::SegmentToLaunchDarkly, DeliveryStatus::Skipped),
+        0
+    );
+    // Retention forgets the minutes before its cutoff (the current one is
+    // younger than `--older-than 0s`): a cutoff two minutes ahead takes all.
+    assert!(!flow_sums(&app).await.is_empty());
+    let ahead = ldbridge::clock::now_ms() + 120_000;
+    ldbridge::ops::purge(&app.app.store, ahead).await.unwrap();
+    assert!(
+        flow_sums(&app).await.is_empty(),
+        "{:?}",
+        flow_sums(&app).await
+    );
+    app.counts().await;
+}

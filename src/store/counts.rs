@@ -1,0 +1,253 @@
+//! Counts kept with the changes they count (migration 0009): `totals`,
+//! deliveries by route and current status, and `flows`, what happened per
+//! minute, route and source. The overview, `stats` and `/metrics` read
+//! these few rows instead of scanning events and deliveries.
+//!
+//! A transaction that changes statuses gathers its changes in a [`Tally`]
+//! and writes it before it commits ([`Tally::write`]: two statements,
+//! whatever the number of rows changed), so the counts are exactly as
+//! committed as the rows. Reading them is [`totals`] and [`flows`].
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use sqlx::sqlite::SqliteConnection;
+
+use super::{Store, StoreError};
+use crate::domain::{DeliveryStatus, Route};
+
+/// A minute, as `flows` keys it: Unix ms / 60,000.
+pub fn minute(ms: i64) -> i64 {
+    ms.div_euclid(60_000)
+}
+
+/// What a flow counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Flow {
+    /// Deliveries created: an event taking a route.
+    Received,
+    /// Settled as skipped (reason: why).
+    Skipped,
+    /// Settled as failed, sent or not (reason: why).
+    Failed,
+    Delivered,
+    /// Events of an attempt that ended retrying.
+    Retried,
+    /// Events put back in the queue by a resend.
+    Resent,
+    /// Refused at ingest (route 0; reason: the refusal's code).
+    Refused,
+}
+
+impl Flow {
+    pub const ALL: [Flow; 7] = [
+        Flow::Received,
+        Flow::Skipped,
+        Flow::Failed,
+        Flow::Delivered,
+        Flow::Retried,
+        Flow::Resent,
+        Flow::Refused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::Received => "received",
+            Flow::Skipped => "skipped",
+            Flow::Failed => "failed",
+            Flow::Delivered => "delivered",
+            Flow::Retried => "retried",
+            Flow::Resent => "resent",
+            Flow::Refused => "refused",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Flow> {
+        Flow::ALL.into_iter().find(|flow| flow.as_str() == text)
+    }
+}
+
+/// Reasons longer than this are cut: a reason is a key of `flows`.
+const MAX_REASON_CHARS: usize = 200;
+
+/// The count changes of one transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// (minute, route code or 0, source, flow, reason) → n.
+    flows: BTreeMap<(i64, i64, String, Flow, String), i64>,
+    /// (route code, status) → change.
+    totals: BTreeMap<(i64, DeliveryStatus), i64>,
+}
+
+impl Tally {
+    /// `n` events of `source` had `flow` on `route` (`None`: ingest) at `at` (ms).
+    pub fn flow(
+        &mut self,
+        at: i64,
+        route: Option<Route>,
+        source: &str,
+        flow: Flow,
+        reason: &str,
+        n: i64,
+    ) {
+        if n == 0 {
+            return;
+        }
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        let key = (
+            minute(at),
+            route.map_or(0, Route::code),
+            source.to_owned(),
+            flow,
+            reason,
+        );
+        *self.flows.entry(key).or_default() += n;
+    }
+
+    /// `n` deliveries of `route` entered `status` (negative: left it).
+    pub fn total(&mut self, route: Route, status: DeliveryStatus, n: i64) {
+        if n != 0 {
+            *self.totals.entry((route.code(), status)).or_default() += n;
+        }
+    }
+
+    /// `n` deliveries of `route` went from `from` to `to`.
+    pub fn moved(&mut self, route: Route, from: DeliveryStatus, to: DeliveryStatus, n: i64) {
+        if from != to {
+            self.total(route, from, -n);
+            self.total(route, to, n);
+        }
+    }
+
+    /// Writes the changes on `conn`'s open transaction.
+    pub async fn write(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        let totals: Vec<Value> = self
+            .totals
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((route, status), n)| json!([route, status.as_str(), n]))
+            .collect();
+        if !totals.is_empty() {
+            sqlx::query(
+                "INSERT INTO totals (route, status, n) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (route, status) DO UPDATE SET n = n + excluded.n",
+            )
+            .bind(Value::Array(totals).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let flows: Vec<Value> = self
+            .flows
+            .into_iter()
+            .map(|((minute, route, source, flow, reason), n)| {
+                json!([minute, route, source, flow.as_str(), reason, n])
+            })
+            .collect();
+        if !flows.is_empty() {
+            sqlx::query(
+                "INSERT INTO flows (minute, route, source, what, reason, n) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
+                 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (minute, route, source, what, reason) DO UPDATE SET n = n + excluded.n",
+            )
+            .bind(Value::Array(flows).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// How many deliveries of `batch_id` are in each status (before a change
+/// that moves them all).
+pub(crate) async fn batch_statuses(
+    conn: &mut SqliteConnection,
+    batch_id: i64,
+) -> Result<Vec<(DeliveryStatus, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, COUNT(*) FROM deliveries WHERE batch_id = ?1 GROUP BY status")
+        .bind(batch_id)
+        .fetch_all(&mut *conn)
+        .await
+}
+
+/// Deliveries by route and current status, routes and statuses in name
+/// order; none counted are left out.
+pub async fn totals(store: &Store) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT r.name, t.status, t.n FROM totals t JOIN routes r ON r.id = t.route \
+         WHERE t.n <> 0 ORDER BY r.name, t.status",
+    )
+    .fetch_all(store.pool())
+    .await?)
+}
+
+/// One `flows` row, summed over the minutes asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowCount {
+    /// The route's name; `None` for ingest (refusals).
+    pub route: Option<String>,
+    pub source: String,
+    pub flow: Flow,
+    pub reason: String,
+    pub n: i64,
+}
+
+/// Flows in the minutes from `since` (ms, its minute included) to `until`
+/// (ms, its minute included), summed per route, source, flow and reason.
+pub async fn flows(store: &Store, since: i64, until: i64) -> Result<Vec<FlowCount>, StoreError> {
+    let rows: Vec<(Option<String>, String, String, String, i64)> = sqlx::query_as(
+        "SELECT r.name, f.source, f.what, f.reason, SUM(f.n) FROM flows f \
+         LEFT JOIN routes r ON r.id = f.route \
+         WHERE f.minute >= ?1 AND f.minute <= ?2 \
+         GROUP BY f.route, f.source, f.what, f.reason ORDER BY r.name, f.source, f.what, f.reason",
+    )
+    .bind(minute(since))
+    .bind(minute(until))
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(route, source, what, reason, n)| {
+            Some(FlowCount {
+                route,
+                source,
+                flow: Flow::parse(&what)?,
+                reason,
+                n,
+            })
+        })
+        .collect())
+}
+
+/// Per minute from `since` to `until` (ms): each route's `flow` count,
+/// as (minute start in ms, route name, n); minutes with none left out.
+pub async fn per_minute(
+    store: &Store,
+    flow: Flow,
+    since: i64,
+    until: i64,
+) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT f.minute * 60000, r.name, SUM(f.n) FROM flows f JOIN routes r ON r.id = f.route \
+         WHERE f.what = ?1 AND f.minute >= ?2 AND f.minute <= ?3 \
+         GROUP BY f.minute, r.name ORDER BY f.minute, r.name",
+    )
+    .bind(flow.as_str())
+    .bind(minute(since))
+    .bind(minute(until))
+    .fetch_all(store.pool())
+    .await?)
+}
+
+/// Deletes the minutes before `cutoff` (ms). Returns the rows deleted.
+pub(crate) async fn forget_before(
+    conn: &mut SqliteConnection,
+    cutoff: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM flows WHERE minute < ?1")
+        .bind(minute(cutoff))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+}
