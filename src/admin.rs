@@ -47,6 +47,8 @@ pub struct Admin {
     pub tick_allowance: Duration,
     /// Room on the database's file system.
     pub space: Arc<crate::space::Space>,
+    /// The Delivery Overview's sessions (`/ui/`).
+    pub ui: crate::ui::Ui,
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -119,15 +121,43 @@ impl Admin {
         tokens_match(token, presented)
     }
 
-    /// Answers one admin request. Never fails: every problem is an answer.
+    /// Answers one admin request, and logs it at debug level (method,
+    /// path without its query, status, time; never a header). Never fails:
+    /// every problem is an answer.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Answer {
+        let started = std::time::Instant::now();
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let answer = self.answer(request).await;
+        tracing::debug!(
+            %method, %path, status = answer.status().as_u16(),
+            duration_ms = started.elapsed().as_millis() as u64, "Admin request."
+        );
+        answer
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Answer {
         let path = request.uri().path().trim_end_matches('/').to_owned();
         match (request.method(), path.as_str()) {
             (&Method::GET, "/healthz") => return respond(StatusCode::OK, "text/plain", "ok\n"),
             (&Method::GET, "/readyz") => return self.readyz().await,
             _ => {}
         }
+        // Without a token the listener is loopback only; a page reached by
+        // another name (DNS rebinding) must not get in either.
+        if self.config.get().server.admin_token.is_none()
+            && !crate::ui::loopback_host(request.headers())
+        {
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this admin listener has no token and answers only Host names that are loopback \
+                 (localhost, 127.0.0.1, [::1])",
+            );
+        }
+        if crate::ui::is_page_path(&path) {
+            return self.ui.handle(self, request, &path).await;
+        }
         if !self.authorized(&request) {
+            self.ui.bad_token(self).await;
             let mut answer = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             answer
                 .headers_mut()
@@ -154,7 +184,17 @@ impl Admin {
         match (request.method().clone(), segments.as_slice()) {
             (Method::GET, ["metrics"]) => Ok(self.metrics_answer().await),
             (Method::GET, ["api", "stats"]) => {
-                let stats = ops::stats(&self.store, clock::now_ms())
+                let now = clock::now_ms();
+                let time = |key: &str| {
+                    query_param(&query, key)
+                        .map(|text| ops::filters::parse_time(&text, now).map_err(bad_filter))
+                        .transpose()
+                };
+                let window = match (time("since")?, time("until")?) {
+                    (Some(since), until) => Some((since, until.unwrap_or(now))),
+                    (None, _) => None,
+                };
+                let stats = ops::stats(&self.store, now, window)
                     .await
                     .map_err(internal)?;
                 Ok(json_answer(StatusCode::OK, &stats.json()))
@@ -341,7 +381,7 @@ impl Admin {
 }
 
 /// Constant-time comparison of the presented token with the configured one.
-fn tokens_match(token: &Secret, presented: &str) -> bool {
+pub(crate) fn tokens_match(token: &Secret, presented: &str) -> bool {
     bool::from(token.expose().as_bytes().ct_eq(presented.as_bytes()))
 }
 

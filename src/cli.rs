@@ -79,6 +79,12 @@ pub enum Command {
     Resend(ResendArgs),
     /// Counts by route and status, oldest undelivered age, attempts in the last hour.
     Stats {
+        /// Also what happened from T on (RFC 3339 or a duration ago, e.g. 1h): the Delivery Overview's numbers.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// With --since: up to T (default now).
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -264,7 +270,9 @@ pub async fn run(cli: Cli, log_control: Option<crate::logging::LogControl>) -> R
         Command::Explain { id, json } => explain(path, &id, json).await,
         Command::Map { source, file, json } => map(path, &source, file.as_deref(), json),
         Command::Resend(args) => resend(path, &args).await,
-        Command::Stats { json } => stats(path, json).await,
+        Command::Stats { since, until, json } => {
+            stats(path, since.as_deref(), until.as_deref(), json).await
+        }
         Command::Refusals(args) => refusals(path, &args).await,
         Command::Reload { pid, timeout } => reload(path, pid, &timeout),
         Command::Purge { older_than, json } => purge(path, older_than.as_deref(), json).await,
@@ -415,9 +423,25 @@ fn confirm(question: &str) -> bool {
         && answer.trim_start().to_ascii_lowercase().starts_with('y')
 }
 
-async fn stats(path: Option<&std::path::Path>, json: bool) -> Result<(), Failure> {
+async fn stats(
+    path: Option<&std::path::Path>,
+    since: Option<&str>,
+    until: Option<&str>,
+    json: bool,
+) -> Result<(), Failure> {
+    let now = clock::now_ms();
+    let window = match since {
+        None if until.is_some() => {
+            return Err(Failure::Usage("--until needs --since".to_owned()));
+        }
+        None => None,
+        Some(since) => {
+            let parse = |text: &str| ops::filters::parse_time(text, now).map_err(Failure::Usage);
+            Some((parse(since)?, until.map(parse).transpose()?.unwrap_or(now)))
+        }
+    };
     let store = open(path).await?;
-    let stats = ops::stats(&store, clock::now_ms()).await.map_err(runtime)?;
+    let stats = ops::stats(&store, now, window).await.map_err(runtime)?;
     store.close().await;
     if json {
         print_json(&stats.json());

@@ -163,6 +163,7 @@ pub async fn start_with_clock(
                 writer: writer.clone(),
                 tick_allowance,
                 space: Arc::clone(&space),
+                ui: Default::default(),
             };
             let (admin_addr, server) = serve_admin(address, admin, stopped.clone(), limits).await?;
             servers.push(server);

@@ -78,3 +78,4 @@ pub mod retry;
 pub mod server;
 pub mod space;
 pub mod store;
+pub mod ui;

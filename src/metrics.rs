@@ -131,6 +131,7 @@ pub struct Metrics {
     ingest_refused: Family<RefusedLabels, Counter>,
     refusals_unrecorded: Family<CauseLabels, Counter>,
     telemetry: Counter,
+    admin_bad_tokens: Counter,
     claims_expired: Family<RouteLabels, Counter>,
     store_free: Gauge,
     store_reserve: Gauge,
@@ -163,6 +164,7 @@ impl Metrics {
             ingest_refused: Family::default(),
             refusals_unrecorded: Family::default(),
             telemetry: Counter::default(),
+            admin_bad_tokens: Counter::default(),
             claims_expired: Family::default(),
             store_free: Gauge::default(),
             store_reserve: Gauge::default(),
@@ -276,6 +278,12 @@ impl Metrics {
             self.telemetry.clone(),
         );
         r.register(
+            "admin_bad_tokens",
+            "Admin API requests and Delivery Overview logins with a wrong or \
+             missing token, each answered after a pause",
+            self.admin_bad_tokens.clone(),
+        );
+        r.register(
             "claims_expired",
             "Batches whose claim expired with no outcome recorded (a failed \
              commit, a locked database, a task that died) and were taken again \
@@ -385,6 +393,11 @@ impl Metrics {
                 route: route.to_owned(),
             })
             .inc_by(count);
+    }
+
+    /// One admin request or page login with a wrong or missing token.
+    pub fn admin_bad_token(&self) {
+        self.admin_bad_tokens.inc();
     }
 
     /// One analytics.js telemetry post (`/v1/m`), answered and dropped.
@@ -499,7 +512,7 @@ mod tests {
 
     /// Every family the module promises, with its OpenMetrics type. Counter
     /// families are named without `_total` in HELP/TYPE; only samples carry it.
-    const FAMILIES: [(&str, &str); 20] = [
+    const FAMILIES: [(&str, &str); 21] = [
         ("ldbridge_ingest_requests", "counter"),
         ("ldbridge_ingest_events", "counter"),
         ("ldbridge_deliveries", "counter"),
@@ -516,6 +529,7 @@ mod tests {
         ("ldbridge_ingest_refused", "counter"),
         ("ldbridge_refusal_log_unrecorded", "counter"),
         ("ldbridge_analytics_telemetry", "counter"),
+        ("ldbridge_admin_bad_tokens", "counter"),
         ("ldbridge_claims_expired", "counter"),
         ("ldbridge_store_free_bytes", "gauge"),
         ("ldbridge_store_reserve_bytes", "gauge"),
@@ -532,6 +546,7 @@ mod tests {
         m.ingest_refused("unknown", "invalid_write_key", 1);
         m.refusals_unrecorded("rate", 4);
         m.telemetry();
+        m.admin_bad_token();
         m.claims_expired("ld-main", 2);
         m.deliveries("ld-main", DeliveryStatus::Delivered, 15);
         m.attempt("ld-main", BatchStatus::Delivered, 0.2, 10);

@@ -11,6 +11,7 @@ pub mod filters;
 pub mod online;
 pub mod preview;
 pub mod refusals;
+pub mod window;
 
 use std::{collections::HashMap, fmt::Write as _};
 
@@ -511,9 +512,17 @@ pub struct Stats {
     pub attempts_last_hour: Vec<(String, String, i64)>,
     /// Recorded refusals in the last hour by (source, reason code).
     pub refusals_last_hour: Vec<(String, String, i64)>,
+    /// With `--since`: what happened in that window (the overview's numbers).
+    pub window: Option<window::Window>,
 }
 
-pub async fn stats(store: &Store, now: i64) -> Result<Stats, StoreError> {
+/// `ldbridge stats`: the kept counts, and with `window` (since, until in
+/// ms) the flows of that window too.
+pub async fn stats(
+    store: &Store,
+    now: i64,
+    window: Option<(i64, i64)>,
+) -> Result<Stats, StoreError> {
     let mut oldest = Vec::new();
     for route in Route::ALL {
         let at = delivery_log::oldest_undelivered(store, route.as_str()).await?;
@@ -525,6 +534,10 @@ pub async fn stats(store: &Store, now: i64) -> Result<Stats, StoreError> {
         oldest_undelivered_ms: oldest,
         attempts_last_hour: delivery_log::attempts_since(store, now - 3_600_000).await?,
         refusals_last_hour: crate::store::refusals::counts_since(store, now - 3_600_000).await?,
+        window: match window {
+            Some((since, until)) => Some(window::window(store, since, until).await?),
+            None => None,
+        },
     })
 }
 
@@ -547,6 +560,7 @@ impl Stats {
                 .collect::<serde_json::Map<_, _>>(),
             "attempts_last_hour": counts_json(&self.attempts_last_hour),
             "refusals_last_hour": counts_json(&self.refusals_last_hour),
+            "window": self.window.as_ref().map(window::Window::json),
         })
     }
 
@@ -583,6 +597,34 @@ impl Stats {
         }
         for (source, reason, count) in &self.refusals_last_hour {
             let _ = writeln!(out, "  {source:<24}{reason:<24}{count:>8}");
+        }
+        if let Some(window) = &self.window {
+            let _ = writeln!(
+                out,
+                "\nFrom {} to {} (whole minutes):\n{:<24}{:>10}{:>9}{:>11}{:>9}{:>8}{:>8}",
+                clock::format_ms(crate::store::counts::minute(window.since) * 60_000),
+                clock::format_ms((crate::store::counts::minute(window.until) + 1) * 60_000),
+                "ROUTE",
+                "RECEIVED",
+                "SKIPPED",
+                "DELIVERED",
+                "RETRIED",
+                "FAILED",
+                "RESENT"
+            );
+            for (route, f) in &window.routes {
+                let _ = writeln!(
+                    out,
+                    "{:<24}{:>10}{:>9}{:>11}{:>9}{:>8}{:>8}",
+                    route.as_str(),
+                    f.received,
+                    f.skipped,
+                    f.delivered,
+                    f.retried,
+                    f.failed,
+                    f.resent
+                );
+            }
         }
         out
     }

@@ -6,7 +6,7 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError};
-use crate::domain::{BatchStatus, DeliveryStatus};
+use crate::domain::{BatchStatus, DeliveryStatus, Route};
 
 /// The columns [`summary`] reads, in one place for every batch query.
 macro_rules! batch_columns {
@@ -399,5 +399,58 @@ pub async fn attempts_since(
     Ok(rows
         .into_iter()
         .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect())
+}
+
+/// A delivery settled without a batch (skipped, or failed unsent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledDelivery {
+    pub event_id: i64,
+    pub received_at: i64,
+    pub kind: String,
+    pub dedupe_key: String,
+    pub reason: Option<String>,
+}
+
+/// `route`'s deliveries in `status` among the events received from
+/// `since` to `until` (ms), newest first, at most `limit`. Events are
+/// stored in the order they arrive, so the window is an id range, found
+/// by bisection; no scan outside it.
+pub async fn settled_in(
+    store: &Store,
+    route: Route,
+    status: DeliveryStatus,
+    since: i64,
+    until: i64,
+    limit: usize,
+) -> Result<Vec<SettledDelivery>, StoreError> {
+    let after = super::maintenance::received_before(store, since).await?;
+    let through = super::maintenance::received_before(store, until.saturating_add(1)).await?;
+    let rows = sqlx::query(concat!(
+        "SELECT d.event_id, e.received_at, e.kind, ",
+        event_key!(),
+        " AS dedupe_key, d.reason FROM deliveries d JOIN events e ON e.id = d.event_id",
+        event_request!(),
+        "WHERE d.event_id > ?1 AND d.event_id <= ?2 AND d.route = ?3 AND d.status = ?4 \
+         AND e.received_at >= ?5 AND e.received_at <= ?6 ORDER BY d.event_id DESC LIMIT ?7"
+    ))
+    .bind(after)
+    .bind(through)
+    .bind(route.code())
+    .bind(status)
+    .bind(since)
+    .bind(until)
+    .bind(limit as i64)
+    .fetch_all(store.pool())
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| SettledDelivery {
+            event_id: row.get(0),
+            received_at: row.get(1),
+            kind: row.get(2),
+            dedupe_key: row.get(3),
+            reason: row.get(4),
+        })
         .collect())
 }

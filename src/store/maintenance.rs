@@ -224,7 +224,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
 /// (events are stored in the order they arrive, so `received_at` grows
 /// with the id); `i64::MIN` when there is none. A clock stepped back only
 /// makes it stop early: the purge still checks every event's own time.
-async fn received_before(store: &Store, cutoff: i64) -> Result<i64, StoreError> {
+pub(crate) async fn received_before(store: &Store, cutoff: i64) -> Result<i64, StoreError> {
     let at_or_after = |id: i64| {
         sqlx::query_as::<_, (i64, i64)>(
             "SELECT id, received_at FROM events WHERE id >= ?1 ORDER BY id LIMIT 1",

@@ -16,6 +16,8 @@
 //! - `migration`: a database from an earlier schema upgrades with nothing lost
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
+//! - `overview`: the Delivery Overview pages: login, cross-site and rebinding
+//!   refusals, the page's numbers equal to `stats --since`
 //! - `properties`: proptest of both parsers and all mappers
 //! - `room`: a real full file system (tmpfs): delivery goes on, ingest resumes
 //! - `real_clients`: what real clients send: lenient timestamps, lone surrogates,
@@ -39,6 +41,7 @@ mod launchdarkly;
 mod mappings;
 mod migration;
 mod operator;
+mod overview;
 mod process;
 mod properties;
 mod real_clients;
