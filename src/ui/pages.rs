@@ -443,7 +443,7 @@ async fn chart(
     let (width, height) = (600.0, 120.0);
     let bar = width / buckets as f64;
     let mut svg = format!(
-        r##"<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{} per {}: highest {highest} events"><rect width="{width}" height="{height}" fill="#f6f8fa"/>"##,
+        r##"<svg class="chart" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" aria-label="{} per {}: highest {highest} events"><rect width="{width}" height="{height}" fill="#f6f8fa"/>"##,
         route.as_str(),
         if hourly { "hour" } else { "minute" }
     );

@@ -26,7 +26,7 @@ use tokio::{
 use crate::helpers::{test_config, CLIENT_SIDE_ID, WAIT, WRITE_KEY};
 
 /// The browser test's folder, and Chromium; or why they cannot be had.
-fn browser_parts() -> Result<(PathBuf, PathBuf), String> {
+pub(crate) fn browser_parts() -> Result<(PathBuf, PathBuf), String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium =
         PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
@@ -48,7 +48,9 @@ fn browser_parts() -> Result<(PathBuf, PathBuf), String> {
 }
 
 /// The script's next line, within WAIT; its `ERROR` lines fail the test.
-async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> String {
+pub(crate) async fn next_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> String {
     let line = tokio::time::timeout(WAIT * 3, lines.next_line())
         .await
         .expect("the browser script went quiet")

@@ -313,3 +313,122 @@ async fn the_pages_numbers_equal_ldbridge_stats_for_the_same_window() {
     let api: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(api["window"]["routes"], window["routes"]);
 }
+
+/// Log in, see the pipeline, open the failed batch, resend it, see the
+/// manual attempt delivered, explain an event, in Debian's Chromium; no
+/// console error and no request to another host on any view; screenshots
+/// of every view in target/ui-screenshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_real_browser_the_failed_batch_is_found_resent_and_delivered() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (dir, chromium) = match crate::browser::browser_parts() {
+        Ok(parts) => parts,
+        Err(why) if std::env::var("LDBRIDGE_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("the browser test is required here: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED overview browser test: {why} (LDBRIDGE_REQUIRE_BROWSER=1 makes this a failure)");
+            return;
+        }
+    };
+    let app =
+        spawn_app_with(|config| config.dispatch.give_up_after = Duration::from_millis(1)).await;
+    app.launchdarkly
+        .set_default(Reply::status(500).body("LaunchDarkly is down"));
+    app.post_tracks(&["Order Completed", "Signed Up"]).await;
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Failed) == 2)
+        .await;
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    let settings = serde_json::json!({
+        "admin": format!("http://{}", app.app.admin_addr.unwrap()),
+        "token": ADMIN_TOKEN,
+        "chromium": chromium,
+        "shots": shots,
+        "messageId": "msg-Signed Up",
+    });
+    let mut script = tokio::process::Command::new("node")
+        .arg(dir.join("ui.mjs"))
+        .arg(settings.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut stdin = script.stdin.take().unwrap();
+    let mut lines = BufReader::new(script.stdout.take().unwrap()).lines();
+
+    let pipeline = crate::browser::next_line(&mut lines).await;
+    let pipeline: Value = serde_json::from_str(
+        pipeline
+            .strip_prefix("PIPELINE ")
+            .expect("the pipeline first"),
+    )
+    .unwrap();
+    assert_eq!(pipeline["received"], 2, "{pipeline}");
+    assert_eq!(pipeline["failed"], 2, "{pipeline}");
+    assert_eq!(crate::browser::next_line(&mut lines).await, "RESEND?");
+    app.launchdarkly.set_default(Reply::status(202));
+    stdin.write_all(b"ok\n").await.unwrap();
+    assert_eq!(crate::browser::next_line(&mut lines).await, "RESENT");
+    app.dispatch_until(|counts| counts.get(DeliveryStatus::Delivered) == 2)
+        .await;
+    stdin.write_all(b"delivered\n").await.unwrap();
+    let result = crate::browser::next_line(&mut lines).await;
+    let seen: Value = serde_json::from_str(result.strip_prefix("RESULT ").unwrap()).unwrap();
+    let status = tokio::time::timeout(crate::helpers::WAIT, script.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+
+    assert_eq!(
+        seen["console"],
+        serde_json::json!([]),
+        "console errors: {seen:#}"
+    );
+    assert_eq!(
+        seen["foreign"],
+        serde_json::json!([]),
+        "requests elsewhere: {seen:#}"
+    );
+    assert_eq!(
+        seen["wide"],
+        serde_json::json!([]),
+        "wider than 400 px: {seen:#}"
+    );
+    let checks = &seen["checks"];
+    assert_eq!(checks["loggedInTo"], "/ui/batches?status=failed");
+    assert!(checks["localTimes"].as_u64().unwrap() > 0, "{checks}");
+    assert_eq!(checks["batchStatus"], "failed");
+    assert_eq!(checks["batchStatusAfter"], "delivered");
+    let attempts = checks["attempts"].as_array().unwrap();
+    let last = attempts.last().unwrap().as_array().unwrap();
+    assert_eq!(
+        (last[1].as_str(), last[4].as_str(), last[5].as_str()),
+        (Some("manual"), Some("202"), Some("delivered")),
+        "{attempts:?}"
+    );
+    let explained = checks["explained"].as_str().unwrap();
+    assert!(
+        explained.contains("segment-to-launchdarkly: delivered in batch"),
+        "{explained}"
+    );
+    for view in [
+        "login",
+        "overview",
+        "batches-failed",
+        "batch-failed",
+        "batch-delivered",
+        "explain",
+        "batches",
+        "resend",
+        "refusals",
+    ] {
+        for width in [1280, 400] {
+            assert!(
+                shots.join(format!("{view}-{width}.png")).exists(),
+                "{view} at {width}"
+            );
+        }
+    }
+}
