@@ -53,9 +53,9 @@ impl Daemon {
             .args(["--log-format", "json", "--config"])
             .arg(config)
             .arg("serve")
+            .env("LDBRIDGE_LOG", "info")
             .envs(fixture::ENV)
             .envs(env.iter().copied())
-            .env("LDBRIDGE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -586,4 +586,125 @@ async fn check_config_online_asks_launchdarkly_about_each_credential_and_says_wh
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unreachable.stdout)
         .contains("UNKNOWN   launchdarkly_source \"prod\" sdk_key: could not tell"));
+}
+
+// Multi-threaded: the requests below are made while the daemon's log
+// reader runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_never_reaches_the_log_even_at_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await.unwrap();
+    let token = "admin-token-never-logged-5521";
+    let config = Fixture::new(dir.path(), &receiver.url(), &receiver.url())
+        .set("server", "admin_listen", r#""127.0.0.1:0""#)
+        .set("server", "admin_token", &format!("{token:?}"))
+        .set("server", "log_filter", r#""debug""#)
+        .write();
+    let mut daemon = Daemon::start_with(&config, &[("LDBRIDGE_LOG", "debug")]);
+    let ready = daemon
+        .logs()
+        .lines()
+        .find_map(|line| {
+            let entry: Value = serde_json::from_str(line).ok()?;
+            (entry["message"] == "ldbridge is ready.")
+                .then(|| entry["admin"].as_str().map(str::to_owned))?
+        })
+        .expect("the ready line names the admin listener");
+    let admin = format!("http://{ready}");
+    let client = reqwest_like::Client::new();
+    // A login (the token in a form body), the API with it as a bearer
+    // token, a wrong one, and pages with the session.
+    let (status, cookie) = client.login(&admin, token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        client.get(&admin, "/api/stats", Some(token), None).await,
+        200
+    );
+    assert_eq!(
+        client
+            .get(&admin, "/api/stats", Some("wrong-token"), None)
+            .await,
+        401
+    );
+    assert_eq!(client.get(&admin, "/ui/", None, Some(&cookie)).await, 200);
+    daemon.signal("TERM");
+    assert!(daemon.wait().success());
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("Admin request."),
+        "admin requests are logged at debug: {logs}"
+    );
+    assert!(!logs.contains(token), "the token was logged:\n{logs}");
+    let session = cookie.split_once('=').unwrap().1;
+    assert!(!logs.contains(session), "the session id was logged");
+}
+
+/// The few requests the log test makes, with hyper.
+mod reqwest_like {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+
+    pub struct Client(
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            Full<Bytes>,
+        >,
+    );
+
+    impl Client {
+        pub fn new() -> Client {
+            Client(
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http(),
+            )
+        }
+
+        /// Logs in; the status and the session cookie (`name=value`).
+        pub async fn login(&self, admin: &str, token: &str) -> (u16, String) {
+            let request = hyper::Request::post(format!("{admin}/ui/login"))
+                .header("origin", admin)
+                .header("x-ldbridge-request", "1")
+                .body(Full::new(Bytes::from(format!("token={token}"))))
+                .unwrap();
+            let response = self.0.request(request).await.unwrap();
+            let cookie = response
+                .headers()
+                .get("set-cookie")
+                .map(|value| {
+                    value
+                        .to_str()
+                        .unwrap()
+                        .split(';')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            (response.status().as_u16(), cookie)
+        }
+
+        pub async fn get(
+            &self,
+            admin: &str,
+            path: &str,
+            bearer: Option<&str>,
+            cookie: Option<&str>,
+        ) -> u16 {
+            let mut request = hyper::Request::get(format!("{admin}{path}"));
+            if let Some(token) = bearer {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            if let Some(cookie) = cookie {
+                request = request.header("cookie", cookie);
+            }
+            let response = self
+                .0
+                .request(request.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let _ = response.into_body().collect().await;
+            status
+        }
+    }
 }
