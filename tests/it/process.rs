@@ -601,15 +601,25 @@ async fn the_admin_token_never_reaches_the_log_even_at_debug() {
         .set("server", "log_filter", r#""debug""#)
         .write();
     let mut daemon = Daemon::start_with(&config, &[("LDBRIDGE_LOG", "debug")]);
-    let ready = daemon
-        .logs()
-        .lines()
-        .find_map(|line| {
+    // The reader hands the ready line over before it keeps it: poll.
+    let admin_address = |logs: String| {
+        logs.lines().find_map(|line| {
             let entry: Value = serde_json::from_str(line).ok()?;
             (entry["message"] == "ldbridge is ready.")
                 .then(|| entry["admin"].as_str().map(str::to_owned))?
         })
-        .expect("the ready line names the admin listener");
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    let ready = loop {
+        if let Some(address) = admin_address(daemon.logs()) {
+            break address;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ready line naming the admin listener"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let admin = format!("http://{ready}");
     let client = reqwest_like::Client::new();
     // A login (the token in a form body), the API with it as a bearer
