@@ -83,6 +83,21 @@ async fn seed(path: &Path, events: usize) {
     ] {
         sqlx::query(sql).bind((events / 100) as i64).bind(old).execute(&pool).await.unwrap();
     }
+    // The rows were settled behind the store's back: count them again, and
+    // give the last 14 days busy minutes (every minute 700 delivered, 10
+    // retried, 7 failed, 5 skipped), as a daemon under load would have.
+    for sql in [
+        "DELETE FROM totals",
+        "INSERT INTO totals (route, status, n) SELECT route, status, COUNT(*) FROM deliveries GROUP BY route, status",
+        "WITH RECURSIVE m(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM m WHERE i < 20160) \
+         INSERT INTO flows (minute, route, source, what, reason, n) \
+         SELECT (?1 / 60000) - i, 1, 'web', w.what, w.reason, w.n FROM m, \
+           (SELECT 'received' AS what, '' AS reason, 722 AS n UNION ALL SELECT 'delivered', '', 700 \
+            UNION ALL SELECT 'retried', '', 10 UNION ALL SELECT 'failed', 'HTTP 401: destination rejected the credential', 7 \
+            UNION ALL SELECT 'skipped', 'page calls have no LaunchDarkly equivalent', 5) w",
+    ] {
+        sqlx::query(sql).bind(ldbridge::clock::now_ms()).execute(&pool).await.unwrap();
+    }
     pool.close().await;
     store.close().await;
 }
@@ -163,6 +178,66 @@ async fn main() {
             format!("{:.1} / {:.1}", ms(best), ms(median)),
         );
     }
+
+    // The Delivery Overview's pages on a live daemon (tokenless loopback
+    // admin listener): wall time per request, best and median of 7.
+    let admin_config = Fixture::new(dir.path(), nowhere, nowhere)
+        .set("server", "admin_listen", r#""127.0.0.1:0""#)
+        .write();
+    let daemon = Daemon::start(&admin_config);
+    let admin = daemon.admin.clone().expect("the admin listener");
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let failed_batch = (events / 100 / 100 * 100).max(100).to_string();
+    for (name, path) in [
+        ("page: overview, 10 min", "/ui/?window=10m".to_owned()),
+        ("page: overview, 1 h", "/ui/?window=1h".to_owned()),
+        ("page: overview, 24 h", "/ui/?window=24h".to_owned()),
+        ("page: overview, 7 days", "/ui/?window=7d".to_owned()),
+        ("page: overview, 14 days", "/ui/?window=14d".to_owned()),
+        ("page: batches", "/ui/batches".to_owned()),
+        (
+            "page: batches, failed",
+            "/ui/batches?status=failed".to_owned(),
+        ),
+        (
+            "page: one batch (100 events as sent)",
+            format!("/ui/batches/{failed_batch}"),
+        ),
+        (
+            "page: explain <messageId>",
+            format!("/ui/explain?q={message_id}"),
+        ),
+        ("page: refusals", "/ui/refusals".to_owned()),
+        (
+            "page: skipped events, 24 h",
+            "/ui/events?route=segment-to-launchdarkly&status=skipped&window=24h".to_owned(),
+        ),
+        ("api: stats --since 14d", "/api/stats?since=14d".to_owned()),
+        ("metrics", "/metrics".to_owned()),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let request = Request::get(format!("http://{admin}{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let started = Instant::now();
+            let response = client.request(request).await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            let _ = response.into_body().collect().await.unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        row(
+            &format!("{name} best / median (ms)"),
+            format!("{:.1} / {:.1}", ms(times[0]), ms(times[3])),
+        );
+    }
+    let (best, median) = time_cli(&config, &["stats", "--since", "14d"], 7);
+    row(
+        "stats --since 14d (CLI) best / median (ms)",
+        format!("{:.1} / {:.1}", ms(best), ms(median)),
+    );
+    daemon.stop();
 
     // Retention on a live daemon under ingest load.
     let daemon = Daemon::start(&config);

@@ -3,9 +3,11 @@
 --
 -- * `totals`: deliveries by route and current status (what `stats` and the
 --   queue-depth gauges show), moved in the same transaction as each status
---   change.
+--   change. Not `pending`: ingest creates those, and its commits stay as
+--   they were; they are counted from their own small index when asked.
 -- * `flows`: what happened per minute, route and source: `received`
---   (deliveries created), `skipped`, `failed` (with the reason), `delivered`,
+--   (deliveries created, counted in the minute the event was received when
+--   the dispatcher first takes it), `skipped`, `failed` (with the reason), `delivered`,
 --   `retried` (events of an attempt that ended retrying), `resent`, and
 --   `refused` at ingest (route 0, reason = the refusal's code). Retention
 --   deletes minutes older than `store.retain`.
@@ -16,7 +18,7 @@ CREATE TABLE totals (
     PRIMARY KEY (route, status)
 ) WITHOUT ROWID;
 INSERT INTO totals (route, status, n)
-    SELECT route, status, COUNT(*) FROM deliveries GROUP BY route, status;
+    SELECT route, status, COUNT(*) FROM deliveries WHERE status <> 'pending' GROUP BY route, status;
 
 CREATE TABLE flows (
     minute INTEGER NOT NULL,               -- Unix ms / 60000

@@ -24,6 +24,9 @@ pub struct Daemon {
     pub child: Child,
     /// The ingest address it bound (`server.listen` may say port 0).
     pub addr: String,
+    /// The admin address it bound, when the config has one.
+    #[allow(dead_code)] // not every benchmark asks the admin listener
+    pub admin: Option<String>,
 }
 
 impl Daemon {
@@ -54,15 +57,20 @@ impl Daemon {
             {
                 if let Ok(entry) = serde_json::from_str::<Value>(&line) {
                     if entry["message"] == "ldbridge is ready." {
-                        let _ = tx.send(entry["listen"].as_str().unwrap_or_default().to_owned());
+                        let listen = entry["listen"].as_str().unwrap_or_default().to_owned();
+                        let admin = entry["admin"]
+                            .as_str()
+                            .filter(|admin| *admin != "disabled")
+                            .map(str::to_owned);
+                        let _ = tx.send((listen, admin));
                     }
                 }
             }
         });
-        let addr = rx
+        let (addr, admin) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("daemon ready");
-        Daemon { child, addr }
+        Daemon { child, addr, admin }
     }
 
     /// Peak resident memory so far (VmHWM), in MB.

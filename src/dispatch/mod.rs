@@ -320,6 +320,7 @@ impl Dispatcher {
             .collect();
         let change = batches::NewBatches {
             route,
+            taken: &pending,
             plans: &plans,
             settled: &settled,
             now,

@@ -184,6 +184,9 @@ pub struct SettledEvent {
 #[derive(Debug, Clone, Copy)]
 pub struct NewBatches<'a> {
     pub route: Route,
+    /// Every event the run took from `pending` (batched or settled now):
+    /// each is counted `received`, in the minute it arrived.
+    pub taken: &'a [StoredEvent],
     pub plans: &'a [BatchPlan],
     pub settled: &'a Settled,
     pub now: i64,
@@ -203,6 +206,7 @@ pub async fn create_batches(
 ) -> Result<Vec<ClaimedBatch>, StoreError> {
     let NewBatches {
         route,
+        taken,
         plans,
         settled,
         now,
@@ -218,6 +222,16 @@ pub async fn create_batches(
     let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let mut tally = Tally::default();
+    for event in taken {
+        tally.flow(
+            event.received_at,
+            Some(route),
+            &event.source,
+            Flow::Received,
+            "",
+            1,
+        );
+    }
     for outcome in ended {
         record_one(&mut tx, outcome, now, &mut tally).await?;
     }

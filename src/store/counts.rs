@@ -105,8 +105,9 @@ impl Tally {
     }
 
     /// `n` deliveries of `route` entered `status` (negative: left it).
+    /// `pending` is not kept (it is counted from its index when asked).
     pub fn total(&mut self, route: Route, status: DeliveryStatus, n: i64) {
-        if n != 0 {
+        if n != 0 && status != DeliveryStatus::Pending {
             *self.totals.entry((route.code(), status)).or_default() += n;
         }
     }
@@ -172,11 +173,16 @@ pub(crate) async fn batch_statuses(
 }
 
 /// Deliveries by route and current status, routes and statuses in name
-/// order; none counted are left out.
+/// order; none counted are left out. `pending` comes from its partial
+/// index (as many entries as events wait for their first batch).
 pub async fn totals(store: &Store) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
     Ok(sqlx::query_as(
-        "SELECT r.name, t.status, t.n FROM totals t JOIN routes r ON r.id = t.route \
-         WHERE t.n <> 0 ORDER BY r.name, t.status",
+        "SELECT name, status, n FROM ( \
+           SELECT r.name, t.status, t.n FROM totals t JOIN routes r ON r.id = t.route WHERE t.n <> 0 \
+           UNION ALL \
+           SELECT r.name, 'pending', COUNT(*) FROM deliveries d JOIN routes r ON r.id = d.route \
+           WHERE d.status = 'pending' GROUP BY d.route) \
+         ORDER BY name, status",
     )
     .fetch_all(store.pool())
     .await?)

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::domain::{
     accepted::{IngestBatch, NewRefusal},
-    DeliveryStatus, Route,
+    Route,
 };
 
 /// Upper bound of events drained into one transaction; keeps each commit's
@@ -416,7 +416,7 @@ async fn commit(
     }
     let refusals: Vec<&NewRefusal> = group.iter().flat_map(|job| &job.batch.refusals).collect();
     let evicted = super::refusals::insert(&mut tx, &refusals, refusal_rows).await?;
-    tally(group, &stored).write(&mut tx).await?;
+    tally(group).write(&mut tx).await?;
     tx.commit().await?;
     let counts = group
         .iter()
@@ -433,28 +433,14 @@ async fn commit(
     })
 }
 
-/// What a commit adds to the counts: each stored event received (and
-/// pending) on each of its routes, each refusal recorded.
-fn tally(group: &[Job], stored: &[usize]) -> Tally {
+/// What a commit adds to the counts: each refusal recorded. (New events
+/// are `pending`, counted from that index, and counted `received` by the
+/// dispatcher run that first takes them: see `store::counts`.)
+fn tally(group: &[Job]) -> Tally {
     let mut tally = Tally::default();
-    for (job, &stored) in group.iter().zip(stored) {
-        let batch = &job.batch;
-        for &route in &batch.routes {
-            let n = stored as i64;
-            tally.flow(
-                batch.received_at,
-                Some(route),
-                &batch.source,
-                Flow::Received,
-                "",
-                n,
-            );
-            tally.total(route, DeliveryStatus::Pending, n);
-        }
-        for refusal in &batch.refusals {
-            let source = refusal.source.as_deref().unwrap_or_default();
-            tally.flow(refusal.at, None, source, Flow::Refused, &refusal.code, 1);
-        }
+    for refusal in group.iter().flat_map(|job| &job.batch.refusals) {
+        let source = refusal.source.as_deref().unwrap_or_default();
+        tally.flow(refusal.at, None, source, Flow::Refused, &refusal.code, 1);
     }
     tally
 }
