@@ -144,6 +144,9 @@ pub async fn start_with_clock(
     schedule::add_retention(&scheduler, store.clone(), handle.clone())
         .await
         .context("starting the retention job")?;
+    schedule::add_age_samples(&scheduler, store.clone())
+        .await
+        .context("starting the age sampling job")?;
     let (stop, stopped) = watch::channel(false);
     let mut servers = Vec::new();
     tokio::spawn(checkpoints(store.clone(), writer.clone(), stopped.clone()));

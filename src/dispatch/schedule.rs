@@ -56,6 +56,35 @@ pub async fn add_retention(
     Ok(())
 }
 
+/// Adds the minute job that samples each route's oldest undelivered
+/// event's age into the per-minute counts (the overview's age chart).
+pub async fn add_age_samples(
+    scheduler: &JobScheduler,
+    store: crate::store::Store,
+) -> Result<(), JobSchedulerError> {
+    let job = Job::new_async("0 * * * * *", move |_id, _scheduler| {
+        let store = store.clone();
+        Box::pin(async move {
+            let now = crate::clock::now_ms();
+            let mut ages = Vec::new();
+            for route in crate::domain::Route::ALL {
+                match crate::store::delivery_log::oldest_undelivered(&store, route.as_str()).await {
+                    Ok(Some(at)) => ages.push((route, (now - at).max(0))),
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "Sampling the oldest waiting event failed.")
+                    }
+                }
+            }
+            if let Err(error) = crate::store::counts::record_oldest(&store, now, &ages).await {
+                tracing::debug!(%error, "Recording the oldest waiting event's age failed.");
+            }
+        })
+    })?;
+    scheduler.add(job).await?;
+    Ok(())
+}
+
 /// The interval between the schedule's next two firings (for readiness:
 /// "is the scheduler still ticking?"). `None` if it never fires twice.
 pub fn period(schedule: &str) -> Option<std::time::Duration> {

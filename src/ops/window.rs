@@ -61,7 +61,7 @@ pub async fn window(store: &Store, since: i64, until: i64) -> Result<Window, Sto
             Flow::Delivered => (&mut flows.delivered, None),
             Flow::Retried => (&mut flows.retried, None),
             Flow::Resent => (&mut flows.resent, None),
-            Flow::Refused => continue,
+            Flow::Refused | Flow::OldestAge => continue,
         };
         *total += row.n;
         if let Some(reasons) = reasons {

@@ -37,10 +37,14 @@ pub enum Flow {
     Resent,
     /// Refused at ingest (route 0; reason: the refusal's code).
     Refused,
+    /// The oldest undelivered event's age in ms, the most sampled in the
+    /// minute (source and reason empty); minutes with nothing waiting have
+    /// no row.
+    OldestAge,
 }
 
 impl Flow {
-    pub const ALL: [Flow; 7] = [
+    pub const ALL: [Flow; 8] = [
         Flow::Received,
         Flow::Skipped,
         Flow::Failed,
@@ -48,6 +52,7 @@ impl Flow {
         Flow::Retried,
         Flow::Resent,
         Flow::Refused,
+        Flow::OldestAge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +64,7 @@ impl Flow {
             Flow::Retried => "retried",
             Flow::Resent => "resent",
             Flow::Refused => "refused",
+            Flow::OldestAge => "oldest_age_ms",
         }
     }
 
@@ -244,6 +250,33 @@ pub async fn per_minute(
     .bind(minute(until))
     .fetch_all(store.pool())
     .await?)
+}
+
+/// Records each route's oldest undelivered event's age (ms) at `at`,
+/// keeping the most of the minute. Routes with nothing waiting are left
+/// out, so an idle daemon writes nothing.
+pub async fn record_oldest(
+    store: &Store,
+    at: i64,
+    ages: &[(Route, i64)],
+) -> Result<(), StoreError> {
+    if ages.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = ages
+        .iter()
+        .map(|(route, age)| json!([minute(at), route.code(), age]))
+        .collect();
+    let _turn = store.write_turn().await;
+    sqlx::query(
+        "INSERT INTO flows (minute, route, source, what, reason, n) \
+         SELECT value ->> 0, value ->> 1, '', 'oldest_age_ms', '', value ->> 2 FROM json_each(?1) WHERE true \
+         ON CONFLICT (minute, route, source, what, reason) DO UPDATE SET n = max(n, excluded.n)",
+    )
+    .bind(Value::Array(rows).to_string())
+    .execute(store.pool())
+    .await?;
+    Ok(())
 }
 
 /// Deletes the minutes before `cutoff` (ms). Returns the rows deleted.

@@ -464,6 +464,44 @@ async fn chart(
         }
     }
     svg.push_str("</svg>");
+    // The oldest waiting event's age, the most of each bucket.
+    let mut ages = vec![0i64; buckets];
+    for (at, name, age) in
+        counts::per_minute(&admin.store, counts::Flow::OldestAge, since, until).await?
+    {
+        if name == route.as_str() {
+            let slot = (at.div_euclid(bucket_ms) - first).clamp(0, buckets as i64 - 1) as usize;
+            ages[slot] = ages[slot].max(age);
+        }
+    }
+    let oldest = ages.iter().copied().max().unwrap_or(0);
+    let label = if oldest == 0 {
+        "nothing waited past a minute's sample".to_owned()
+    } else {
+        format!("the most: {}", crate::ops::humanize_ms(oldest))
+    };
+    svg.push_str(&format!(
+        r##"<svg class="chart age" viewBox="0 0 {width} 60" preserveAspectRatio="none" role="img" aria-label="oldest undelivered event's age per {}: {label}"><rect width="{width}" height="60" fill="#f6f8fa"/>"##,
+        if hourly { "hour" } else { "minute" }
+    ));
+    if oldest > 0 {
+        let points: Vec<String> = ages
+            .iter()
+            .enumerate()
+            .map(|(b, age)| {
+                format!(
+                    "{:.2},{:.2}",
+                    (b as f64 + 0.5) * bar,
+                    58.0 - *age as f64 / oldest as f64 * 54.0
+                )
+            })
+            .collect();
+        svg.push_str(&format!(
+            r##"<polyline points="{}" fill="none" stroke="#0969da" stroke-width="2" vector-effect="non-scaling-stroke"/>"##,
+            points.join(" ")
+        ));
+    }
+    svg.push_str("</svg>");
     Ok(svg)
 }
 

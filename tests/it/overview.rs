@@ -432,3 +432,38 @@ async fn in_a_real_browser_the_failed_batch_is_found_resent_and_delivered() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_oldest_waiting_age_is_kept_per_minute_at_its_most_and_charted() {
+    use ldbridge::store::counts::{self, Flow};
+    let app = spawn_app_with(|config| config.server.admin_token = None).await;
+    let now = ldbridge::clock::now_ms();
+    let route = Route::SegmentToLaunchDarkly;
+    for age in [5_000, 3_000] {
+        counts::record_oldest(&app.app.store, now, &[(route, age)])
+            .await
+            .unwrap();
+    }
+    let sampled = counts::per_minute(&app.app.store, Flow::OldestAge, now - 60_000, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        sampled,
+        [(
+            counts::minute(now) * 60_000,
+            route.as_str().to_owned(),
+            5_000
+        )]
+    );
+    // Not a flow of events: the window's counts leave it out.
+    let window = ldbridge::ops::window::window(&app.app.store, now - 60_000, now)
+        .await
+        .unwrap();
+    assert!(window.is_empty(), "{window:?}");
+    let (status, _, html) = page(&app, "GET", "/ui/?window=10m", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("oldest undelivered event's age per minute: the most: 5.0s"),
+        "{html}"
+    );
+}
