@@ -95,6 +95,9 @@ async fn seed(path: &Path, events: usize) {
            (SELECT 'received' AS what, '' AS reason, 722 AS n UNION ALL SELECT 'delivered', '', 700 \
             UNION ALL SELECT 'retried', '', 10 UNION ALL SELECT 'failed', 'HTTP 401: destination rejected the credential', 7 \
             UNION ALL SELECT 'skipped', 'page calls have no LaunchDarkly equivalent', 5) w",
+        "INSERT INTO flows_hourly (hour, route, source, what, reason, n) \
+         SELECT minute / 60, route, source, what, reason, SUM(n) FROM flows GROUP BY 1, 2, 3, 4, 5 \
+         ON CONFLICT (hour, route, source, what, reason) DO UPDATE SET n = excluded.n",
     ] {
         sqlx::query(sql).bind(ldbridge::clock::now_ms()).execute(&pool).await.unwrap();
     }
@@ -253,7 +256,7 @@ async fn main() {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let message = json!({"userId": "u", "event": "Load", "messageId": format!("load-{n}"), "writeKey": "bench-key"});
+                let message = json!({"userId": "u", "event": "Load", "messageId": format!("load-{n}"), "writeKey": ldbridge::demo::WRITE_KEY});
                 let request = Request::post(format!("http://{addr}/v1/track"))
                     .header("content-type", "application/json")
                     .body(Full::new(Bytes::from(message.to_string())))

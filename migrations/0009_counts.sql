@@ -56,3 +56,17 @@ INSERT INTO flows (minute, route, source, what, reason, n)
 INSERT INTO flows (minute, route, source, what, reason, n)
     SELECT at / 60000, 0, COALESCE(source, ''), 'refused', code, COUNT(*)
     FROM refusals GROUP BY 1, 3, 5;
+
+-- The same counts per hour, written with the minutes: a window longer than
+-- six hours reads hours (336 rows a key for two weeks, not 20,160).
+CREATE TABLE flows_hourly (
+    hour   INTEGER NOT NULL,               -- Unix ms / 3,600,000
+    route  INTEGER NOT NULL,
+    source TEXT    NOT NULL,
+    what   TEXT    NOT NULL,
+    reason TEXT    NOT NULL DEFAULT '',
+    n      INTEGER NOT NULL,
+    PRIMARY KEY (hour, route, source, what, reason)
+) WITHOUT ROWID;
+INSERT INTO flows_hourly (hour, route, source, what, reason, n)
+    SELECT minute / 60, route, source, what, reason, SUM(n) FROM flows GROUP BY 1, 2, 3, 4, 5;

@@ -599,11 +599,12 @@ impl Stats {
             let _ = writeln!(out, "  {source:<24}{reason:<24}{count:>8}");
         }
         if let Some(window) = &self.window {
+            let (start, end, _) = crate::store::counts::span(window.since, window.until);
             let _ = writeln!(
                 out,
-                "\nFrom {} to {} (whole minutes):\n{:<24}{:>10}{:>9}{:>11}{:>9}{:>8}{:>8}",
-                clock::format_ms(crate::store::counts::minute(window.since) * 60_000),
-                clock::format_ms((crate::store::counts::minute(window.until) + 1) * 60_000),
+                "\nFrom {} to {}:\n{:<24}{:>10}{:>9}{:>11}{:>9}{:>8}{:>8}",
+                clock::format_ms(start),
+                clock::format_ms(end),
                 "ROUTE",
                 "RECEIVED",
                 "SKIPPED",

@@ -31,7 +31,8 @@ pub struct RouteFlows {
     pub failed_by_reason: Vec<(String, i64)>,
 }
 
-/// A window's counts: whole minutes from `since`'s to `until`'s.
+/// A window's counts: the whole buckets (minutes; hours past six hours,
+/// see `store::counts::span`) from `since`'s to `until`'s.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Window {
     pub since: i64,
@@ -129,9 +130,10 @@ impl Window {
                 )
             })
             .collect();
+        let (start, end, _) = counts::span(self.since, self.until);
         json!({
-            "since": clock::format_ms(counts::minute(self.since) * 60_000),
-            "until": clock::format_ms((counts::minute(self.until) + 1) * 60_000),
+            "since": clock::format_ms(start),
+            "until": clock::format_ms(end),
             "routes": routes,
             "refused": self.refused.iter().map(|(source, code, n)| json!({
                 "source": if source.is_empty() { None } else { Some(source) },

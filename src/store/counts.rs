@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use sqlx::sqlite::SqliteConnection;
+use sqlx::{sqlite::SqliteConnection, AssertSqlSafe};
 
 use super::{Store, StoreError};
 use crate::domain::{DeliveryStatus, Route};
@@ -152,15 +152,19 @@ impl Tally {
             })
             .collect();
         if !flows.is_empty() {
-            sqlx::query(
+            let rows = Value::Array(flows).to_string();
+            for sql in [
                 "INSERT INTO flows (minute, route, source, what, reason, n) \
                  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
                  FROM json_each(?1) WHERE true \
                  ON CONFLICT (minute, route, source, what, reason) DO UPDATE SET n = n + excluded.n",
-            )
-            .bind(Value::Array(flows).to_string())
-            .execute(&mut *conn)
-            .await?;
+                "INSERT INTO flows_hourly (hour, route, source, what, reason, n) \
+                 SELECT (value ->> 0) / 60, value ->> 1, value ->> 2, value ->> 3, value ->> 4, SUM(value ->> 5) \
+                 FROM json_each(?1) WHERE true GROUP BY 1, 2, 3, 4, 5 \
+                 ON CONFLICT (hour, route, source, what, reason) DO UPDATE SET n = n + excluded.n",
+            ] {
+                sqlx::query(sql).bind(&rows).execute(&mut *conn).await?;
+            }
         }
         Ok(())
     }
@@ -205,19 +209,50 @@ pub struct FlowCount {
     pub n: i64,
 }
 
-/// Flows in the minutes from `since` (ms, its minute included) to `until`
-/// (ms, its minute included), summed per route, source, flow and reason.
-pub async fn flows(store: &Store, since: i64, until: i64) -> Result<Vec<FlowCount>, StoreError> {
-    let rows: Vec<(Option<String>, String, String, String, i64)> = sqlx::query_as(
-        "SELECT r.name, f.source, f.what, f.reason, SUM(f.n) FROM flows f \
-         LEFT JOIN routes r ON r.id = f.route \
-         WHERE f.minute >= ?1 AND f.minute <= ?2 \
-         GROUP BY f.route, f.source, f.what, f.reason ORDER BY r.name, f.source, f.what, f.reason",
+/// Windows longer than this are counted in whole hours.
+const HOURLY_PAST_MS: i64 = 6 * 3_600_000;
+
+/// The whole buckets a window from `since` to `until` (ms) covers: its
+/// start and end (ms, end exclusive) and the bucket length — minutes, or
+/// hours for windows longer than six hours.
+pub fn span(since: i64, until: i64) -> (i64, i64, i64) {
+    let bucket = if until - since > HOURLY_PAST_MS {
+        3_600_000
+    } else {
+        60_000
+    };
+    (
+        since.div_euclid(bucket) * bucket,
+        (until.div_euclid(bucket) + 1) * bucket,
+        bucket,
     )
-    .bind(minute(since))
-    .bind(minute(until))
-    .fetch_all(store.pool())
-    .await?;
+}
+
+/// The table and key column of a bucket length.
+fn table(bucket: i64) -> (&'static str, &'static str) {
+    if bucket == 60_000 {
+        ("flows", "minute")
+    } else {
+        ("flows_hourly", "hour")
+    }
+}
+
+/// Flows in the whole buckets of the window from `since` to `until` (ms;
+/// see [`span`]), summed per route, source, flow and reason.
+pub async fn flows(store: &Store, since: i64, until: i64) -> Result<Vec<FlowCount>, StoreError> {
+    let (start, end, bucket) = span(since, until);
+    let (table, key) = table(bucket);
+    let rows: Vec<(Option<String>, String, String, String, i64)> =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT r.name, f.source, f.what, f.reason, SUM(f.n) FROM {table} f \
+         LEFT JOIN routes r ON r.id = f.route \
+         WHERE f.{key} >= ?1 AND f.{key} < ?2 AND f.what <> 'oldest_age_ms' \
+         GROUP BY f.route, f.source, f.what, f.reason ORDER BY r.name, f.source, f.what, f.reason"
+        )))
+        .bind(start / bucket)
+        .bind(end / bucket)
+        .fetch_all(store.pool())
+        .await?;
     Ok(rows
         .into_iter()
         .filter_map(|(route, source, what, reason, n)| {
@@ -232,24 +267,34 @@ pub async fn flows(store: &Store, since: i64, until: i64) -> Result<Vec<FlowCoun
         .collect())
 }
 
-/// Per minute from `since` to `until` (ms): each route's `flow` count,
-/// as (minute start in ms, route name, n); minutes with none left out.
-pub async fn per_minute(
+/// Per bucket of the window (see [`span`]): each route's `flow` count (the
+/// most, for [`Flow::OldestAge`]), as (bucket start in ms, route name, n),
+/// in one read for every flow asked; buckets with none left out.
+pub async fn per_bucket(
     store: &Store,
-    flow: Flow,
+    flows: &[Flow],
     since: i64,
     until: i64,
-) -> Result<Vec<(i64, String, i64)>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT f.minute * 60000, r.name, SUM(f.n) FROM flows f JOIN routes r ON r.id = f.route \
-         WHERE f.what = ?1 AND f.minute >= ?2 AND f.minute <= ?3 \
-         GROUP BY f.minute, r.name ORDER BY f.minute, r.name",
-    )
-    .bind(flow.as_str())
-    .bind(minute(since))
-    .bind(minute(until))
+) -> Result<Vec<(i64, String, Flow, i64)>, StoreError> {
+    let (start, end, bucket) = span(since, until);
+    let (table, key) = table(bucket);
+    let names: Vec<&str> = flows.iter().map(|flow| flow.as_str()).collect();
+    let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT f.{key}, r.name, f.what, \
+                CASE f.what WHEN 'oldest_age_ms' THEN MAX(f.n) ELSE SUM(f.n) END \
+         FROM {table} f JOIN routes r ON r.id = f.route \
+         WHERE f.{key} >= ?1 AND f.{key} < ?2 AND f.what IN (SELECT value FROM json_each(?3)) \
+         GROUP BY f.{key}, f.route, f.what ORDER BY f.{key}"
+    )))
+    .bind(start / bucket)
+    .bind(end / bucket)
+    .bind(serde_json::to_string(&names).expect("names serialise"))
     .fetch_all(store.pool())
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(at, route, what, n)| Some((at * bucket, route, Flow::parse(&what)?, n)))
+        .collect())
 }
 
 /// Records each route's oldest undelivered event's age (ms) at `at`,
@@ -267,15 +312,20 @@ pub async fn record_oldest(
         .iter()
         .map(|(route, age)| json!([minute(at), route.code(), age]))
         .collect();
+    let rows = Value::Array(rows).to_string();
     let _turn = store.write_turn().await;
-    sqlx::query(
+    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    for sql in [
         "INSERT INTO flows (minute, route, source, what, reason, n) \
          SELECT value ->> 0, value ->> 1, '', 'oldest_age_ms', '', value ->> 2 FROM json_each(?1) WHERE true \
          ON CONFLICT (minute, route, source, what, reason) DO UPDATE SET n = max(n, excluded.n)",
-    )
-    .bind(Value::Array(rows).to_string())
-    .execute(store.pool())
-    .await?;
+        "INSERT INTO flows_hourly (hour, route, source, what, reason, n) \
+         SELECT (value ->> 0) / 60, value ->> 1, '', 'oldest_age_ms', '', value ->> 2 FROM json_each(?1) WHERE true \
+         ON CONFLICT (hour, route, source, what, reason) DO UPDATE SET n = max(n, excluded.n)",
+    ] {
+        sqlx::query(sql).bind(&rows).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -284,9 +334,15 @@ pub(crate) async fn forget_before(
     conn: &mut SqliteConnection,
     cutoff: i64,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM flows WHERE minute < ?1")
+    let minutes = sqlx::query("DELETE FROM flows WHERE minute < ?1")
         .bind(minute(cutoff))
         .execute(&mut *conn)
         .await?
-        .rows_affected())
+        .rows_affected();
+    // An hour partly younger than the cutoff stays whole.
+    sqlx::query("DELETE FROM flows_hourly WHERE hour < ?1")
+        .bind(cutoff.div_euclid(3_600_000))
+        .execute(&mut *conn)
+        .await?;
+    Ok(minutes)
 }

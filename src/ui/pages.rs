@@ -223,7 +223,24 @@ async fn overview(admin: &Admin, form: &Form) -> Answer {
         Err(error) => return store_error(error),
     };
     let percent = field(form, "as") == Some("percent");
-    let hourly = until - since > 6 * 3_600_000;
+    use counts::Flow;
+    let (start, end, bucket) = counts::span(since, until);
+    let per_bucket = match counts::per_bucket(
+        &admin.store,
+        &[
+            Flow::Delivered,
+            Flow::Retried,
+            Flow::Failed,
+            Flow::OldestAge,
+        ],
+        since,
+        until,
+    )
+    .await
+    {
+        Ok(rows) => rows,
+        Err(error) => return store_error(error),
+    };
     // The routes some source feeds, and any with counts (a source removed
     // since); the others would be rows of zeros.
     let config = admin.config.get();
@@ -261,10 +278,7 @@ async fn overview(admin: &Admin, form: &Form) -> Answer {
             Ok(None) => "none waiting".to_owned(),
             Err(error) => return store_error(error),
         };
-        let chart = match chart(admin, *route, since, until, hourly).await {
-            Ok(chart) => chart,
-            Err(error) => return store_error(error),
-        };
+        let chart = chart(*route, &per_bucket, since, until);
         routes.push(route_view(
             *route, flows, &counted, percent, waiting, oldest, chart,
         ));
@@ -295,13 +309,13 @@ async fn overview(admin: &Admin, form: &Form) -> Answer {
             .collect(),
         since_input: field(form, "since").unwrap_or_default().to_owned(),
         until_input: field(form, "until").unwrap_or_default().to_owned(),
-        since_text: clock::format_ms(counts::minute(since) * 60_000),
-        until_text: clock::format_ms((counts::minute(until) + 1) * 60_000),
+        since_text: clock::format_ms(start),
+        until_text: clock::format_ms(end),
         percent,
         empty: counted.is_empty() && totals.is_empty(),
         refused,
         routes,
-        bucket: if hourly { "hour" } else { "minute" },
+        bucket: if bucket == 60_000 { "minute" } else { "hour" },
     })
 }
 
@@ -403,36 +417,40 @@ fn route_view(
 }
 
 /// An inline SVG bar chart of the route's delivered (green), retried
-/// (amber) and failed (red) events per bucket. Numbers only: nothing from
-/// an event goes into it.
-async fn chart(
-    admin: &Admin,
+/// (amber) and failed (red) events per bucket of the window, and a line of
+/// the oldest waiting event's age (blue) under it. Numbers only: nothing
+/// from an event goes into it. `counted` is [`counts::per_bucket`]'s.
+fn chart(
     route: Route,
+    counted: &[(i64, String, counts::Flow, i64)],
     since: i64,
     until: i64,
-    hourly: bool,
-) -> Result<String, crate::store::StoreError> {
-    let bucket_ms: i64 = if hourly { 3_600_000 } else { 60_000 };
-    let first = since.div_euclid(bucket_ms);
-    let buckets = (until.div_euclid(bucket_ms) - first + 1).clamp(1, 400) as usize;
+) -> String {
+    use counts::Flow;
+    let (start, end, bucket_ms) = counts::span(since, until);
+    let buckets = ((end - start) / bucket_ms).clamp(1, 400) as usize;
+    let per = if bucket_ms == 60_000 {
+        "minute"
+    } else {
+        "hour"
+    };
     let mut series = [
         vec![0i64; buckets],
         vec![0i64; buckets],
         vec![0i64; buckets],
     ];
-    for (i, flow) in [
-        counts::Flow::Delivered,
-        counts::Flow::Retried,
-        counts::Flow::Failed,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        for (at, name, n) in counts::per_minute(&admin.store, flow, since, until).await? {
-            if name == route.as_str() {
-                let slot = (at.div_euclid(bucket_ms) - first).clamp(0, buckets as i64 - 1) as usize;
-                series[i][slot] += n;
-            }
+    let mut ages = vec![0i64; buckets];
+    for (at, name, flow, n) in counted {
+        if name != route.as_str() {
+            continue;
+        }
+        let slot = ((at - start) / bucket_ms).clamp(0, buckets as i64 - 1) as usize;
+        match flow {
+            Flow::Delivered => series[0][slot] += n,
+            Flow::Retried => series[1][slot] += n,
+            Flow::Failed => series[2][slot] += n,
+            Flow::OldestAge => ages[slot] = ages[slot].max(*n),
+            _ => {}
         }
     }
     let highest = (0..buckets)
@@ -443,9 +461,8 @@ async fn chart(
     let (width, height) = (600.0, 120.0);
     let bar = width / buckets as f64;
     let mut svg = format!(
-        r##"<svg class="chart" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" aria-label="{} per {}: highest {highest} events"><rect width="{width}" height="{height}" fill="#f6f8fa"/>"##,
-        route.as_str(),
-        if hourly { "hour" } else { "minute" }
+        r##"<svg class="chart" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" aria-label="{} per {per}: highest {highest} events"><rect width="{width}" height="{height}" fill="#f6f8fa"/>"##,
+        route.as_str()
     );
     for b in 0..buckets {
         let mut top = height;
@@ -464,25 +481,14 @@ async fn chart(
         }
     }
     svg.push_str("</svg>");
-    // The oldest waiting event's age, the most of each bucket.
-    let mut ages = vec![0i64; buckets];
-    for (at, name, age) in
-        counts::per_minute(&admin.store, counts::Flow::OldestAge, since, until).await?
-    {
-        if name == route.as_str() {
-            let slot = (at.div_euclid(bucket_ms) - first).clamp(0, buckets as i64 - 1) as usize;
-            ages[slot] = ages[slot].max(age);
-        }
-    }
     let oldest = ages.iter().copied().max().unwrap_or(0);
     let label = if oldest == 0 {
         "nothing waited past a minute's sample".to_owned()
     } else {
-        format!("the most: {}", crate::ops::humanize_ms(oldest))
+        format!("the most: {}", ops::humanize_ms(oldest))
     };
     svg.push_str(&format!(
-        r##"<svg class="chart age" viewBox="0 0 {width} 60" preserveAspectRatio="none" role="img" aria-label="oldest undelivered event's age per {}: {label}"><rect width="{width}" height="60" fill="#f6f8fa"/>"##,
-        if hourly { "hour" } else { "minute" }
+        r##"<svg class="chart age" viewBox="0 0 {width} 60" preserveAspectRatio="none" role="img" aria-label="oldest undelivered event's age per {per}: {label}"><rect width="{width}" height="60" fill="#f6f8fa"/>"##
     ));
     if oldest > 0 {
         let points: Vec<String> = ages
@@ -502,7 +508,7 @@ async fn chart(
         ));
     }
     svg.push_str("</svg>");
-    Ok(svg)
+    svg
 }
 
 struct BatchRow {

@@ -531,9 +531,10 @@ async fn the_kept_counts_follow_every_step_received_refused_skipped_retried_fail
         0
     );
     // Retention forgets the minutes before its cutoff (the current one is
-    // younger than `--older-than 0s`): a cutoff two minutes ahead takes all.
+    // younger than `--older-than 0s`, and its hour stays whole): a cutoff
+    // two hours ahead takes all.
     assert!(!flow_sums(&app).await.is_empty());
-    let ahead = ldbridge::clock::now_ms() + 120_000;
+    let ahead = ldbridge::clock::now_ms() + 2 * 3_600_000;
     ldbridge::ops::purge(&app.app.store, ahead).await.unwrap();
     assert!(
         flow_sums(&app).await.is_empty(),

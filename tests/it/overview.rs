@@ -444,7 +444,7 @@ async fn the_oldest_waiting_age_is_kept_per_minute_at_its_most_and_charted() {
             .await
             .unwrap();
     }
-    let sampled = counts::per_minute(&app.app.store, Flow::OldestAge, now - 60_000, now)
+    let sampled = counts::per_bucket(&app.app.store, &[Flow::OldestAge], now - 60_000, now)
         .await
         .unwrap();
     assert_eq!(
@@ -452,8 +452,23 @@ async fn the_oldest_waiting_age_is_kept_per_minute_at_its_most_and_charted() {
         [(
             counts::minute(now) * 60_000,
             route.as_str().to_owned(),
+            Flow::OldestAge,
             5_000
         )]
+    );
+    // The hours keep the most too (a 7-day window reads them).
+    let hourly = counts::per_bucket(
+        &app.app.store,
+        &[Flow::OldestAge],
+        now - 7 * 86_400_000,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(hourly.len(), 1);
+    assert_eq!(
+        (hourly[0].0, hourly[0].3),
+        (now.div_euclid(3_600_000) * 3_600_000, 5_000)
     );
     // Not a flow of events: the window's counts leave it out.
     let window = ldbridge::ops::window::window(&app.app.store, now - 60_000, now)
