@@ -535,15 +535,6 @@ struct BatchesPage {
     next: String,
 }
 
-const BATCH_STATUSES: [BatchStatus; 6] = [
-    BatchStatus::Pending,
-    BatchStatus::Sending,
-    BatchStatus::Delivered,
-    BatchStatus::Retrying,
-    BatchStatus::Failed,
-    BatchStatus::Split,
-];
-
 /// The delivery log with `ldbridge log`'s filters, newest first, 50 a page.
 async fn batches_page(admin: &Admin, form: &Form) -> Answer {
     let mut filter = match filters::batch_filter(
@@ -582,7 +573,7 @@ async fn batches_page(admin: &Admin, form: &Form) -> Answer {
     let selected_route = field(form, "route").unwrap_or_default();
     render(&BatchesPage {
         nav: "batches",
-        statuses: BATCH_STATUSES
+        statuses: BatchStatus::ALL
             .iter()
             .map(|status| (status.as_str(), status.as_str() == selected_status))
             .collect(),

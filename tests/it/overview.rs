@@ -221,6 +221,11 @@ async fn a_tokenless_loopback_listener_answers_only_host_names_that_are_loopback
         let (status, _, body) = page(&app, "GET", "/ui/", &[("host", host)], "").await;
         assert_eq!(status, 200, "{host}: {body}");
         assert!(body.contains("Delivery overview"));
+        // Nothing stored yet: the page says how to send a first event.
+        assert!(
+            body.contains("<h2>No events yet</h2>") && body.contains("/v1/track"),
+            "{body}"
+        );
     }
     // Health probes answer whatever the Host, as before.
     let (status, _, _) = page(&app, "GET", "/healthz", &[("host", "evil.example")], "").await;
