@@ -186,7 +186,16 @@ pub(crate) async fn batch_statuses(
 /// order; none counted are left out. `pending` comes from its partial
 /// index (as many entries as events wait for their first batch).
 pub async fn totals(store: &Store) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
-    Ok(sqlx::query_as(
+    let mut conn = store.pool().acquire().await?;
+    Ok(totals_on(&mut conn).await?)
+}
+
+/// [`totals`] on `conn` (inside a caller's read transaction, to compare
+/// with the rows at one moment).
+pub(crate) async fn totals_on(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<(String, DeliveryStatus, i64)>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT name, status, n FROM ( \
            SELECT r.name, t.status, t.n FROM totals t JOIN routes r ON r.id = t.route WHERE t.n <> 0 \
            UNION ALL \
@@ -194,8 +203,8 @@ pub async fn totals(store: &Store) -> Result<Vec<(String, DeliveryStatus, i64)>,
            WHERE d.status = 'pending' GROUP BY d.route) \
          ORDER BY name, status",
     )
-    .fetch_all(store.pool())
-    .await?)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// One `flows` row, summed over the minutes asked for.

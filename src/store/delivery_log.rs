@@ -118,18 +118,26 @@ pub async fn delivery_counts(
     super::counts::totals(store).await
 }
 
-/// The same, counted over every delivery (a scan): what the kept counts
-/// must always equal. For tests.
-pub async fn delivery_counts_scanned(
+/// The kept counts and the same counted over every delivery (a scan), read
+/// in one transaction (one snapshot, whatever is being written): they must
+/// always be equal. For tests.
+pub async fn delivery_counts_checked(
     store: &Store,
-) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
-    Ok(sqlx::query_as(
+) -> Result<(CountsByStatus, CountsByStatus), StoreError> {
+    let mut tx = store.pool().begin().await?;
+    let kept = super::counts::totals_on(&mut tx).await?;
+    let scanned = sqlx::query_as(
         "SELECT r.name, d.status, COUNT(*) FROM deliveries d JOIN routes r ON r.id = d.route \
          GROUP BY r.name, d.status ORDER BY r.name, d.status",
     )
-    .fetch_all(store.pool())
-    .await?)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((kept, scanned))
 }
+
+/// (route, status, count) rows.
+pub type CountsByStatus = Vec<(String, DeliveryStatus, i64)>;
 
 /// Number of stored events.
 pub async fn event_count(store: &Store) -> Result<i64, StoreError> {

@@ -236,10 +236,8 @@ async fn a_database_from_before_compact_rows_upgrades_with_every_event_readable_
 
     // The counts migration 0009 backfilled, then kept through the new
     // events, equal the rows.
-    assert_eq!(
-        delivery_log::delivery_counts(&store).await.unwrap(),
-        delivery_log::delivery_counts_scanned(&store).await.unwrap()
-    );
+    let (kept, scanned) = delivery_log::delivery_counts_checked(&store).await.unwrap();
+    assert_eq!(kept, scanned);
 
     // Once everything is settled and old, retention removes the events and
     // the requests rows that named them. (Settled here behind the store's
