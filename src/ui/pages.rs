@@ -392,17 +392,19 @@ fn route_view(
             href: batches("delivered"),
         },
     ];
+    // Skipped events have no batch: their rows are events. Failed ones are
+    // mostly in failed batches (those failed unsent are in `explain`).
     let mut reasons = Vec::new();
-    for (outcome, list, status) in [
-        ("skipped", &flows.skipped_by_reason, "skipped"),
-        ("failed", &flows.failed_by_reason, "failed"),
+    for (outcome, list, href) in [
+        ("skipped", &flows.skipped_by_reason, events("skipped")),
+        ("failed", &flows.failed_by_reason, batches("failed")),
     ] {
         for (reason, n) in list {
             reasons.push(ReasonRow {
                 outcome,
                 reason: reason.clone(),
                 text: text(*n),
-                href: events(status),
+                href: href.clone(),
             });
         }
     }
