@@ -222,15 +222,16 @@ pub async fn create_batches(
     let _turn = store.write_turn().await;
     let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
     let mut tally = Tally::default();
+    // One entry per minute and source, not per event: a run takes
+    // thousands, from a handful of sources.
+    let mut received: std::collections::BTreeMap<(i64, &str), i64> = Default::default();
     for event in taken {
-        tally.flow(
-            event.received_at,
-            Some(route),
-            &event.source,
-            Flow::Received,
-            "",
-            1,
-        );
+        *received
+            .entry((counts::minute(event.received_at), event.source.as_str()))
+            .or_default() += 1;
+    }
+    for ((minute, source), n) in received {
+        tally.flow(minute * 60_000, Some(route), source, Flow::Received, "", n);
     }
     for outcome in ended {
         record_one(&mut tx, outcome, now, &mut tally).await?;

@@ -17,7 +17,7 @@
 // Every wait has a deadline; any failure prints "ERROR …" and exits 1.
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { ask, fail } from './protocol.mjs';
 import { chromium } from 'playwright-core';
 
 const config = JSON.parse(process.argv[2]);
@@ -25,10 +25,6 @@ const here = new URL('.', import.meta.url);
 const bundle = readFileSync(new URL('dist/page.js', here));
 const WAIT_MS = 30_000;
 
-const fail = (message) => {
-  console.log(`ERROR ${message}`);
-  process.exit(1);
-};
 setTimeout(() => fail('the browser test did not finish in time'), 120_000).unref();
 
 // The page's origin; it also answers the LaunchDarkly SDK's flag requests.
@@ -56,13 +52,6 @@ const server = createServer((request, response) => {
 await new Promise((resolve) => server.listen(0, 'localhost', resolve));
 const origin = `http://localhost:${server.address().port}`;
 
-const lines = createInterface({ input: process.stdin });
-const answers = lines[Symbol.asyncIterator]();
-async function ask(question, expected) {
-  console.log(question);
-  const { value } = await answers.next();
-  if (value?.trim() !== expected) fail(`expected "${expected}", got ${JSON.stringify(value)}`);
-}
 
 async function until(what, condition, waitMs = WAIT_MS) {
   const deadline = Date.now() + waitMs;

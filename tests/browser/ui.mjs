@@ -15,7 +15,7 @@
 //   RESULT {json}    console errors, requests to any other host, pages
 //                    wider than the window, and what each check saw
 // Any failure prints "ERROR …" and exits 1.
-import { createInterface } from 'node:readline';
+import { ask, fail } from './protocol.mjs';
 import { mkdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
@@ -24,19 +24,8 @@ const admin = new URL(config.admin);
 const WAIT_MS = 30_000;
 mkdirSync(config.shots, { recursive: true });
 
-const fail = (message) => {
-  console.log(`ERROR ${message}`);
-  process.exit(1);
-};
 setTimeout(() => fail('the overview browser test did not finish in time'), 150_000).unref();
 
-const lines = createInterface({ input: process.stdin });
-const answers = lines[Symbol.asyncIterator]();
-async function ask(question, expected) {
-  console.log(question);
-  const { value } = await answers.next();
-  if (value?.trim() !== expected) fail(`expected "${expected}", got ${JSON.stringify(value)}`);
-}
 
 const browser = await chromium.launch({
   executablePath: config.chromium,
