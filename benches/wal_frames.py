@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Which pages one ingest commit writes to the WAL, by table and index.
 
-Builds a database from migrations/*.sql with ldbridge's pragmas (8 KB
+Builds a database from migrations/sqlite/*.sql with ldbridge's pragmas (8 KB
 pages, incremental auto-vacuum, WAL), commits requests of 100 Segment
 events and their pending deliveries the way the ingest writer does, then
 reads the WAL's frame headers of the last 50 commits and names each page
@@ -56,7 +56,7 @@ def main():
     db.execute("PRAGMA auto_vacuum = INCREMENTAL")
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA wal_autocheckpoint = 0")
-    for migration in sorted(glob.glob(os.path.join(ROOT, "migrations", "*.sql"))):
+    for migration in sorted(glob.glob(os.path.join(ROOT, "migrations", "sqlite", "*.sql"))):
         db.executescript(open(migration).read())
     stored = 0
 

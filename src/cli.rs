@@ -537,7 +537,7 @@ fn check_config(path: Option<&std::path::Path>, quiet: bool) -> Result<(), Failu
         "{origin}: ok ({} Segment source(s), {} LaunchDarkly source(s), database {})",
         config.segment_sources.len(),
         config.launchdarkly_sources.len(),
-        config.store.path.display()
+        config.store.location().describe()
     );
     if quiet {
         eprintln!("{summary}");
@@ -551,6 +551,9 @@ fn check_config(path: Option<&std::path::Path>, quiet: bool) -> Result<(), Failu
 /// an operator's shell may not see the service's credentials.
 async fn open(path: Option<&std::path::Path>) -> Result<Store, Failure> {
     let store = StoreConfig::load(path)?;
+    if store.is_postgres() {
+        return open_location(&store).await;
+    }
     match std::fs::metadata(&store.path) {
         Ok(_) => {}
         Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -568,14 +571,20 @@ async fn open(path: Option<&std::path::Path>) -> Result<Store, Failure> {
             )));
         }
     }
+    open_location(&store).await
+}
+
+async fn open_location(store: &StoreConfig) -> Result<Store, Failure> {
     let options = StoreOptions {
         synchronous_full: true,
         busy_timeout: store.busy_timeout,
+        node: store.node.clone(),
         ..StoreOptions::default()
     };
-    Store::open(&store.path, &options).await.map_err(|error| {
+    let location = store.location();
+    Store::open_at(&location, &options).await.map_err(|error| {
         Failure::Runtime(
-            anyhow::Error::new(error).context(format!("opening {}", store.path.display())),
+            anyhow::Error::new(error).context(format!("opening {}", location.describe())),
         )
     })
 }

@@ -70,10 +70,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
         busy_timeout: config.store.busy_timeout,
         ingest_cap_bytes: config.store.max_database_bytes,
         refusal_log_rows: config.store.refusal_log_max_rows,
+        node: config.store.node.clone(),
     };
-    Store::open(&config.store.path, &options)
+    let location = config.store.location();
+    Store::open_at(&location, &options)
         .await
-        .with_context(|| format!("opening database {}", config.store.path.display()))
+        .with_context(|| format!("opening database {}", location.describe()))
 }
 
 /// Raises the soft open-files limit to the hard one (systemd's default soft
@@ -120,11 +122,16 @@ pub async fn start_with_clock(
 ) -> anyhow::Result<App> {
     raise_open_files_limit(config.server.max_connections);
     let store = open_and_recover(&config).await?;
-    let space = Arc::new(Space::new(
-        &config.store.path,
-        config.store.min_free_bytes,
-        config.store.reserve_bytes,
-    ));
+    // On PostgreSQL there is no local database file to keep room for.
+    let space = Arc::new(if config.store.is_postgres() {
+        Space::new(&config.store.path, 0, 0)
+    } else {
+        Space::new(
+            &config.store.path,
+            config.store.min_free_bytes,
+            config.store.reserve_bytes,
+        )
+    });
     for change in space.check() {
         report_room(change);
     }

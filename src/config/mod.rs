@@ -222,9 +222,11 @@ impl Config {
 impl StoreConfig {
     /// Reads only `[store]` from the file at `path` (`None` → defaults), for
     /// CLI commands that just need the database. The whole file must still
-    /// be valid TOML with known keys, but secrets are not resolved, so an
-    /// operator's shell needs neither the daemon's environment nor its
-    /// systemd credentials.
+    /// be valid TOML with known keys, but the sources' secrets are not
+    /// resolved, so an operator's shell needs neither the daemon's
+    /// environment nor its systemd credentials. `store.url`, the one
+    /// secret the commands need, resolves against this process's
+    /// environment (`env:`, `file:`; `cred:` under `systemd-run`).
     pub fn load(path: Option<&Path>) -> Result<StoreConfig, ConfigError> {
         let Some(path) = path else {
             return Ok(StoreConfig::default());
@@ -235,7 +237,7 @@ impl StoreConfig {
         let resolver = Resolver {
             text: &text,
             origin: &origin,
-            env: &|_| None,
+            env: &process_env,
         };
         resolver.store(file.store)
     }

@@ -39,6 +39,8 @@ pub(super) struct Server {
 #[serde(deny_unknown_fields)]
 pub(super) struct Store {
     pub path: Option<PathBuf>,
+    pub url: Option<String>,
+    pub node: Option<String>,
     pub retain: Option<Spanned<String>>,
     pub synchronous: Option<Synchronous>,
     pub busy_timeout: Option<Spanned<String>>,

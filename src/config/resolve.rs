@@ -86,8 +86,36 @@ impl Resolver<'_> {
 
     pub(super) fn store(&self, raw: raw::Store) -> Result<StoreConfig, ConfigError> {
         let d = StoreConfig::default();
+        let url = match raw.url {
+            None => None,
+            Some(_) if raw.path.is_some() => {
+                return Err(ConfigError::Invalid {
+                    key: "store.url".to_owned(),
+                    reason: "give either store.path (SQLite) or store.url (PostgreSQL), not both"
+                        .to_owned(),
+                })
+            }
+            // A URL given as it is: `postgres:` is its scheme, not a secret
+            // reference's.
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(Secret::new(url))
+            }
+            Some(reference) => Some(self.secret(&reference, "store.url")?),
+        };
+        if let Some(url) = &url {
+            if !(url.expose().starts_with("postgres://")
+                || url.expose().starts_with("postgresql://"))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "store.url".to_owned(),
+                    reason: "must be a PostgreSQL URL (postgres://…)".to_owned(),
+                });
+            }
+        }
         Ok(StoreConfig {
             path: raw.path.unwrap_or(d.path),
+            url,
+            node: raw.node.unwrap_or(d.node),
             retain: self.duration_or(raw.retain, "store.retain", d.retain)?,
             synchronous: raw.synchronous.unwrap_or(d.synchronous),
             busy_timeout: self.duration_or(

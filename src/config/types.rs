@@ -102,11 +102,17 @@ impl Synchronous {
     }
 }
 
-/// `[store]`: the SQLite file.
+/// `[store]`: the SQLite file, or a PostgreSQL database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// Database file (default `./ldbridge.db`).
+    /// Database file (default `./ldbridge.db`); unused when `url` is set.
     pub path: PathBuf,
+    /// A PostgreSQL database (`postgres://…`, or a secret reference to
+    /// one) instead of the SQLite file (extension).
+    pub url: Option<Secret>,
+    /// This node's name among several on one PostgreSQL database: its
+    /// claims carry it (default: the host name) (extension).
+    pub node: String,
     /// Delivered/skipped events older than this are purged.
     pub retain: Duration,
     /// Durability trade-off (extension).
@@ -137,6 +143,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("./ldbridge.db"),
+            url: None,
+            node: default_node(),
             retain: Duration::from_secs(7 * 24 * 3600),
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
@@ -146,6 +154,30 @@ impl Default for StoreConfig {
             min_free_bytes: 64 << 20,
             reserve_bytes: 32 << 20,
         }
+    }
+}
+
+/// The host name, as this node's default name (`store.node`).
+pub fn default_node() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+impl StoreConfig {
+    /// Where the database is: the PostgreSQL URL when `url` is set, the
+    /// SQLite file otherwise.
+    pub fn location(&self) -> crate::store::Location {
+        match &self.url {
+            Some(url) => crate::store::Location::Postgres(url.expose().to_owned()),
+            None => crate::store::Location::Sqlite(self.path.clone()),
+        }
+    }
+
+    /// Whether the store is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.url.is_some()
     }
 }
 

@@ -326,7 +326,16 @@ impl Dispatcher {
             now,
             claimed_until,
         };
-        let batches = batches::create_batches(&self.store, &change, &outcomes(&ended)).await?;
+        let batches = match batches::create_batches(&self.store, &change, &outcomes(&ended)).await {
+            Ok(batches) => batches,
+            // Another node (PostgreSQL) took some of these events first;
+            // `ended` is recorded. The next run takes what is left.
+            Err(StoreError::Raced) => {
+                tracing::debug!(route = %route, "Another node formed batches from these events first.");
+                return Ok(Vec::new());
+            }
+            Err(error) => return Err(error),
+        };
         outcome.events_skipped += settled.skipped.len() + settled.failed.len();
         self.metrics.deliveries(
             route.as_str(),

@@ -104,12 +104,13 @@ impl Resolution {
 
 /// Makes batches left `sending` by a crash due now. Returns how many.
 pub async fn recover_sending(store: &Store, now: i64) -> Result<u64, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::batches::recover_sending(now));
     let done = sqlx::query(
         "UPDATE batches SET status = 'retrying', next_attempt_at = ?1, updated_at = ?1 \
          WHERE status = 'sending'",
     )
     .bind(now)
-    .execute(store.pool())
+    .execute(pool)
     .await?;
     Ok(done.rows_affected())
 }
@@ -117,6 +118,7 @@ pub async fn recover_sending(store: &Store, now: i64) -> Result<u64, StoreError>
 /// Whether `route` has anything to do at `now`: events to batch, batches
 /// due, or claims expired. Reads only, so an idle tick writes nothing.
 pub async fn has_work(store: &Store, route: Route, now: i64) -> Result<bool, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::batches::has_work(route, now));
     let row = sqlx::query(
         "SELECT EXISTS (SELECT 1 FROM deliveries WHERE route = ?3 AND status = 'pending') \
              OR EXISTS (SELECT 1 FROM batches WHERE route = ?1 \
@@ -125,7 +127,7 @@ pub async fn has_work(store: &Store, route: Route, now: i64) -> Result<bool, Sto
     .bind(route.as_str())
     .bind(now)
     .bind(route.code())
-    .fetch_one(store.pool())
+    .fetch_one(pool)
     .await?;
     Ok(row.get::<bool, _>(0))
 }
@@ -136,6 +138,10 @@ pub async fn pending_events(
     route: Route,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::batches::pending_events(route, limit)
+    );
     let rows = sqlx::query(concat!(
         "SELECT d.event_id, e.source, ",
         event_key!(),
@@ -145,7 +151,7 @@ pub async fn pending_events(
     ))
     .bind(route.code())
     .bind(limit as i64)
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(stored_event).collect())
 }
@@ -204,6 +210,10 @@ pub async fn create_batches(
     change: &NewBatches<'_>,
     ended: &[Outcome<'_>],
 ) -> Result<Vec<ClaimedBatch>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::batches::create_batches(change, ended)
+    );
     let NewBatches {
         route,
         taken,
@@ -220,7 +230,7 @@ pub async fn create_batches(
         return Ok(Vec::new());
     }
     let _turn = store.write_turn().await;
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut tally = Tally::default();
     // One entry per minute and source, not per event: a run takes
     // thousands, from a handful of sources.
@@ -305,10 +315,11 @@ async fn profile_id(conn: &mut SqliteConnection, definition: &str) -> Result<i64
 
 /// The definition of profile `id`; `None` when there is none.
 pub async fn profile_definition(store: &Store, id: i64) -> Result<Option<String>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::batches::profile_definition(id));
     Ok(
         sqlx::query_scalar("SELECT definition FROM profiles WHERE id = ?1")
             .bind(id)
-            .fetch_optional(store.pool())
+            .fetch_optional(pool)
             .await?,
     )
 }
@@ -320,11 +331,15 @@ pub async fn batch_profile_definition(
     store: &Store,
     batch_id: i64,
 ) -> Result<Option<String>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::batches::batch_profile_definition(batch_id)
+    );
     Ok(sqlx::query_scalar(
         "SELECT p.definition FROM batches b JOIN profiles p ON p.id = b.profile WHERE b.id = ?1",
     )
     .bind(batch_id)
-    .fetch_optional(store.pool())
+    .fetch_optional(pool)
     .await?)
 }
 
@@ -464,6 +479,10 @@ pub async fn claim_due(
     claimed_until: i64,
     limit: usize,
 ) -> Result<Claimed, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::batches::claim_due(route, now, claimed_until, limit)
+    );
     let due =
         "SELECT id FROM batches WHERE route = ?1 AND status IN ('pending', 'retrying', 'sending') \
                AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3";
@@ -474,13 +493,13 @@ pub async fn claim_due(
         .bind(route.as_str())
         .bind(now)
         .bind(limit as i64)
-        .fetch_one(store.pool())
+        .fetch_one(pool)
         .await?;
     if !any {
         return Ok(Claimed::default());
     }
     let _turn = store.write_turn().await;
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let expired: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT id FROM batches WHERE status = 'sending' AND id IN ({due}) ORDER BY id"
     )))
@@ -522,6 +541,7 @@ pub async fn claim_due(
 
 /// The events of a batch in event order. Empty if the batch has none.
 pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<StoredEvent>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::batches::batch_events(batch_id));
     let rows = sqlx::query(concat!(
         "SELECT e.id, e.source, ",
         event_key!(),
@@ -530,7 +550,7 @@ pub async fn batch_events(store: &Store, batch_id: i64) -> Result<Vec<StoredEven
         "WHERE d.batch_id = ?1 ORDER BY e.id"
     ))
     .bind(batch_id)
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     Ok(rows.iter().map(stored_event).collect())
 }
@@ -553,11 +573,15 @@ pub async fn record_attempts(
     outcomes: &[Outcome<'_>],
     now: i64,
 ) -> Result<(), StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::batches::record_attempts(outcomes, now)
+    );
     if outcomes.is_empty() {
         return Ok(());
     }
     let _turn = store.write_turn().await;
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut tally = Tally::default();
     for outcome in outcomes {
         record_one(&mut tx, outcome, now, &mut tally).await?;

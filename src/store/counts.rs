@@ -68,7 +68,7 @@ impl Flow {
         }
     }
 
-    fn parse(text: &str) -> Option<Flow> {
+    pub(crate) fn parse(text: &str) -> Option<Flow> {
         Flow::ALL.into_iter().find(|flow| flow.as_str() == text)
     }
 }
@@ -77,6 +77,9 @@ impl Flow {
 const MAX_REASON_CHARS: usize = 200;
 
 /// The count changes of one transaction.
+/// A flow row: `(minute, route, source, flow, reason, n)`.
+pub(crate) type FlowRow = (i64, i64, String, Flow, String, i64);
+
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     /// (minute, route code or 0, source, flow, reason) → n.
@@ -124,6 +127,25 @@ impl Tally {
             self.total(route, from, -n);
             self.total(route, to, n);
         }
+    }
+
+    /// The kept changes as rows: totals `(route, status, n)` and flows
+    /// `(minute, route, source, flow, reason, n)`, in key order.
+    pub(crate) fn into_rows(self) -> (Vec<(i64, DeliveryStatus, i64)>, Vec<FlowRow>) {
+        let totals = self
+            .totals
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .map(|((route, status), n)| (route, status, n))
+            .collect();
+        let flows = self
+            .flows
+            .into_iter()
+            .map(|((minute, route, source, flow, reason), n)| {
+                (minute, route, source, flow, reason, n)
+            })
+            .collect();
+        (totals, flows)
     }
 
     /// Writes the changes on `conn`'s open transaction.
@@ -186,7 +208,8 @@ pub(crate) async fn batch_statuses(
 /// order; none counted are left out. `pending` comes from its partial
 /// index (as many entries as events wait for their first batch).
 pub async fn totals(store: &Store) -> Result<Vec<(String, DeliveryStatus, i64)>, StoreError> {
-    let mut conn = store.pool().acquire().await?;
+    let pool = sqlite_or!(store, super::postgres::counts::totals());
+    let mut conn = pool.acquire().await?;
     Ok(totals_on(&mut conn).await?)
 }
 
@@ -219,7 +242,7 @@ pub struct FlowCount {
 }
 
 /// Windows longer than this are counted in whole hours.
-const HOURLY_PAST_MS: i64 = 6 * 3_600_000;
+pub(crate) const HOURLY_PAST_MS: i64 = 6 * 3_600_000;
 
 /// The whole buckets a window from `since` to `until` (ms) covers: its
 /// start and end (ms, end exclusive) and the bucket length — minutes, or
@@ -238,7 +261,7 @@ pub fn span(since: i64, until: i64) -> (i64, i64, i64) {
 }
 
 /// The table and key column of a bucket length.
-fn table(bucket: i64) -> (&'static str, &'static str) {
+pub(crate) fn table(bucket: i64) -> (&'static str, &'static str) {
     if bucket == 60_000 {
         ("flows", "minute")
     } else {
@@ -249,6 +272,7 @@ fn table(bucket: i64) -> (&'static str, &'static str) {
 /// Flows in the whole buckets of the window from `since` to `until` (ms;
 /// see [`span`]), summed per route, source, flow and reason.
 pub async fn flows(store: &Store, since: i64, until: i64) -> Result<Vec<FlowCount>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::counts::flows(since, until));
     let (start, end, bucket) = span(since, until);
     let (table, key) = table(bucket);
     let rows: Vec<(Option<String>, String, String, String, i64)> =
@@ -260,7 +284,7 @@ pub async fn flows(store: &Store, since: i64, until: i64) -> Result<Vec<FlowCoun
         )))
         .bind(start / bucket)
         .bind(end / bucket)
-        .fetch_all(store.pool())
+        .fetch_all(pool)
         .await?;
     Ok(rows
         .into_iter()
@@ -285,6 +309,10 @@ pub async fn per_bucket(
     since: i64,
     until: i64,
 ) -> Result<Vec<(i64, String, Flow, i64)>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::counts::per_bucket(flows, since, until)
+    );
     let (start, end, bucket) = span(since, until);
     let (table, key) = table(bucket);
     let names: Vec<&str> = flows.iter().map(|flow| flow.as_str()).collect();
@@ -298,7 +326,7 @@ pub async fn per_bucket(
     .bind(start / bucket)
     .bind(end / bucket)
     .bind(serde_json::to_string(&names).expect("names serialise"))
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
@@ -314,6 +342,7 @@ pub async fn record_oldest(
     at: i64,
     ages: &[(Route, i64)],
 ) -> Result<(), StoreError> {
+    let pool = sqlite_or!(store, super::postgres::counts::record_oldest(at, ages));
     if ages.is_empty() {
         return Ok(());
     }
@@ -323,7 +352,7 @@ pub async fn record_oldest(
         .collect();
     let rows = Value::Array(rows).to_string();
     let _turn = store.write_turn().await;
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     for sql in [
         "INSERT INTO flows (minute, route, source, what, reason, n) \
          SELECT value ->> 0, value ->> 1, '', 'oldest_age_ms', '', value ->> 2 FROM json_each(?1) WHERE true \

@@ -56,6 +56,7 @@ pub async fn list_batches(
     store: &Store,
     filter: &BatchFilter,
 ) -> Result<Vec<BatchSummary>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::delivery_log::list_batches(filter));
     // Only fixed fragments go into the SQL text; every value is bound.
     let mut sql = String::from(concat!(
         "SELECT ",
@@ -84,7 +85,7 @@ pub async fn list_batches(
         .bind(filter.until)
         .bind(filter.before_id)
         .bind(filter.limit as i64)
-        .fetch_all(store.pool())
+        .fetch_all(pool)
         .await?;
     Ok(rows.iter().map(summary).collect::<Result<_, _>>()?)
 }
@@ -124,7 +125,11 @@ pub async fn delivery_counts(
 pub async fn delivery_counts_checked(
     store: &Store,
 ) -> Result<(CountsByStatus, CountsByStatus), StoreError> {
-    let mut tx = store.pool().begin().await?;
+    let pool = sqlite_or!(
+        store,
+        super::postgres::delivery_log::delivery_counts_checked()
+    );
+    let mut tx = pool.begin().await?;
     let kept = super::counts::totals_on(&mut tx).await?;
     let scanned = sqlx::query_as(
         "SELECT r.name, d.status, COUNT(*) FROM deliveries d JOIN routes r ON r.id = d.route \
@@ -141,8 +146,9 @@ pub type CountsByStatus = Vec<(String, DeliveryStatus, i64)>;
 
 /// Number of stored events.
 pub async fn event_count(store: &Store) -> Result<i64, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::delivery_log::event_count());
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(store.pool())
+        .fetch_one(pool)
         .await?)
 }
 
@@ -165,12 +171,16 @@ pub async fn batch_attempts(
     store: &Store,
     batch_id: i64,
 ) -> Result<Vec<AttemptSummary>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::delivery_log::batch_attempts(batch_id)
+    );
     let rows = sqlx::query(
         "SELECT batch_id, attempt, triggered_by, started_at, duration_ms, http_status, error, response, outcome \
          FROM attempts WHERE batch_id = ?1 ORDER BY attempt",
     )
     .bind(batch_id)
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
@@ -190,23 +200,25 @@ pub async fn batch_attempts(
 
 /// One batch by id; `None` when there is no such batch.
 pub async fn batch(store: &Store, id: i64) -> Result<Option<BatchSummary>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::delivery_log::batch(id));
     let row = sqlx::query(concat!(
         "SELECT ",
         batch_columns!(),
         " FROM batches WHERE id = ?1"
     ))
     .bind(id)
-    .fetch_optional(store.pool())
+    .fetch_optional(pool)
     .await?;
     Ok(row.as_ref().map(summary).transpose()?)
 }
 
 /// The halves a split batch was replaced by. Empty for other batches.
 pub async fn children(store: &Store, id: i64) -> Result<Vec<i64>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::delivery_log::children(id));
     Ok(
         sqlx::query_scalar("SELECT id FROM batches WHERE parent_id = ?1 ORDER BY id")
             .bind(id)
-            .fetch_all(store.pool())
+            .fetch_all(pool)
             .await?,
     )
 }
@@ -224,6 +236,10 @@ pub struct BatchMember {
 /// The events a batch carries, in order. Empty for an unknown batch or a
 /// split one (its events moved to the halves).
 pub async fn batch_members(store: &Store, batch_id: i64) -> Result<Vec<BatchMember>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::delivery_log::batch_members(batch_id)
+    );
     let rows = sqlx::query(concat!(
         "SELECT e.id, r.name, ",
         event_key!(),
@@ -233,7 +249,7 @@ pub async fn batch_members(store: &Store, batch_id: i64) -> Result<Vec<BatchMemb
         "WHERE d.batch_id = ?1 ORDER BY e.id"
     ))
     .bind(batch_id)
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     let member = |row: &sqlx::sqlite::SqliteRow| -> Result<_, sqlx::Error> {
         Ok(BatchMember {
@@ -262,6 +278,7 @@ pub struct EventSummary {
 /// LaunchDarkly payload id (all events of that payload). At most 1,000;
 /// empty when nothing matches.
 pub async fn find_events(store: &Store, needle: &str) -> Result<Vec<EventSummary>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::delivery_log::find_events(needle));
     let id: Option<i64> = needle.parse().ok();
     // "<payload id>:<index>": one event of a payload.
     let (payload, index) = match needle.rsplit_once(':') {
@@ -295,7 +312,7 @@ pub async fn find_events(store: &Store, needle: &str) -> Result<Vec<EventSummary
     .bind(payload)
     .bind(index)
     .bind(super::keys::hash(needle))
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
@@ -322,6 +339,7 @@ pub struct RouteState {
 /// The event's delivery on every route it takes, by route name. Empty when
 /// it takes none.
 pub async fn event_routes(store: &Store, event_id: i64) -> Result<Vec<RouteState>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::delivery_log::event_routes(event_id));
     let rows = sqlx::query(
         "SELECT r.name AS d_route, d.status AS d_status, d.reason, b.id, b.route, b.source, b.lane, b.status, \
                 b.payload_id, b.event_count, b.attempts, b.created_at, b.updated_at, b.next_attempt_at, \
@@ -330,7 +348,7 @@ pub async fn event_routes(store: &Store, event_id: i64) -> Result<Vec<RouteState
          WHERE d.event_id = ?1 ORDER BY r.name",
     )
     .bind(event_id)
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     let state = |row: &sqlx::sqlite::SqliteRow| -> Result<_, sqlx::Error> {
         let batch = row.try_get::<Option<i64>, _>("id")?.map(|_| summary(row));
@@ -364,13 +382,17 @@ pub async fn open_deliveries(
 /// on `route` was received; `None` when nothing is waiting. Two indexed
 /// lookups: the lowest pending event id, and the open batches' events.
 pub async fn oldest_undelivered(store: &Store, route: &str) -> Result<Option<i64>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::delivery_log::oldest_undelivered(route)
+    );
     let pending: Option<i64> = sqlx::query_scalar(
         "SELECT e.received_at FROM events e \
          WHERE e.id = (SELECT MIN(event_id) FROM deliveries \
                        WHERE route = (SELECT id FROM routes WHERE name = ?1) AND status = 'pending')",
     )
     .bind(route)
-    .fetch_optional(store.pool())
+    .fetch_optional(pool)
     .await?;
     let batched: Option<i64> = sqlx::query_scalar(
         "SELECT MIN(e.received_at) FROM batches b JOIN deliveries d ON d.batch_id = b.id \
@@ -378,17 +400,18 @@ pub async fn oldest_undelivered(store: &Store, route: &str) -> Result<Option<i64
          WHERE b.route = ?1 AND b.status IN ('pending', 'sending', 'retrying')",
     )
     .bind(route)
-    .fetch_one(store.pool())
+    .fetch_one(pool)
     .await?;
     Ok([pending, batched].into_iter().flatten().min())
 }
 
 /// Batches by route and status.
 pub async fn batch_counts(store: &Store) -> Result<Vec<(String, BatchStatus, i64)>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::delivery_log::batch_counts());
     Ok(sqlx::query_as(
         "SELECT route, status, COUNT(*) FROM batches GROUP BY route, status ORDER BY route, status",
     )
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?)
 }
 
@@ -397,12 +420,13 @@ pub async fn attempts_since(
     store: &Store,
     since: i64,
 ) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::delivery_log::attempts_since(since));
     let rows = sqlx::query(
         "SELECT b.route, a.outcome, COUNT(*) FROM attempts a JOIN batches b ON b.id = a.batch_id \
          WHERE a.started_at >= ?1 GROUP BY b.route, a.outcome ORDER BY b.route, a.outcome",
     )
     .bind(since)
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
@@ -432,6 +456,10 @@ pub async fn settled_in(
     until: i64,
     limit: usize,
 ) -> Result<Vec<SettledDelivery>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::delivery_log::settled_in(route, status, since, until, limit)
+    );
     let after = super::maintenance::received_before(store, since).await?;
     let through = super::maintenance::received_before(store, until.saturating_add(1)).await?;
     let rows = sqlx::query(concat!(
@@ -449,7 +477,7 @@ pub async fn settled_in(
     .bind(since)
     .bind(until)
     .bind(limit as i64)
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?;
     Ok(rows
         .iter()

@@ -25,10 +25,14 @@ pub async fn requeue(
     from: &[BatchStatus],
     now: i64,
 ) -> Result<Vec<i64>, StoreError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::maintenance::requeue(batch_ids, from, now)
+    );
     let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())
         .expect("a list of strings serializes");
     let _turn = store.write_turn().await;
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut done = Vec::new();
     let mut tally = Tally::default();
     for id in batch_ids {
@@ -91,6 +95,7 @@ pub struct Purged {
 /// Kept whole: the candidate scan and the chunked deletes share one cursor
 /// and one running total.
 pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::maintenance::purge(cutoff, chunk));
     let mut purged = Purged::default();
     let mut after = i64::MIN;
     let bound = received_before(store, cutoff).await?;
@@ -104,7 +109,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .bind(after)
         .bind(chunk as i64)
         .bind(bound)
-        .fetch_all(store.pool())
+        .fetch_all(pool)
         .await?;
         let Some(&(last, _, _)) = rows.last() else {
             break;
@@ -119,7 +124,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         requests.dedup();
         let turn = store.write_turn().await;
         let started = std::time::Instant::now();
-        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let list = id_list(&ids);
         let settled = "SELECT value FROM json_each(?1) j WHERE NOT EXISTS \
             (SELECT 1 FROM deliveries d WHERE d.event_id = j.value AND d.status NOT IN ('delivered', 'skipped'))";
@@ -173,13 +178,13 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         .bind(cutoff)
         .bind(after)
         .bind(chunk as i64)
-        .fetch_all(store.pool())
+        .fetch_all(pool)
         .await?;
         let Some(last) = ids.last() else { break };
         after = *last;
         let turn = store.write_turn().await;
         let started = std::time::Instant::now();
-        let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         // Re-checked under the lock: a resent batch is `retrying` now.
         // CROSS JOIN keeps the id list as the outer loop; otherwise SQLite
         // walks every delivered batch through the status index.
@@ -206,7 +211,7 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
         purged.batches += batches.rows_affected();
     }
     let _turn = store.write_turn().await;
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     if purged.batches > 0 {
         // A profile goes with the last batch formed with it.
         sqlx::query(
@@ -225,17 +230,18 @@ pub async fn purge(store: &Store, cutoff: i64, chunk: usize) -> Result<Purged, S
 /// with the id); `i64::MIN` when there is none. A clock stepped back only
 /// makes it stop early: the purge still checks every event's own time.
 pub(crate) async fn received_before(store: &Store, cutoff: i64) -> Result<i64, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::maintenance::received_before(cutoff));
     let at_or_after = |id: i64| {
         sqlx::query_as::<_, (i64, i64)>(
             "SELECT id, received_at FROM events WHERE id >= ?1 ORDER BY id LIMIT 1",
         )
         .bind(id)
-        .fetch_optional(store.pool())
+        .fetch_optional(pool)
     };
     let (mut low, mut high) = match at_or_after(i64::MIN).await? {
         Some((first, received)) if received < cutoff => {
             let last: i64 = sqlx::query_scalar("SELECT MAX(id) FROM events")
-                .fetch_one(store.pool())
+                .fetch_one(pool)
                 .await?;
             (first, last.saturating_add(1))
         }
@@ -256,22 +262,23 @@ pub(crate) async fn received_before(store: &Store, cutoff: i64) -> Result<i64, S
 /// to the file system (on databases created with incremental auto-vacuum;
 /// elsewhere freed pages are reused, so the file still stops growing).
 pub async fn tidy(store: &Store) -> Result<(), StoreError> {
+    let pool = sqlite_or!(store, super::postgres::maintenance::tidy());
     // Bounded ANALYZE: unbounded, it reads whole million-row tables while
     // holding the write lock.
     sqlx::query("PRAGMA analysis_limit = 400")
-        .execute(store.pool())
+        .execute(pool)
         .await?;
-    sqlx::query("PRAGMA optimize").execute(store.pool()).await?;
+    sqlx::query("PRAGMA optimize").execute(pool).await?;
     // Free pages go back a few at a time, each step its own short write.
     for _ in 0..200 {
         let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-            .fetch_one(store.pool())
+            .fetch_one(pool)
             .await?;
         if free == 0 {
             break;
         }
         sqlx::query("PRAGMA incremental_vacuum(64)")
-            .execute(store.pool())
+            .execute(pool)
             .await?;
     }
     Ok(())
@@ -290,11 +297,15 @@ pub enum HeartbeatError {
 /// Proves the database takes writes: writes the heartbeat row within
 /// `deadline`.
 pub async fn heartbeat(store: &Store, now: i64, deadline: Duration) -> Result<(), HeartbeatError> {
+    let pool = sqlite_or!(
+        store,
+        super::postgres::maintenance::heartbeat(now, deadline)
+    );
     let write = sqlx::query(
         "INSERT INTO heartbeat (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = ?1",
     )
     .bind(now)
-    .execute(store.pool());
+    .execute(pool);
     match tokio::time::timeout(deadline, write).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(HeartbeatError::NotWritable(error)),

@@ -1,6 +1,14 @@
 //! The only module that speaks SQL.
 //!
-//! Owns the SQLite file: opening it with the durability pragmas (WAL,
+//! Two backends behind one interface: the SQLite file (the default) and a
+//! PostgreSQL database (`store.url`), which several nodes can share. The
+//! functions of `batches`, `counts`, `delivery_log`, `maintenance`,
+//! `refusals` and `writer` are the interface; each holds SQLite's SQL and
+//! hands a PostgreSQL store to the function of the same name in
+//! [`postgres`], which holds PostgreSQL's. Callers never know which one
+//! they talk to.
+//!
+//! For SQLite it owns the file: opening it with the durability pragmas (WAL,
 //! `synchronous=FULL` by default), applying `migrations/`, the group-commit
 //! writer that ingest goes through ([`writer`]), and one function per query
 //! for the dispatcher ([`batches`]) and the operator surface
@@ -24,16 +32,34 @@ macro_rules! event_request {
     };
 }
 
+/// The SQLite pool of `$store`, or, on PostgreSQL, returns the result of
+/// `$call` with the [`postgres::PgStore`] put before its arguments.
+macro_rules! sqlite_or {
+    ($store:expr, $($call:ident)::+ ( $($arg:expr),* $(,)? )) => {
+        match $store.db() {
+            $crate::store::Db::Sqlite(pool) => pool,
+            $crate::store::Db::Postgres(pg) => {
+                return $($call)::+(pg, $($arg),*).await.map_err(Into::into)
+            }
+        }
+    };
+}
+
 pub mod batches;
 pub mod counts;
 pub mod delivery_log;
 mod keys;
 pub mod maintenance;
+pub mod postgres;
 pub mod refusals;
 mod status;
 pub mod writer;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -57,6 +83,29 @@ pub struct StoreOptions {
     pub ingest_cap_bytes: Option<u64>,
     /// Rows the refusal log keeps (the newest).
     pub refusal_log_rows: u64,
+    /// This node's name, on PostgreSQL: the claims it takes carry it.
+    pub node: String,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The SQLite file at this path.
+    Sqlite(PathBuf),
+    /// The PostgreSQL database at this URL (it may hold a password: never
+    /// logged; see [`Location::describe`]).
+    Postgres(String),
+}
+
+impl Location {
+    /// How to name it in logs and errors: the path, or the URL without its
+    /// user's password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.display().to_string(),
+            Location::Postgres(url) => postgres::redact(url),
+        }
+    }
 }
 
 impl Default for StoreOptions {
@@ -66,6 +115,7 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(5),
             ingest_cap_bytes: None,
             refusal_log_rows: 100_000,
+            node: "local".to_owned(),
         }
     }
 }
@@ -78,6 +128,11 @@ pub enum StoreError {
     Sqlx(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another node took the events a batch was being formed from (only
+    /// on PostgreSQL, where several nodes form batches): nothing was
+    /// written; the next run forms batches from what is left.
+    #[error("another node formed batches from these events first")]
+    Raced,
 }
 
 fn connect_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions {
@@ -115,12 +170,12 @@ fn connect_options(path: &Path, options: &StoreOptions) -> SqliteConnectOptions 
     // instead (`Store::truncate_wal`).
 }
 
-/// An open database: a pool for reads and short writes (dispatcher, CLI,
-/// admin) plus the path, so the ingest writer can open its own connection.
+/// An open database. For SQLite: a pool for reads and short writes
+/// (dispatcher, CLI, admin) plus the path, so the ingest writer can open
+/// its own connection. For PostgreSQL: [`postgres::PgStore`].
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
-    options: SqliteConnectOptions,
+    backend: Backend,
     busy_timeout: Duration,
     ingest_cap_bytes: Option<u64>,
     refusal_log_rows: u64,
@@ -135,7 +190,49 @@ pub struct Store {
     write_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite {
+        pool: SqlitePool,
+        options: SqliteConnectOptions,
+    },
+    Postgres(postgres::PgStore),
+}
+
+/// Which backend a store is, for the functions that hold both SQLs.
+pub(crate) enum Db<'a> {
+    Sqlite(&'a SqlitePool),
+    Postgres(&'a postgres::PgStore),
+}
+
 impl Store {
+    /// Opens the database at `location`: [`Store::open`] for a file, or
+    /// a PostgreSQL database, migrated.
+    pub async fn open_at(location: &Location, options: &StoreOptions) -> Result<Store, StoreError> {
+        match location {
+            Location::Sqlite(path) => Store::open(path, options).await,
+            Location::Postgres(url) => Ok(Store {
+                backend: Backend::Postgres(postgres::PgStore::open(url, options).await?),
+                busy_timeout: options.busy_timeout,
+                ingest_cap_bytes: None,
+                refusal_log_rows: options.refusal_log_rows,
+                write_turn: Arc::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn db(&self) -> Db<'_> {
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => Db::Sqlite(pool),
+            Backend::Postgres(pg) => Db::Postgres(pg),
+        }
+    }
+
+    /// Whether this is a PostgreSQL store.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
     /// Opens (creating if missing) the database at `path` and applies every
     /// pending migration. Fails if the file cannot be opened or migrated.
     pub async fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
@@ -165,7 +262,7 @@ impl Store {
             })
             .connect_with(connect.clone())
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let added = keys::catch_up(&mut *pool.acquire().await?).await?;
         if added > 0 {
             tracing::info!(
@@ -174,8 +271,10 @@ impl Store {
             );
         }
         Ok(Store {
-            pool,
-            options: connect,
+            backend: Backend::Sqlite {
+                pool,
+                options: connect,
+            },
             busy_timeout: options.busy_timeout,
             ingest_cap_bytes: options.ingest_cap_bytes,
             refusal_log_rows: options.refusal_log_rows,
@@ -185,16 +284,40 @@ impl Store {
 
     /// Waits for this process's turn to write (see `write_turn`); the turn
     /// is held until the guard drops, after the commit.
-    pub(crate) async fn write_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.write_turn.lock().await
+    /// On PostgreSQL there is no turn to wait for (`None`): its row locks
+    /// order writers.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite { .. } => Some(self.write_turn.lock().await),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The SQLite pool, for tests that look inside the file.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool,
+            Backend::Postgres(_) => panic!("a SQLite test was given a PostgreSQL store"),
+        }
     }
 
     /// A dedicated connection, used by the single ingest writer so that its
     /// group commits never queue behind the pool.
     pub(crate) async fn dedicated_connection(&self) -> Result<SqliteConnection, StoreError> {
-        let mut conn = SqliteConnection::connect_with(&self.options).await?;
-        keys::attach(&mut conn, self.options.get_filename()).await?;
+        let options = self.sqlite_options()?;
+        let mut conn = SqliteConnection::connect_with(options).await?;
+        keys::attach(&mut conn, options.get_filename()).await?;
         Ok(conn)
+    }
+
+    fn sqlite_options(&self) -> Result<&SqliteConnectOptions, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { options, .. } => Ok(options),
+            Backend::Postgres(_) => Err(StoreError::Sqlx(sqlx::Error::Configuration(
+                "a SQLite connection was asked of a PostgreSQL store".into(),
+            ))),
+        }
     }
 
     /// How long a write may wait for another writer's lock.
@@ -218,34 +341,40 @@ impl Store {
         let Some(cap) = self.ingest_cap_bytes else {
             return Ok(None);
         };
+        let Db::Sqlite(pool) = self.db() else {
+            return Ok(None);
+        };
         let (pages, free, page_size): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT page_count FROM pragma_page_count), \
                     (SELECT freelist_count FROM pragma_freelist_count), \
                     (SELECT page_size FROM pragma_page_size)",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(pool)
         .await?;
         let used = (pages - free).max(0) as u64 * page_size.max(0) as u64;
         Ok(Some(cap.saturating_sub(used)))
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     /// Copies what the WAL holds into the database file without blocking
     /// readers or the writer (PASSIVE). The daemon calls it every second,
     /// since the ingest writer never checkpoints on its own.
+    /// Nothing to do on PostgreSQL.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let Db::Sqlite(pool) = self.db() else {
+            return Ok(());
+        };
         sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
     }
 
     /// The WAL file's size in bytes (0 when there is none).
     pub fn wal_bytes(&self) -> u64 {
-        let mut wal = self.options.get_filename().as_os_str().to_owned();
+        let Ok(options) = self.sqlite_options() else {
+            return 0;
+        };
+        let mut wal = options.get_filename().as_os_str().to_owned();
         wal.push("-wal");
         std::fs::metadata(wal).map_or(0, |meta| meta.len())
     }
@@ -253,15 +382,21 @@ impl Store {
     /// Checkpoints everything and truncates the WAL to zero bytes. Waits for
     /// (and briefly blocks) writers: call it when ingest is idle.
     pub async fn truncate_wal(&self) -> Result<(), StoreError> {
+        let Db::Sqlite(pool) = self.db() else {
+            return Ok(());
+        };
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
     }
 
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.backend {
+            Backend::Sqlite { pool, .. } => pool.close().await,
+            Backend::Postgres(pg) => pg.pool().close().await,
+        }
     }
 }
 

@@ -70,6 +70,7 @@ pub(super) async fn insert(
 
 /// Refusals matching `filter`, newest first, at most `filter.limit`.
 pub async fn list(store: &Store, filter: &RefusalFilter) -> Result<Vec<Refusal>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::refusals::list(filter));
     // Only fixed fragments go into the SQL text; every value is bound.
     let mut sql = String::from(
         "SELECT id, at, source, path, item, status, code, reason, message_id, excerpt \
@@ -95,7 +96,7 @@ pub async fn list(store: &Store, filter: &RefusalFilter) -> Result<Vec<Refusal>,
         .bind(&filter.code)
         .bind(&filter.message_id)
         .bind(filter.limit.max(1) as i64)
-        .fetch_all(store.pool())
+        .fetch_all(pool)
         .await?;
     Ok(rows
         .iter()
@@ -122,20 +123,22 @@ pub async fn counts_since(
     store: &Store,
     since: i64,
 ) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::refusals::counts_since(since));
     Ok(sqlx::query_as(
         "SELECT COALESCE(source, 'unknown'), code, COUNT(*) FROM refusals WHERE at >= ?1 \
          GROUP BY 1, 2 ORDER BY 1, 2",
     )
     .bind(since)
-    .fetch_all(store.pool())
+    .fetch_all(pool)
     .await?)
 }
 
 /// Deletes refusals recorded before `cutoff`; returns how many.
 pub async fn purge(store: &Store, cutoff: i64) -> Result<u64, StoreError> {
+    let pool = sqlite_or!(store, super::postgres::refusals::purge(cutoff));
     let done = sqlx::query("DELETE FROM refusals WHERE at < ?1")
         .bind(cutoff)
-        .execute(store.pool())
+        .execute(pool)
         .await?;
     Ok(done.rows_affected())
 }

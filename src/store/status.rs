@@ -39,3 +39,36 @@ macro_rules! stored_as_text {
 
 stored_as_text!(BatchStatus);
 stored_as_text!(DeliveryStatus);
+
+/// The same strings in PostgreSQL (`TEXT` columns).
+macro_rules! stored_as_pg_text {
+    ($status:ty) => {
+        impl Type<sqlx::Postgres> for $status {
+            fn type_info() -> sqlx::postgres::PgTypeInfo {
+                <str as Type<sqlx::Postgres>>::type_info()
+            }
+
+            fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+                <str as Type<sqlx::Postgres>>::compatible(ty)
+            }
+        }
+
+        impl Encode<'_, sqlx::Postgres> for $status {
+            fn encode_by_ref(
+                &self,
+                buffer: &mut sqlx::postgres::PgArgumentBuffer,
+            ) -> Result<IsNull, BoxDynError> {
+                <&str as Encode<sqlx::Postgres>>::encode(self.as_str(), buffer)
+            }
+        }
+
+        impl<'r> Decode<'r, sqlx::Postgres> for $status {
+            fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, BoxDynError> {
+                Ok(<&str as Decode<sqlx::Postgres>>::decode(value)?.parse()?)
+            }
+        }
+    };
+}
+
+stored_as_pg_text!(BatchStatus);
+stored_as_pg_text!(DeliveryStatus);

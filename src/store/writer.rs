@@ -49,9 +49,9 @@ pub enum WriteError {
     Commit(String),
 }
 
-struct Job {
-    batch: IngestBatch,
-    reply: oneshot::Sender<Result<Committed, WriteError>>,
+pub(super) struct Job {
+    pub(super) batch: IngestBatch,
+    pub(super) reply: oneshot::Sender<Result<Committed, WriteError>>,
 }
 
 /// Handle to the writer task. Cloning is cheap; the task ends once every
@@ -100,7 +100,7 @@ impl Writer {
         queue_len: usize,
         on_commit: impl Fn(CommitStats) + Send + 'static,
     ) -> Result<(Writer, tokio::task::JoinHandle<()>), StoreError> {
-        let conn = connect(store).await?;
+        let conn = open_conn(store).await?;
         let (queue, jobs) = mpsc::channel(queue_len.max(1));
         let health = Arc::<Health>::default();
         let task = tokio::spawn(run(
@@ -179,6 +179,28 @@ impl Writer {
 }
 
 /// Opens the writer's own connection.
+/// The writer's own connection, to either backend.
+enum Conn {
+    Sqlite(SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl Conn {
+    async fn close(self) -> Result<(), sqlx::Error> {
+        match self {
+            Conn::Sqlite(conn) => conn.close().await,
+            Conn::Postgres(conn) => conn.close().await,
+        }
+    }
+}
+
+async fn open_conn(store: &Store) -> Result<Conn, StoreError> {
+    Ok(match store.db() {
+        super::Db::Sqlite(_) => Conn::Sqlite(connect(store).await?),
+        super::Db::Postgres(pg) => Conn::Postgres(pg.connection().await?),
+    })
+}
+
 async fn connect(store: &Store) -> Result<SqliteConnection, StoreError> {
     // Like every connection, it never checkpoints inside a commit
     // (`wal_autocheckpoint = 0`): that would delay acknowledgements by the
@@ -212,7 +234,7 @@ async fn connect(store: &Store) -> Result<SqliteConnection, StoreError> {
 /// queue into a group, commit, answer each request, report, back off.
 async fn run(
     store: Store,
-    conn: SqliteConnection,
+    conn: Conn,
     mut jobs: mpsc::Receiver<Job>,
     on_commit: impl Fn(CommitStats),
     health: Arc<Health>,
@@ -240,13 +262,20 @@ async fn run(
         let started = std::time::Instant::now();
         let open = match conn.take() {
             Some(open) => Ok(open),
-            None => connect(&store).await.map_err(|error| error.to_string()),
+            None => open_conn(&store).await.map_err(|error| error.to_string()),
         };
         let result = match open {
             Ok(mut open) => {
                 let turn = store.write_turn().await;
                 let refusal_rows = store.refusal_log_rows();
-                let result = commit(&mut open, &mut group, budget, refusal_rows, next_id).await;
+                let result = match &mut open {
+                    Conn::Sqlite(conn) => {
+                        commit(conn, &mut group, budget, refusal_rows, next_id).await
+                    }
+                    Conn::Postgres(conn) => {
+                        super::postgres::writer::commit(conn, &mut group, refusal_rows).await
+                    }
+                };
                 drop(turn);
                 match &result {
                     Ok(done) => {
@@ -315,13 +344,13 @@ fn is_busy(error: &sqlx::Error) -> bool {
 }
 
 /// What one commit did.
-struct Done {
+pub(super) struct Done {
     /// What it did with each request of the group, in order.
-    counts: Vec<Committed>,
+    pub(super) counts: Vec<Committed>,
     /// Old refusal log rows dropped to stay within the row cap.
-    refusals_evicted: u64,
+    pub(super) refusals_evicted: u64,
     /// The id the next commit's first event takes.
-    next_id: i64,
+    pub(super) next_id: i64,
 }
 
 /// Commits the group's events and refusals in one transaction. Its first
@@ -436,7 +465,7 @@ async fn commit(
 /// What a commit adds to the counts: each refusal recorded. (New events
 /// are `pending`, counted from that index, and counted `received` by the
 /// dispatcher run that first takes them: see `store::counts`.)
-fn tally(group: &[Job]) -> Tally {
+pub(super) fn tally(group: &[Job]) -> Tally {
     let mut tally = Tally::default();
     for refusal in group.iter().flat_map(|job| &job.batch.refusals) {
         let source = refusal.source.as_deref().unwrap_or_default();

@@ -103,6 +103,11 @@ async fn a_batch_whose_outcome_could_not_be_committed_is_sent_again_once_its_cla
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_whose_outcome_met_a_locked_database_is_sent_again_once_its_claim_expires() {
+    if crate::helpers::on_postgres(
+        "a_batch_whose_outcome_met_a_locked_database_is_sent_again_once_its_claim_expires",
+    ) {
+        return;
+    }
     use sqlx::Connection;
     let app = spawn_app_with_short_claims(|config| {
         config.store.busy_timeout = Duration::from_millis(300);

@@ -46,6 +46,11 @@ async fn readyz(app: &TestApp) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_database_refuses_ingest_keeps_delivering_and_resumes_once_purged() {
+    if crate::helpers::on_postgres(
+        "a_full_database_refuses_ingest_keeps_delivering_and_resumes_once_purged",
+    ) {
+        return;
+    }
     let app = spawn_app_with(|config| {
         config.store.max_database_bytes = Some(1_500_000);
         config.server.max_request_bytes = 64_000;
@@ -134,6 +139,11 @@ impl Drop for ReadOnly {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn regression_a_commit_failing_in_io_left_the_writer_stuck_until_restart() {
+    if crate::helpers::on_postgres(
+        "regression_a_commit_failing_in_io_left_the_writer_stuck_until_restart",
+    ) {
+        return;
+    }
     // Found by this test: with the files read-only, the commit itself failed
     // and left the writer's connection inside its transaction, so every
     // later commit failed too ("begin_with at non-zero transaction depth")
@@ -182,6 +192,9 @@ async fn read_only_database_refuses_ingest_and_recovers_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wal_grown_by_a_burst_is_truncated_once_ingest_is_idle() {
+    if crate::helpers::on_postgres("a_wal_grown_by_a_burst_is_truncated_once_ingest_is_idle") {
+        return;
+    }
     use sqlx::Connection;
     let app = spawn_app_with(|_| {}).await;
     let wal = beside(&app.database, "-wal");

@@ -35,6 +35,9 @@ pub struct TestApp {
     pub segment: Receiver,
     pub client: HttpClient,
     pub database: PathBuf,
+    /// The `[store]` section naming this app's database, as an operator's
+    /// config would: its SQLite file, or its PostgreSQL URL.
+    pub store_section: String,
     _dir: tempfile::TempDir,
 }
 
@@ -70,6 +73,7 @@ pub async fn spawn_app_at(clock: Clock, adjust: impl FnOnce(&mut Config)) -> Tes
     adjust(&mut config);
     config.validate().unwrap();
     let database = config.store.path.clone();
+    let store_section = store_section(&config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = daemon::start_with_clock(config, listener, clock.clone())
         .await
@@ -82,8 +86,73 @@ pub async fn spawn_app_at(clock: Clock, adjust: impl FnOnce(&mut Config)) -> Tes
         segment,
         client: HttpClient::new(),
         database,
+        store_section,
         _dir: dir,
     }
+}
+
+impl TestApp {
+    /// The app's temporary directory (its config, and its SQLite file).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Everything the database holds, as bytes to search: the SQLite file
+    /// and its WAL, or every PostgreSQL table's rows as text.
+    pub async fn database_bytes(&self) -> Vec<u8> {
+        if crate::fixture::postgres::enabled() {
+            let rows = query_strings(
+                self.dir(),
+                "SELECT t::text FROM events t UNION ALL SELECT t::text FROM requests t \
+                 UNION ALL SELECT t::text FROM batches t UNION ALL SELECT t::text FROM attempts t \
+                 UNION ALL SELECT t::text FROM refusals t UNION ALL SELECT t::text FROM profiles t",
+            )
+            .await;
+            return rows.join("\n").into_bytes();
+        }
+        let mut bytes = std::fs::read(&self.database).unwrap();
+        bytes.extend(std::fs::read(self.database.with_extension("db-wal")).unwrap_or_default());
+        bytes
+    }
+
+    /// Runs `sql` (no parameters; SQL both backends speak) on the database.
+    pub async fn execute(&self, sql: &str) {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match crate::fixture::postgres::location(self.dir()) {
+            ldbridge::store::Location::Postgres(url) => {
+                let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+            }
+            ldbridge::store::Location::Sqlite(path) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+                let _ = conn.close().await;
+            }
+        }
+    }
+}
+
+/// The `[store]` section of a config naming `config`'s database.
+pub fn store_section(config: &Config) -> String {
+    match &config.store.url {
+        Some(url) => format!("[store]\nurl = {:?}\n", url.expose()),
+        None => format!("[store]\npath = \"{}\"\n", config.store.path.display()),
+    }
+}
+
+/// Whether the suite runs on PostgreSQL (`LDBRIDGE_TEST_POSTGRES`); tests of
+/// the SQLite file itself say so and skip.
+pub fn on_postgres(test: &str) -> bool {
+    let on = crate::fixture::postgres::enabled();
+    if on {
+        eprintln!("SKIPPED on PostgreSQL: {test} tests the SQLite file itself");
+    }
+    on
 }
 
 /// How a request is dressed, the ways real libraries send.
@@ -285,13 +354,10 @@ impl TestApp {
     /// Runs the real `ldbridge` binary against this app's database (a
     /// config file naming only the store, as an operator's shell would).
     pub fn cli(&self, args: &[&str]) -> CliRun {
-        let config = self.database.with_extension("cli.toml");
-        std::fs::write(
-            &config,
-            format!("[store]\npath = \"{}\"\n", self.database.display()),
-        )
-        .unwrap();
+        let config = self.dir().join("cli.toml");
+        std::fs::write(&config, &self.store_section).unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldbridge"))
+            .current_dir(self.dir())
             .arg("--config")
             .arg(&config)
             .args(args)
@@ -400,4 +466,37 @@ pub async fn integrity_check(path: &std::path::Path) -> String {
         .await
         .unwrap();
     rows.join("; ")
+}
+
+/// The store of the fixture in `dir` (its SQLite file, or its PostgreSQL
+/// database), opened as the CLI would.
+pub async fn open_store(dir: &std::path::Path) -> ldbridge::store::Store {
+    let location = crate::fixture::postgres::location(dir);
+    ldbridge::store::Store::open_at(&location, &Default::default())
+        .await
+        .unwrap()
+}
+
+/// The strings `sql` (one text column, SQL both backends speak) selects
+/// from the database of the fixture in `dir`.
+pub async fn query_strings(dir: &std::path::Path, sql: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match crate::fixture::postgres::location(dir) {
+        ldbridge::store::Location::Postgres(url) => {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            let rows = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+            let _ = conn.close().await;
+            rows
+        }
+        ldbridge::store::Location::Sqlite(path) => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            let rows = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+            let _ = conn.close().await;
+            rows
+        }
+    }
 }

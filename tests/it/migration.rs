@@ -17,7 +17,9 @@ const LD_META: &str = r#"{"endpoint":"server","schema":"4"}"#;
 /// delivery state, written with the SQL of that schema.
 async fn schema_3_database(path: &std::path::Path) {
     let migrations = tempfile::tempdir().unwrap();
-    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join("sqlite");
     for entry in std::fs::read_dir(&source).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();

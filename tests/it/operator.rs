@@ -113,25 +113,23 @@ async fn a_failed_batch_can_be_found_explained_and_resent_with_the_same_dedupe_i
 /// Seeds `count` batches straight into the database: routes, sources and
 /// statuses cycle, creation times one second apart from `base`.
 async fn seed_batches(app: &TestApp, count: i64, base: i64) {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.database.display()))
-        .await
-        .unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    for n in 0..count {
-        sqlx::query(
-            "INSERT INTO batches (route, source, status, payload_id, event_count, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, 1, ?5, ?5)",
-        )
-        .bind(Route::ALL[(n % 4) as usize].as_str())
-        .bind(["a", "b", "c"][(n % 3) as usize])
-        .bind(["delivered", "failed", "retrying", "pending", "split"][(n % 5) as usize])
-        .bind(format!("p-{n}"))
-        .bind(base + n * 1000)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
+    let rows: Vec<String> = (0..count)
+        .map(|n| {
+            format!(
+                "('{}', '{}', '{}', 'p-{n}', 1, {at}, {at})",
+                Route::ALL[(n % 4) as usize].as_str(),
+                ["a", "b", "c"][(n % 3) as usize],
+                ["delivered", "failed", "retrying", "pending", "split"][(n % 5) as usize],
+                at = base + n * 1000,
+            )
+        })
+        .collect();
+    app.execute(&format!(
+        "INSERT INTO batches (route, source, status, payload_id, event_count, created_at, updated_at) \
+         VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -214,21 +212,13 @@ async fn retention_purges_delivered_and_skipped_data_and_keeps_failed_and_pendin
     app.post_tracks(&["still-pending"]).await;
 
     // Everything is now "ten days old".
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", app.database.display()))
-        .await
-        .unwrap();
     let ten_days = 10 * 86_400_000_i64;
-    for sql in [
-        "UPDATE events SET received_at = received_at - ?1",
-        "UPDATE batches SET created_at = created_at - ?1, updated_at = updated_at - ?1",
-        "UPDATE attempts SET started_at = started_at - ?1",
-    ] {
-        sqlx::query(sql)
-            .bind(ten_days)
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    app.execute(&format!(
+        "UPDATE events SET received_at = received_at - {ten_days}; \
+         UPDATE batches SET created_at = created_at - {ten_days}, updated_at = updated_at - {ten_days}; \
+         UPDATE attempts SET started_at = started_at - {ten_days}"
+    ))
+    .await;
     let purge = app.cli(&["purge", "--older-than", "7d", "--json"]);
     assert_eq!(purge.code, 0, "{}", purge.stderr);
     let purged = purge.json();
@@ -236,12 +226,11 @@ async fn retention_purges_delivered_and_skipped_data_and_keeps_failed_and_pendin
         (purged["events"].as_u64(), purged["batches"].as_u64()),
         (Some(3), Some(1))
     );
-    let left: BTreeSet<String> = sqlx::query_scalar("SELECT dedupe_key FROM events")
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
+    let left: BTreeSet<String> =
+        crate::helpers::query_strings(app.dir(), "SELECT dedupe_key FROM events")
+            .await
+            .into_iter()
+            .collect();
     assert_eq!(
         left,
         ["msg-fail-me", "msg-still-pending"]
@@ -249,18 +238,14 @@ async fn retention_purges_delivered_and_skipped_data_and_keeps_failed_and_pendin
             .into_iter()
             .collect()
     );
-    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM batches")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let statuses = crate::helpers::query_strings(app.dir(), "SELECT status FROM batches").await;
     assert_eq!(statuses, vec!["failed"]);
-    let orphans: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM attempts WHERE batch_id NOT IN (SELECT id FROM batches)",
+    let orphans = crate::helpers::query_strings(
+        app.dir(),
+        "SELECT CAST(batch_id AS TEXT) FROM attempts WHERE batch_id NOT IN (SELECT id FROM batches)",
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(orphans, 0);
+    .await;
+    assert_eq!(orphans, Vec::<String>::new());
     // Nothing younger than the cutoff goes.
     assert_eq!(
         app.cli(&["purge", "--older-than", "30d", "--json"]).json()["events"],

@@ -53,6 +53,9 @@ impl Daemon {
             .args(["--log-format", "json", "--config"])
             .arg(config)
             .arg("serve")
+            // On PostgreSQL the reload status file is kept in the working
+            // directory: the config's, as for a SQLite file beside it.
+            .current_dir(config.parent().expect("a config file in a directory"))
             .env("LDBRIDGE_LOG", "info")
             .envs(fixture::ENV)
             .envs(env.iter().copied())
@@ -265,9 +268,7 @@ async fn sigterm_stops_cleanly_with_exit_status_zero_and_keeps_what_was_acknowle
     assert!(exit.success(), "exit {exit:?}: {}", daemon.logs());
     assert!(daemon.logs().contains("Stopped."));
     // Everything acknowledged is in the database after exit.
-    let store = ldbridge::store::Store::open(&dir.path().join("ldbridge.db"), &Default::default())
-        .await
-        .unwrap();
+    let store = crate::helpers::open_store(dir.path()).await;
     assert_eq!(
         ldbridge::store::delivery_log::event_count(&store)
             .await

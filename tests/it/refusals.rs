@@ -212,9 +212,8 @@ async fn whole_requests_refused_are_recorded_without_the_key_and_with_unknown_so
     assert!(table.contains("unknown key"), "{table}");
 
     // No key, configured or not, is in the database.
-    let bytes = std::fs::read(&app.database).unwrap();
-    let wal = std::fs::read(app.database.with_extension("db-wal")).unwrap_or_default();
-    for file in [&bytes, &wal] {
+    let bytes = app.database_bytes().await;
+    for file in [&bytes] {
         for key in [secret, WRITE_KEY] {
             assert!(
                 !file

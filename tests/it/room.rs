@@ -104,6 +104,11 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_full_file_system_delivery_goes_on_and_ingest_resumes_when_room_is_back() {
+    if crate::helpers::on_postgres(
+        "on_a_full_file_system_delivery_goes_on_and_ingest_resumes_when_room_is_back",
+    ) {
+        return;
+    }
     let fs = match TmpFs::mount(64) {
         Ok(fs) => fs,
         Err(why) => return crate::helpers::skip(&why),

@@ -48,14 +48,8 @@ async fn post(client: &HttpClient, daemon: &Daemon, key: &str, message_id: &str)
 }
 
 async fn stored_message_ids(dir: &Path) -> BTreeSet<String> {
-    let pool =
-        sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.join("ldbridge.db").display()))
-            .await
-            .unwrap();
-    sqlx::query_scalar::<_, String>("SELECT dedupe_key FROM events")
-        .fetch_all(&pool)
+    crate::helpers::query_strings(dir, "SELECT dedupe_key FROM events")
         .await
-        .unwrap()
         .into_iter()
         .collect()
 }
@@ -252,6 +246,7 @@ async fn a_sighup_right_after_the_ready_line_reloads_instead_of_killing_the_daem
 /// Runs `ldbridge --config <config> reload`; returns its exit code and output.
 fn reload_command(config: &Path) -> (i32, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldbridge"))
+        .current_dir(config.parent().expect("a config file in a directory"))
         .arg("--config")
         .arg(config)
         .arg("reload")
