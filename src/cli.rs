@@ -99,11 +99,31 @@ pub enum Command {
         #[arg(long, default_value = "10s", value_name = "DURATION")]
         timeout: String,
     },
+    /// The database itself.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Purge delivered and skipped data older than store.retain (what the retention job does).
     Purge {
         /// Instead of store.retain, e.g. 3d.
         #[arg(long, value_name = "DURATION")]
         older_than: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ldbridge store …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Copy the configured database, every table with its ids, dedupe keys and statuses, into
+    /// another: a PostgreSQL URL (or env:VAR naming one) or a SQLite file path. Safe to rerun;
+    /// stop the daemon first.
+    Copy {
+        /// postgres://user@host/db, env:VAR, or a path to a SQLite file (created if missing).
+        #[arg(long, value_name = "TARGET")]
+        to: String,
         #[arg(long)]
         json: bool,
     },
@@ -276,7 +296,69 @@ pub async fn run(cli: Cli, log_control: Option<crate::logging::LogControl>) -> R
         Command::Refusals(args) => refusals(path, &args).await,
         Command::Reload { pid, timeout } => reload(path, pid, &timeout),
         Command::Purge { older_than, json } => purge(path, older_than.as_deref(), json).await,
+        Command::Store {
+            command: StoreCommand::Copy { to, json },
+        } => store_copy(path, &to, json).await,
     }
+}
+
+/// Where `store copy --to` points: a PostgreSQL URL, `env:VAR` naming one,
+/// or a SQLite file.
+fn copy_target(to: &str) -> Result<crate::store::Location, Failure> {
+    use crate::store::Location;
+    let is_url = |text: &str| text.starts_with("postgres://") || text.starts_with("postgresql://");
+    if is_url(to) {
+        return Ok(Location::Postgres(to.to_owned()));
+    }
+    if let Some(name) = to.strip_prefix("env:") {
+        return match std::env::var(name) {
+            Ok(url) if is_url(&url) => Ok(Location::Postgres(url)),
+            Ok(_) => Err(Failure::Usage(format!(
+                "--to: ${name} is not a PostgreSQL URL (postgres://…)"
+            ))),
+            Err(_) => Err(Failure::Usage(format!("--to: ${name} is not set"))),
+        };
+    }
+    Ok(Location::Sqlite(std::path::PathBuf::from(to)))
+}
+
+async fn store_copy(path: Option<&std::path::Path>, to: &str, json: bool) -> Result<(), Failure> {
+    let target = copy_target(to)?;
+    let config = StoreConfig::load(path)?;
+    if config.location() == target {
+        return Err(Failure::Usage(
+            "--to names the configured database itself".to_owned(),
+        ));
+    }
+    let from = open(path).await?;
+    let options = StoreOptions {
+        node: config.node.clone(),
+        busy_timeout: config.busy_timeout,
+        ..StoreOptions::default()
+    };
+    let into = Store::open_at(&target, &options).await.map_err(|error| {
+        Failure::Runtime(
+            anyhow::Error::new(error).context(format!("opening {}", target.describe())),
+        )
+    })?;
+    let copied = crate::store::copy::copy(&from, &into)
+        .await
+        .map_err(runtime)?;
+    from.close().await;
+    into.close().await;
+    if json {
+        let tables: serde_json::Map<String, Value> = copied
+            .iter()
+            .map(|(table, rows)| ((*table).to_owned(), Value::from(*rows)))
+            .collect();
+        print_json(&serde_json::json!({ "to": target.describe(), "rows": tables }));
+    } else {
+        println!("Copied into {}:", target.describe());
+        for (table, rows) in copied {
+            println!("  {table:<13} {rows:>10} row(s)");
+        }
+    }
+    Ok(())
 }
 
 fn print_json(value: &Value) {

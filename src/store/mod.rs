@@ -46,6 +46,7 @@ macro_rules! sqlite_or {
 }
 
 pub mod batches;
+pub mod copy;
 pub mod counts;
 pub mod delivery_log;
 mod keys;

@@ -48,12 +48,12 @@ fn start(config: &Path) -> Daemon {
 /// What the load generator got acknowledged, by the id each route's
 /// receiver will show.
 #[derive(Default)]
-struct Acked {
+pub(crate) struct Acked {
     /// Segment messages: the track's event name (the LaunchDarkly event key).
-    segment: BTreeSet<String>,
+    pub(crate) segment: BTreeSet<String>,
     /// LaunchDarkly events: their key (relayed unchanged) and the Segment
     /// messageId the mapping derives from "<payload id>:<index>".
-    launchdarkly: BTreeMap<String, String>,
+    pub(crate) launchdarkly: BTreeMap<String, String>,
 }
 
 /// One request the generator sends until it is acknowledged (or the run
@@ -120,11 +120,12 @@ fn launchdarkly_request(connection: usize, n: usize) -> Request {
     }
 }
 
-/// Posts requests over one keep-alive connection until `stop`, retrying
-/// each (same ids, as SDKs do) until it is acknowledged.
-async fn generate(
+/// Posts requests until `stop`, retrying each (same ids, as SDKs do) until
+/// it is acknowledged. With several addresses (nodes behind a load
+/// balancer), each attempt goes to the next one.
+pub(crate) async fn generate(
     connection: usize,
-    address: Arc<Mutex<SocketAddr>>,
+    address: Arc<Mutex<Vec<SocketAddr>>>,
     acked: Arc<Mutex<Acked>>,
     stop: Arc<AtomicBool>,
 ) -> usize {
@@ -138,8 +139,12 @@ async fn generate(
             launchdarkly_request(connection, n)
         };
         loop {
+            let to = {
+                let addresses = address.lock().unwrap();
+                addresses[(n + refused) % addresses.len()]
+            };
             let outbound = Outbound {
-                url: format!("http://{}{}", address.lock().unwrap(), request.path),
+                url: format!("http://{to}{}", request.path),
                 headers: request.headers.clone(),
                 body: request.body.clone(),
             };
@@ -174,7 +179,7 @@ async fn stored_more_than_once(dir: &Path) -> Vec<String> {
 }
 
 /// Every event a receiver got, as (id, dedupe id) pairs in arrival order.
-fn received(
+pub(crate) fn received(
     receiver: &Receiver,
     path_prefix: &str,
     id: &str,
@@ -204,7 +209,11 @@ fn received(
 
 /// Checks one route: every acknowledged id arrived, and each id's
 /// deliveries share one dedupe id. Returns (delivered, duplicates).
-fn check_route(route: &str, acked: &BTreeSet<String>, seen: &[(String, String)]) -> (usize, usize) {
+pub(crate) fn check_route(
+    route: &str,
+    acked: &BTreeSet<String>,
+    seen: &[(String, String)],
+) -> (usize, usize) {
     let mut dedupe_of: BTreeMap<&str, &str> = BTreeMap::new();
     let mut duplicates = 0;
     for (id, dedupe) in seen {
@@ -245,7 +254,7 @@ async fn acknowledged_events_survive_twenty_random_sigkills_and_reach_every_rout
     let config = write_config(dir.path(), &launchdarkly, &segment);
 
     let mut daemon = start(&config);
-    let address = Arc::new(Mutex::new(daemon.addr));
+    let address = Arc::new(Mutex::new(vec![daemon.addr]));
     let acked = Arc::new(Mutex::new(Acked::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let generators: Vec<_> = (0..CONNECTIONS)
@@ -277,7 +286,7 @@ async fn acknowledged_events_survive_twenty_random_sigkills_and_reach_every_rout
         daemon = tokio::task::spawn_blocking(move || start(&config))
             .await
             .unwrap();
-        *address.lock().unwrap() = daemon.addr;
+        *address.lock().unwrap() = vec![daemon.addr];
     }
     stop.store(true, Ordering::SeqCst);
     let mut refused = 0;

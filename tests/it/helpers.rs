@@ -343,6 +343,25 @@ pub struct CliRun {
     pub stderr: String,
 }
 
+/// Runs the real `ldbridge` binary in `dir` with a config holding only
+/// `store_section` (see [`store_section`]).
+pub fn cli_in(dir: &std::path::Path, store_section: &str, args: &[&str]) -> CliRun {
+    let config = dir.join("cli.toml");
+    std::fs::write(&config, store_section).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldbridge"))
+        .current_dir(dir)
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .output()
+        .unwrap();
+    CliRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 impl CliRun {
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
@@ -354,20 +373,7 @@ impl TestApp {
     /// Runs the real `ldbridge` binary against this app's database (a
     /// config file naming only the store, as an operator's shell would).
     pub fn cli(&self, args: &[&str]) -> CliRun {
-        let config = self.dir().join("cli.toml");
-        std::fs::write(&config, &self.store_section).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_ldbridge"))
-            .current_dir(self.dir())
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        CliRun {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        cli_in(self.dir(), &self.store_section, args)
     }
 
     /// Calls the admin API; `token` None sends no Authorization header.

@@ -1,11 +1,13 @@
 //! ldbridge's integration tests: one binary, real HTTP on loopback, a real
-//! SQLite file per test, recording stand-in receivers.
+//! SQLite file per test (or, with `LDBRIDGE_TEST_POSTGRES`, a PostgreSQL
+//! database per test), recording stand-in receivers.
 //!
 //! - `helpers`: spawn_app, posting, waiting, fixture loading
 //! - `browser`: analytics.js and LaunchDarkly's browser SDK in a real Chromium
 //! - `segment_ingest`: every way a Segment library posts, and every refusal
 //! - `claims`: a batch whose outcome was never recorded is sent again once its
 //!   claim expires, without a restart
+//! - `copy`: `ldbridge store copy` from SQLite to PostgreSQL and back
 //! - `crash`: 20 random SIGKILLs under load; every acknowledged event arrives
 //! - `delivery`: retries, splits, failures and the attempt log
 //! - `disk`: the database full (size cap) or read-only; ingest 503s and recovers;
@@ -14,6 +16,7 @@
 //! - `hostile`: malformed, huge and nested bodies, slow clients, idle floods
 //! - `launchdarkly`: LaunchDarkly SDK traffic, mapped to Segment and relayed unchanged
 //! - `migration`: a database from an earlier schema upgrades with nothing lost
+//! - `nodes`: two daemons on one PostgreSQL, one SIGKILLed again and again
 //! - `webhook`: Segment webhooks and the segment-relay route
 //! - `operator`: log/show/explain/resend/stats/purge, the admin API, /metrics
 //! - `overview`: the Delivery Overview pages: login, cross-site and rebinding
@@ -29,6 +32,7 @@
 
 mod browser;
 mod claims;
+mod copy;
 mod crash;
 mod delivery;
 mod disk;
@@ -40,6 +44,7 @@ mod hostile;
 mod launchdarkly;
 mod mappings;
 mod migration;
+mod nodes;
 mod operator;
 mod overview;
 mod process;
