@@ -24,7 +24,7 @@
 //! retry.rs         pure: classify(answer) → action, next_attempt_at(n, now, retry_after)
 //! ops/             operator views (log, show, explain, resend, stats, purge), refusals.rs,
 //!                  filters.rs (the words of --status/--since and the API's parameters)
-//! store/           the only SQL: open, migrations, writer.rs (group commit), batches.rs
+//! store/           the only SQL (SQLite; PostgreSQL in store/postgres/): open, migrations, writer.rs (group commit), batches.rs
 //!                  (the dispatcher's: batches, claims, attempts), delivery_log.rs (operator
 //!                  queries), maintenance.rs (requeue, retention, heartbeat), refusals.rs,
 //!                  status.rs (statuses as stored)
