@@ -63,7 +63,10 @@ enum Backend {
     Sqlite,
     /// The server's URL, and its data directory when this machine can read
     /// its processes' CPU.
-    Postgres { server: String, data: Option<PathBuf> },
+    Postgres {
+        server: String,
+        data: Option<PathBuf>,
+    },
 }
 
 impl Backend {
@@ -77,7 +80,14 @@ impl Backend {
     /// The bench config for a daemon in `dir` on the database named by
     /// `shared` (a directory: the SQLite file in it, or its PostgreSQL
     /// database).
-    fn config(&self, dir: &Path, shared: &Path, schedule: &str, pair: &(Receiver, Receiver), node: &str) -> PathBuf {
+    fn config(
+        &self,
+        dir: &Path,
+        shared: &Path,
+        schedule: &str,
+        pair: &(Receiver, Receiver),
+        node: &str,
+    ) -> PathBuf {
         std::fs::create_dir_all(dir).unwrap();
         let fixture = fixtures::config(dir, schedule, &pair.0.url(), &pair.1.url());
         match self {
@@ -109,12 +119,19 @@ impl Backend {
     /// CPU seconds the database server has used so far (its postmaster,
     /// the backends it reaped, the live ones); 0 for SQLite or unknown.
     fn server_cpu(&self) -> f64 {
-        let Backend::Postgres { data: Some(data), .. } = self else {
+        let Backend::Postgres {
+            data: Some(data), ..
+        } = self
+        else {
             return 0.0;
         };
         let Some(pid) = std::fs::read_to_string(data.join("postmaster.pid"))
             .ok()
-            .and_then(|text| text.lines().next().and_then(|line| line.trim().parse::<u32>().ok()))
+            .and_then(|text| {
+                text.lines()
+                    .next()
+                    .and_then(|line| line.trim().parse::<u32>().ok())
+            })
         else {
             return 0.0;
         };
@@ -134,7 +151,8 @@ impl Backend {
             .flatten()
             .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
             .filter(|child| {
-                let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+                let stat =
+                    std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
                 let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
                 *child == pid || rest.split_whitespace().nth(1) == Some(&pid.to_string())
             })
@@ -178,7 +196,9 @@ async fn closed_split(targets: &[Target], bodies: Vec<Body>) -> LoadResult {
         let part: Vec<Body> = bodies.by_ref().take(per).collect();
         let target = target.clone();
         let connections = 32 / targets.len();
-        runs.push(tokio::spawn(async move { load::closed(&target, part, connections).await }));
+        runs.push(tokio::spawn(async move {
+            load::closed(&target, part, connections).await
+        }));
     }
     let mut total = LoadResult::default();
     for run in runs {
@@ -187,6 +207,7 @@ async fn closed_split(targets: &[Target], bodies: Vec<Body>) -> LoadResult {
         total.events += part.events;
         total.errors += part.errors;
         total.elapsed = total.elapsed.max(part.elapsed);
+        total.latencies.extend(part.latencies);
     }
     total
 }
@@ -197,7 +218,15 @@ async fn ingest_and_dispatch(backend: &Backend, root: &Path, nodes: usize) {
     let shared = root.join(format!("{}-{nodes}", backend.name()));
     let pair = receivers().await;
     let daemons: Vec<Daemon> = (0..nodes)
-        .map(|n| Daemon::start(&backend.config(&shared.join(format!("n{n}")), &shared, NEVER, &pair, &format!("n{n}"))))
+        .map(|n| {
+            Daemon::start(&backend.config(
+                &shared.join(format!("n{n}")),
+                &shared,
+                NEVER,
+                &pair,
+                &format!("n{n}"),
+            ))
+        })
         .collect();
     let targets: Vec<Target> = daemons.iter().map(|d| Target::new(&d.addr)).collect();
     let batch = env_usize("BENCH_BATCH_REQUESTS", 2000);
@@ -219,12 +248,26 @@ async fn ingest_and_dispatch(backend: &Backend, root: &Path, nodes: usize) {
         let result = closed_split(&targets, bodies).await;
         let daemon_cpu = daemons.iter().map(Daemon::cpu_seconds).sum::<f64>() - daemon_cpu;
         let server_cpu = backend.server_cpu() - server_cpu;
-        let unit = if kind == Kind::SegmentTrack { "requests" } else { "events" };
+        let unit = if kind == Kind::SegmentTrack {
+            "requests"
+        } else {
+            "events"
+        };
         row(
             &format!("{label}: ingest {name}, 32 conn ({unit}/s)"),
-            format!("{:.0} ({} errors)", result.rate(), result.errors),
+            format!(
+                "{:.0} (p99 {:.1} ms, {} errors)",
+                result.rate(),
+                result.percentile(0.99).as_secs_f64() * 1e3,
+                result.errors
+            ),
         );
-        cpu_row(&format!("{label}: ingest {name}"), daemon_cpu, server_cpu, result.events);
+        cpu_row(
+            &format!("{label}: ingest {name}"),
+            daemon_cpu,
+            server_cpu,
+            result.events,
+        );
         match kind {
             Kind::LaunchDarklyBulk => ingested[1] += result.events,
             _ => ingested[0] += result.events,
@@ -235,7 +278,15 @@ async fn ingest_and_dispatch(backend: &Backend, root: &Path, nodes: usize) {
     }
     // Dispatch: the same database, the schedule on.
     let daemons: Vec<Daemon> = (0..nodes)
-        .map(|n| Daemon::start(&backend.config(&shared.join(format!("n{n}")), &shared, EVERY_SECOND, &pair, &format!("n{n}"))))
+        .map(|n| {
+            Daemon::start(&backend.config(
+                &shared.join(format!("n{n}")),
+                &shared,
+                EVERY_SECOND,
+                &pair,
+                &format!("n{n}"),
+            ))
+        })
         .collect();
     let daemon_cpu: f64 = daemons.iter().map(Daemon::cpu_seconds).sum();
     let server_cpu = backend.server_cpu();
@@ -246,7 +297,12 @@ async fn ingest_and_dispatch(backend: &Backend, root: &Path, nodes: usize) {
         &format!("{label}: dispatch segment-to-launchdarkly / launchdarkly-to-segment, both at once (events/s)"),
         format!("{:.0} / {:.0}", rates[0], rates[1]),
     );
-    cpu_row(&format!("{label}: dispatch"), daemon_cpu, server_cpu, ingested[0] + ingested[1]);
+    cpu_row(
+        &format!("{label}: dispatch"),
+        daemon_cpu,
+        server_cpu,
+        ingested[0] + ingested[1],
+    );
     for daemon in daemons {
         daemon.stop();
     }
@@ -277,7 +333,10 @@ async fn futures_rates(pair: &(Receiver, Receiver), expected: [usize; 2]) -> [f6
         (Some(a), Some(b)) if b > a => count as f64 / (b - a).as_secs_f64(),
         _ => 0.0,
     };
-    [rate(0, pair.0.element_count()), rate(1, pair.1.element_count())]
+    [
+        rate(0, pair.0.element_count()),
+        rate(1, pair.1.element_count()),
+    ]
 }
 
 /// Phase 3 on `backend` with `nodes` daemons.
@@ -286,7 +345,15 @@ async fn end_to_end(backend: &Backend, root: &Path, nodes: usize) {
     let shared = root.join(format!("{}-e2e-{nodes}", backend.name()));
     let pair = Arc::new(receivers().await);
     let daemons: Vec<Daemon> = (0..nodes)
-        .map(|n| Daemon::start(&backend.config(&shared.join(format!("n{n}")), &shared, EVERY_SECOND, &pair, &format!("n{n}"))))
+        .map(|n| {
+            Daemon::start(&backend.config(
+                &shared.join(format!("n{n}")),
+                &shared,
+                EVERY_SECOND,
+                &pair,
+                &format!("n{n}"),
+            ))
+        })
         .collect();
     let store = Store::open_at(&backend.location(&shared), &Default::default())
         .await
@@ -316,7 +383,11 @@ async fn end_to_end(backend: &Backend, root: &Path, nodes: usize) {
                         oldest = oldest.max(now - at);
                     }
                 }
-                samples.push((started.elapsed(), pair.0.element_count() + pair.1.element_count(), oldest));
+                samples.push((
+                    started.elapsed(),
+                    pair.0.element_count() + pair.1.element_count(),
+                    oldest,
+                ));
             }
             samples
         })
@@ -331,7 +402,9 @@ async fn end_to_end(backend: &Backend, root: &Path, nodes: usize) {
         let part: Vec<Body> = split.by_ref().take(per).collect();
         let target = Target::new(&daemon.addr);
         let share = rate as f64 / 100.0 / nodes as f64;
-        runs.push(tokio::spawn(async move { load::open(&target, part, share).await }));
+        runs.push(tokio::spawn(async move {
+            load::open(&target, part, share).await
+        }));
     }
     let mut acknowledged = 0;
     for run in runs {
@@ -366,11 +439,19 @@ async fn end_to_end(backend: &Backend, root: &Path, nodes: usize) {
     );
     row(
         &format!("{name}: oldest undelivered p50 / max (s)"),
-        format!("{:.2} / {:.2}", seconds(ages.get(ages.len() / 2)), seconds(ages.last())),
+        format!(
+            "{:.2} / {:.2}",
+            seconds(ages.get(ages.len() / 2)),
+            seconds(ages.last())
+        ),
     );
     row(
         &format!("{name}: delivered / acknowledged, drained after (s)"),
-        format!("{} / {acknowledged}, {:.2}", delivered(), drained.as_secs_f64()),
+        format!(
+            "{} / {acknowledged}, {:.2}",
+            delivered(),
+            drained.as_secs_f64()
+        ),
     );
     cpu_row(&name, daemon_cpu, server_cpu, delivered());
     store.close().await;
@@ -391,7 +472,11 @@ async fn main() {
                 .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pg/start.sh"))
                 .output()
                 .expect("bash");
-            assert!(out.status.success(), "tests/pg/start.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "tests/pg/start.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let line = String::from_utf8_lossy(&out.stdout).into_owned();
             let url = line
                 .trim()
