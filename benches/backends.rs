@@ -16,7 +16,8 @@
 //!
 //! PostgreSQL: the server `LDBRIDGE_TEST_POSTGRES` names (its CPU is read
 //! from `/proc` when it was started by `tests/pg/start.sh`), or one this
-//! bench starts with `tests/pg/start.sh` and stops. Sizes (defaults in
+//! bench starts with `tests/pg/start.sh` and stops. BENCH_RUNS
+//! [sqlite,postgres,postgres-2] picks the runs. Sizes (defaults in
 //! brackets): BENCH_BATCH_REQUESTS [2000] per endpoint, BENCH_SINGLE_REQUESTS
 //! [20000], BENCH_E2E_RATE [20000] events/s, BENCH_E2E_SECONDS [20].
 
@@ -493,13 +494,20 @@ async fn main() {
         .filter(|data| data.join("postmaster.pid").exists());
     let root = tempfile::tempdir().unwrap();
     let postgres = Backend::Postgres { server, data };
+    // BENCH_RUNS [sqlite,postgres,postgres-2] picks the runs.
+    let runs = std::env::var("BENCH_RUNS").unwrap_or_else(|_| "sqlite,postgres,postgres-2".into());
+    let runs: Vec<&str> = runs.split(',').collect();
     println!("| figure | value |\n|---|---|");
-    for backend in [Backend::Sqlite, postgres.clone()] {
-        ingest_and_dispatch(&backend, root.path(), 1).await;
-        end_to_end(&backend, root.path(), 1).await;
+    for (run, backend, nodes) in [
+        ("sqlite", Backend::Sqlite, 1),
+        ("postgres", postgres.clone(), 1),
+        ("postgres-2", postgres, 2),
+    ] {
+        if runs.contains(&run) {
+            ingest_and_dispatch(&backend, root.path(), nodes).await;
+            end_to_end(&backend, root.path(), nodes).await;
+        }
     }
-    ingest_and_dispatch(&postgres, root.path(), 2).await;
-    end_to_end(&postgres, root.path(), 2).await;
     if started {
         let _ = std::process::Command::new("bash")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pg/stop.sh"))

@@ -552,6 +552,12 @@ async fn purge(
     store.close().await;
     if json {
         print_json(&ops::purged_json(&purged, cutoff));
+    } else if purged.elsewhere {
+        println!(
+            "Another node is purging now (retention runs on one node at a time); \
+             purged {} refusal(s) here.",
+            purged.refusals
+        );
     } else {
         println!(
             "Purged {} event(s), {} batch(es), {} attempt(s), {} refusal(s) older than {}.",

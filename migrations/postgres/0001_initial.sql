@@ -39,7 +39,6 @@ CREATE TABLE events (
     body        TEXT   NOT NULL
 );
 CREATE UNIQUE INDEX events_dedupe ON events (dedupe_key, source);
-CREATE INDEX events_received ON events (received_at);
 CREATE INDEX events_request ON events (request) WHERE request IS NOT NULL;
 
 CREATE TABLE profiles (

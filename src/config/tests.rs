@@ -889,3 +889,33 @@ fn to_segment_takes_the_user_id_context_kind_and_copy_custom_data() {
         Some("organization")
     );
 }
+
+#[test]
+fn store_url_names_a_postgresql_database_literally_or_by_reference_never_with_path() {
+    let config = parse("[store]\nurl = \"postgres://ld@db.internal/ldbridge\"\nnode = \"a\"\n")
+        .expect("a literal URL");
+    assert_eq!(
+        config.store.location(),
+        crate::store::Location::Postgres("postgres://ld@db.internal/ldbridge".to_owned())
+    );
+    assert_eq!(config.store.node, "a");
+    let config = parse_with(
+        "[store]\nurl = \"env:DATABASE_URL\"\n",
+        &[("DATABASE_URL", "postgresql://ld:pw@db/x")],
+    )
+    .expect("a reference");
+    assert!(config.store.is_postgres());
+    assert_eq!(
+        config.store.location().describe(),
+        "postgresql://ld:***@db/x"
+    );
+    let both = parse("[store]\npath = \"/x.db\"\nurl = \"postgres://db/x\"\n").unwrap_err();
+    assert!(both.to_string().contains("not both"), "{both}");
+    let mysql = parse_with("[store]\nurl = \"env:U\"\n", &[("U", "mysql://db/x")]).unwrap_err();
+    assert!(mysql.to_string().contains("PostgreSQL URL"), "{mysql}");
+    assert!(
+        !mysql.to_string().contains("mysql://"),
+        "the value stays out of the error: {mysql}"
+    );
+    assert!(!parse("").unwrap().store.is_postgres());
+}

@@ -42,6 +42,9 @@ pub async fn add_retention(
             let retain = config.get().store.retain;
             let cutoff = crate::clock::now_ms() - retain.as_millis() as i64;
             match crate::ops::purge(&store, cutoff).await {
+                Ok(purged) if purged.elsewhere => {
+                    tracing::info!("Retention: another node is purging this hour; skipped here.")
+                }
                 Ok(purged) => tracing::info!(
                     events = purged.events, batches = purged.batches, attempts = purged.attempts,
                     cutoff = %crate::clock::format_ms(cutoff), "Retention purge done."

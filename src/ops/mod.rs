@@ -648,6 +648,7 @@ pub fn purged_json(purged: &Purged, cutoff: i64) -> Value {
         "attempts": purged.attempts,
         "refusals": purged.refusals,
         "max_lock_ms": purged.max_lock.as_secs_f64() * 1000.0,
+        "purging_elsewhere": purged.elsewhere,
     })
 }
 

@@ -81,6 +81,8 @@ pub struct Purged {
     pub refusals: u64,
     /// The longest time one purge transaction held the write lock.
     pub max_lock: Duration,
+    /// Another node was purging (PostgreSQL): this one purged nothing.
+    pub elsewhere: bool,
 }
 
 /// Deletes every event received before `cutoff` whose every delivery is

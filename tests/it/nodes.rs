@@ -258,3 +258,98 @@ async fn two_nodes_on_one_postgresql_lose_nothing_and_never_send_a_claimed_batch
     store.close().await;
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_runs_on_one_node_at_a_time() {
+    if skip_without_postgres("retention_runs_on_one_node_at_a_time") {
+        return;
+    }
+    use sqlx::Connection;
+    let app = crate::helpers::spawn_app().await;
+    app.post_tracks(&["old-1", "old-2"]).await;
+    app.dispatch_until(|counts| counts.settled()).await;
+    let ten_days = 10 * 86_400_000_i64;
+    app.execute(&format!(
+        "UPDATE events SET received_at = received_at - {ten_days}; \
+         UPDATE batches SET created_at = created_at - {ten_days}, updated_at = updated_at - {ten_days}"
+    ))
+    .await;
+    // Another node is purging: it holds the retention lock.
+    let url = postgres::database_for(app.dir()).unwrap();
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    let lock = ldbridge::store::postgres::maintenance::RETENTION_LOCK;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(lock)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let held = app.cli(&["purge", "--older-than", "7d", "--json"]);
+    assert_eq!(held.code, 0, "{}", held.stderr);
+    assert_eq!(held.json()["purging_elsewhere"], true);
+    assert_eq!(held.json()["events"], 0);
+    assert_eq!(app.events_stored().await, 2);
+    let text = app.cli(&["purge", "--older-than", "7d"]).stdout;
+    assert!(text.contains("Another node is purging"), "{text}");
+    // Its purge is over: this node's goes ahead.
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(lock)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let purged = app.cli(&["purge", "--older-than", "7d", "--json"]).json();
+    assert_eq!(
+        (
+            purged["events"].as_u64(),
+            purged["purging_elsewhere"].as_bool()
+        ),
+        (Some(2), Some(false))
+    );
+    assert_eq!(app.events_stored().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_forming_batches_from_events_another_node_took_writes_nothing() {
+    if skip_without_postgres("a_node_forming_batches_from_events_another_node_took") {
+        return;
+    }
+    use ldbridge::domain::Route;
+    use ldbridge::store::{batches, StoreError};
+    let app = crate::helpers::spawn_app().await;
+    app.post_tracks(&["r-1", "r-2"]).await;
+    // Node B reads the pending events…
+    let url = postgres::database_for(app.dir()).unwrap();
+    let options = ldbridge::store::StoreOptions {
+        node: "node-b".to_owned(),
+        ..Default::default()
+    };
+    let b = ldbridge::store::Store::open_at(&ldbridge::store::Location::Postgres(url), &options)
+        .await
+        .unwrap();
+    let route = Route::SegmentToLaunchDarkly;
+    let taken = batches::pending_events(&b, route, 100).await.unwrap();
+    assert_eq!(taken.len(), 2);
+    // …node A forms and sends their batch first…
+    app.dispatch_until(|counts| counts.settled()).await;
+    let batches_before = app.cli(&["log", "--json"]).json();
+    // …and node B's batch from the same events is refused, writing nothing.
+    let now = ldbridge::clock::now_ms();
+    let plan = batches::BatchPlan {
+        source: taken[0].source.clone(),
+        lane: String::new(),
+        event_ids: taken.iter().map(|event| event.event_id).collect(),
+        profile: None,
+    };
+    let change = batches::NewBatches {
+        route,
+        taken: &taken,
+        plans: std::slice::from_ref(&plan),
+        settled: &batches::Settled::default(),
+        now,
+        claimed_until: now + 60_000,
+    };
+    let formed = batches::create_batches(&b, &change, &[]).await;
+    assert!(matches!(formed, Err(StoreError::Raced)), "{formed:?}");
+    assert_eq!(app.cli(&["log", "--json"]).json(), batches_before);
+    assert_eq!(app.launchdarkly.requests().len(), 1);
+    b.close().await;
+}

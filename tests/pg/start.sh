@@ -24,6 +24,7 @@ fi
 "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >&2
 "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start \
   -o "-c listen_addresses='' -c unix_socket_directories='$dir' -c max_connections=400 \
-      -c fsync=on -c synchronous_commit=on -c shared_buffers=256MB" >&2
+      -c fsync=on -c synchronous_commit=on -c shared_buffers=256MB \
+      -c max_wal_size=4GB -c checkpoint_timeout=15min" >&2
 echo "$dir" > /tmp/ldbridge-pg.last
 echo "export LDBRIDGE_TEST_POSTGRES='postgres://postgres@localhost/postgres?host=$dir'"

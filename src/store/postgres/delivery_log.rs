@@ -248,10 +248,13 @@ pub async fn settled_in(
     until: i64,
     limit: usize,
 ) -> Result<Vec<SettledDelivery>, sqlx::Error> {
+    let after = super::maintenance::received_before(pg, since).await?;
+    let through = super::maintenance::received_before(pg, until.saturating_add(1)).await?;
     let rows = sqlx::query(
         "SELECT d.event_id, e.received_at, e.kind, e.dedupe_key, d.reason \
          FROM events e JOIN deliveries d ON d.event_id = e.id \
-         WHERE e.received_at >= $3 AND e.received_at <= $4 AND d.route = $1 AND d.status = $2 \
+         WHERE e.id > $6 AND e.id <= $7 AND e.received_at >= $3 AND e.received_at <= $4 \
+           AND d.route = $1 AND d.status = $2 \
          ORDER BY d.event_id DESC LIMIT $5",
     )
     .bind(route.code())
@@ -259,6 +262,8 @@ pub async fn settled_in(
     .bind(since)
     .bind(until)
     .bind(limit as i64)
+    .bind(after)
+    .bind(through)
     .fetch_all(pg.pool())
     .await?;
     Ok(rows

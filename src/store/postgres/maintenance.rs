@@ -11,7 +11,7 @@ use crate::store::counts::{Flow, Tally};
 use crate::store::maintenance::{HeartbeatError, Purged};
 
 /// The advisory lock a node holds while it purges (`ldbridge` retention).
-const RETENTION_LOCK: i64 = 0x6c64_6272_7265_7400;
+pub const RETENTION_LOCK: i64 = 0x6c64_6272_7265_7400;
 
 pub async fn requeue(
     pg: &PgStore,
@@ -68,7 +68,10 @@ pub async fn purge(pg: &PgStore, cutoff: i64, chunk: usize) -> Result<Purged, sq
     if !locked {
         tracing::debug!("Another node is purging; this node skips this round.");
         super::close(lock).await;
-        return Ok(Purged::default());
+        return Ok(Purged {
+            elsewhere: true,
+            ..Purged::default()
+        });
     }
     let purged = purge_locked(pg, cutoff, chunk).await;
     super::close(lock).await;
@@ -78,9 +81,11 @@ pub async fn purge(pg: &PgStore, cutoff: i64, chunk: usize) -> Result<Purged, sq
 async fn purge_locked(pg: &PgStore, cutoff: i64, chunk: usize) -> Result<Purged, sqlx::Error> {
     let mut purged = Purged::default();
     let mut after = i64::MIN;
+    let bound = received_before(pg, cutoff).await?;
     loop {
         let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
-            "SELECT id, request FROM events e WHERE id > $2 AND received_at < $1 AND NOT EXISTS \
+            "SELECT id, request FROM events e WHERE id > $2 AND id <= $4 AND received_at < $1 \
+               AND NOT EXISTS \
                (SELECT 1 FROM deliveries d WHERE d.event_id = e.id \
                   AND d.status NOT IN ('delivered', 'skipped')) \
              ORDER BY id LIMIT $3",
@@ -88,6 +93,7 @@ async fn purge_locked(pg: &PgStore, cutoff: i64, chunk: usize) -> Result<Purged,
         .bind(cutoff)
         .bind(after)
         .bind(chunk as i64)
+        .bind(bound)
         .fetch_all(pg.pool())
         .await?;
         let Some(&(last, _)) = rows.last() else {
@@ -188,13 +194,38 @@ async fn purge_locked(pg: &PgStore, cutoff: i64, chunk: usize) -> Result<Purged,
     Ok(purged)
 }
 
-/// Not needed on PostgreSQL (its planner finds the received range by
-/// index): the smallest id, so callers' `id > it` keeps every event.
+/// The highest event id received before `cutoff` (`i64::MIN` when none),
+/// found by binary search over ids, as on SQLite: events are stored about
+/// in the order received, and an index on `received_at` would cost every
+/// ingested event one more index entry for an hourly query.
 pub(in crate::store) async fn received_before(
-    _pg: &PgStore,
-    _cutoff: i64,
+    pg: &PgStore,
+    cutoff: i64,
 ) -> Result<i64, sqlx::Error> {
-    Ok(i64::MIN)
+    let at_or_after = |id: i64| {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT id, received_at FROM events WHERE id >= $1 ORDER BY id LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(pg.pool())
+    };
+    let (mut low, mut high) = match at_or_after(i64::MIN).await? {
+        Some((first, received)) if received < cutoff => {
+            let last: i64 = sqlx::query_scalar("SELECT MAX(id) FROM events")
+                .fetch_one(pg.pool())
+                .await?;
+            (first, last.saturating_add(1))
+        }
+        _ => return Ok(i64::MIN),
+    };
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        match at_or_after(middle).await? {
+            Some((id, received)) if id < high && received < cutoff => low = id,
+            _ => high = middle,
+        }
+    }
+    Ok(low)
 }
 
 /// Nothing to do: PostgreSQL's autovacuum analyses and reclaims.

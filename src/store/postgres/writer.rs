@@ -86,12 +86,15 @@ pub(in crate::store) async fn commit(
             continue;
         };
         let mut stored = 0;
+        let mut codes: Vec<i64> = batch.routes.iter().map(|route| route.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
         for key in &keys[at..at + batch.events.len()] {
             if let Some(id) = ids.remove(&(batch.source.as_str(), key.as_str())) {
                 stored += 1;
-                for route in &batch.routes {
+                for code in &codes {
                     delivery_events.push(id);
-                    delivery_routes.push(route.code());
+                    delivery_routes.push(*code);
                 }
             }
         }
@@ -107,8 +110,7 @@ pub(in crate::store) async fn commit(
     if !delivery_events.is_empty() {
         sqlx::query(
             "INSERT INTO deliveries (event_id, route, status) \
-             SELECT e, r, 'pending' FROM UNNEST($1::int8[], $2::int8[]) AS t (e, r) \
-             ON CONFLICT DO NOTHING",
+             SELECT e, r, 'pending' FROM UNNEST($1::int8[], $2::int8[]) AS t (e, r)",
         )
         .bind(&delivery_events)
         .bind(&delivery_routes)
