@@ -73,8 +73,12 @@ CREATE INDEX batches_updated ON batches (updated_at);
 CREATE INDEX batches_parent ON batches (parent_id);
 CREATE INDEX batches_profile ON batches (profile) WHERE profile IS NOT NULL;
 
+-- No foreign key to events: its check cost every ingested event one more
+-- index lookup (measured: a third of the deliveries insert). The writer
+-- inserts an event and its deliveries in one transaction; retention deletes
+-- deliveries before their event.
 CREATE TABLE deliveries (
-    event_id BIGINT NOT NULL REFERENCES events (id),
+    event_id BIGINT NOT NULL,
     route    BIGINT NOT NULL,              -- routes.id
     status   TEXT   NOT NULL,              -- pending|batched|delivered|failed|skipped
     batch_id BIGINT,
