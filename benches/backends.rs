@@ -92,7 +92,9 @@ impl Backend {
         std::fs::create_dir_all(dir).unwrap();
         let fixture = fixtures::config(dir, schedule, &pair.0.url(), &pair.1.url());
         match self {
-            Backend::Sqlite => fixture.set(
+            // With LDBRIDGE_TEST_POSTGRES set the fixture names a
+            // PostgreSQL database: the file instead.
+            Backend::Sqlite => fixture.unset("store", "url").set(
                 "store",
                 "path",
                 &format!("{:?}", shared.join("ldbridge.db").display().to_string()),
