@@ -231,18 +231,7 @@ pub async fn create_batches(
     }
     let _turn = store.write_turn().await;
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut tally = Tally::default();
-    // One entry per minute and source, not per event: a run takes
-    // thousands, from a handful of sources.
-    let mut received: std::collections::BTreeMap<(i64, &str), i64> = Default::default();
-    for event in taken {
-        *received
-            .entry((counts::minute(event.received_at), event.source.as_str()))
-            .or_default() += 1;
-    }
-    for ((minute, source), n) in received {
-        tally.flow(minute * 60_000, Some(route), source, Flow::Received, "", n);
-    }
+    let mut tally = received(route, taken);
     for outcome in ended {
         record_one(&mut tx, outcome, now, &mut tally).await?;
     }
@@ -297,6 +286,23 @@ pub async fn create_batches(
     tally.write(&mut tx).await?;
     tx.commit().await?;
     Ok(created)
+}
+
+/// A tally counting the `taken` events `received` on `route`, in the
+/// minute each arrived: one entry per minute and source, not per event (a
+/// run takes thousands, from a handful of sources).
+pub(crate) fn received(route: Route, taken: &[StoredEvent]) -> Tally {
+    let mut received: std::collections::BTreeMap<(i64, &str), i64> = Default::default();
+    for event in taken {
+        *received
+            .entry((counts::minute(event.received_at), event.source.as_str()))
+            .or_default() += 1;
+    }
+    let mut tally = Tally::default();
+    for ((minute, source), n) in received {
+        tally.flow(minute * 60_000, Some(route), source, Flow::Received, "", n);
+    }
+    tally
 }
 
 /// The id of the profile `definition`, stored now if it is new.

@@ -12,7 +12,7 @@
 //! is written out in PostgreSQL; a request's first event and span, which
 //! SQLite relies on, are computed from its events when copying back.
 
-use sqlx::{postgres::PgRow, sqlite::SqliteRow, Postgres, QueryBuilder, Row, Sqlite};
+use sqlx::{Postgres, QueryBuilder, Row, Sqlite};
 
 use super::{Db, Store, StoreError};
 
@@ -299,7 +299,7 @@ async fn read(
             push_after::<Sqlite>(&mut sql, &keys, after);
             sql.push(format!(" ORDER BY {keys} LIMIT {CHUNK}"));
             let rows = sql.build().fetch_all(pool).await?;
-            rows.iter().map(|row| cells_sqlite(table, row)).collect()
+            rows.iter().map(|row| cells(table, row)).collect()
         }
         Db::Postgres(pg) => {
             let (select, from) = table.postgres;
@@ -308,7 +308,7 @@ async fn read(
             push_after::<Postgres>(&mut sql, &keys, after);
             sql.push(format!(" ORDER BY {keys} LIMIT {CHUNK}"));
             let rows = sql.build().fetch_all(pg.pool()).await?;
-            rows.iter().map(|row| cells_pg(table, row)).collect()
+            rows.iter().map(|row| cells(table, row)).collect()
         }
     }
 }
@@ -335,18 +335,14 @@ where
     sql.push(")");
 }
 
-fn cells_sqlite(table: &Table, row: &SqliteRow) -> Result<Vec<Cell>, StoreError> {
-    let mut cells = Vec::with_capacity(table.columns.len());
-    for (index, (_, kind)) in table.columns.iter().enumerate() {
-        cells.push(match kind {
-            Int => Cell::Int(row.try_get(index)?),
-            Text => Cell::Text(row.try_get(index)?),
-        });
-    }
-    Ok(cells)
-}
-
-fn cells_pg(table: &Table, row: &PgRow) -> Result<Vec<Cell>, StoreError> {
+/// The values of one row read from `table`, on either backend.
+fn cells<R>(table: &Table, row: &R) -> Result<Vec<Cell>, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     let mut cells = Vec::with_capacity(table.columns.len());
     for (index, (_, kind)) in table.columns.iter().enumerate() {
         cells.push(match kind {

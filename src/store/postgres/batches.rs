@@ -10,7 +10,7 @@ use crate::domain::{BatchStatus, DeliveryStatus, Route};
 use crate::store::batches::{
     Claimed, ClaimedBatch, NewBatches, Outcome, Resolution, SettledEvent, StoredEvent,
 };
-use crate::store::counts::{self, Flow, Tally};
+use crate::store::counts::{Flow, Tally};
 use crate::store::StoreError;
 
 /// Makes this node's claims (batches it left `sending`) due now; other
@@ -111,16 +111,7 @@ pub async fn create_batches(
         record_attempts(pg, ended, now).await?;
         return Err(StoreError::Raced);
     }
-    let mut tally = Tally::default();
-    let mut received: std::collections::BTreeMap<(i64, &str), i64> = Default::default();
-    for event in taken {
-        *received
-            .entry((counts::minute(event.received_at), event.source.as_str()))
-            .or_default() += 1;
-    }
-    for ((minute, source), n) in received {
-        tally.flow(minute * 60_000, Some(route), source, Flow::Received, "", n);
-    }
+    let mut tally = crate::store::batches::received(route, taken);
     for outcome in ended {
         record_one(&mut tx, outcome, now, &mut tally).await?;
     }
