@@ -403,6 +403,48 @@ fn log_without_a_database_is_a_runtime_error_and_a_bad_filter_is_a_usage_error()
 }
 
 #[test]
+fn a_postgresql_password_never_reaches_output_or_errors() {
+    // A server that is not there: a unix socket directory with no socket.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "postgres://ld:s3cret-pw@localhost/ldbridge?host={}",
+        dir.path().display()
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, format!("[store]\nurl = {url:?}\n")).unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(binary())
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    };
+    let (code, text) = run(&["check-config"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("postgres://ld:***@localhost/ldbridge"),
+        "{text}"
+    );
+    for args in [
+        &["log"][..],
+        &["serve"],
+        &["store", "copy", "--to", "/nonexistent/x.db"],
+    ] {
+        let (code, text) = run(args);
+        assert_eq!(code, Some(1), "{args:?}: {text}");
+        assert!(text.contains("ld:***@localhost"), "{args:?}: {text}");
+        assert!(!text.contains("s3cret-pw"), "{args:?}: {text}");
+    }
+}
+
+#[test]
 fn the_demo_runs_end_to_end_and_shows_delivered_batches_and_payloads() {
     let output = Command::new(binary()).arg("demo").output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
