@@ -165,6 +165,22 @@ impl Backend {
     }
 }
 
+/// Starts `nodes` daemons (`n0`, `n1`, …) on the database of `shared`.
+fn start_nodes(
+    backend: &Backend,
+    shared: &Path,
+    nodes: usize,
+    schedule: &str,
+    pair: &(Receiver, Receiver),
+) -> Vec<Daemon> {
+    (0..nodes)
+        .map(|n| {
+            let dir = shared.join(format!("n{n}"));
+            Daemon::start(&backend.config(&dir, shared, schedule, pair, &format!("n{n}")))
+        })
+        .collect()
+}
+
 /// Receivers for both destinations, answering at once, counting only.
 async fn receivers() -> (Receiver, Receiver) {
     let launchdarkly = Receiver::start().await.unwrap();
@@ -220,17 +236,7 @@ async fn ingest_and_dispatch(backend: &Backend, root: &Path, nodes: usize) {
     let label = format!("{}, {nodes} node(s)", backend.name());
     let shared = root.join(format!("{}-{nodes}", backend.name()));
     let pair = receivers().await;
-    let daemons: Vec<Daemon> = (0..nodes)
-        .map(|n| {
-            Daemon::start(&backend.config(
-                &shared.join(format!("n{n}")),
-                &shared,
-                NEVER,
-                &pair,
-                &format!("n{n}"),
-            ))
-        })
-        .collect();
+    let daemons: Vec<Daemon> = start_nodes(backend, &shared, nodes, NEVER, &pair);
     let targets: Vec<Target> = daemons.iter().map(|d| Target::new(&d.addr)).collect();
     let batch = env_usize("BENCH_BATCH_REQUESTS", 2000);
     let single = env_usize("BENCH_SINGLE_REQUESTS", 20_000);
@@ -280,17 +286,7 @@ async fn ingest_and_dispatch(backend: &Backend, root: &Path, nodes: usize) {
         daemon.stop();
     }
     // Dispatch: the same database, the schedule on.
-    let daemons: Vec<Daemon> = (0..nodes)
-        .map(|n| {
-            Daemon::start(&backend.config(
-                &shared.join(format!("n{n}")),
-                &shared,
-                EVERY_SECOND,
-                &pair,
-                &format!("n{n}"),
-            ))
-        })
-        .collect();
+    let daemons: Vec<Daemon> = start_nodes(backend, &shared, nodes, EVERY_SECOND, &pair);
     let daemon_cpu: f64 = daemons.iter().map(Daemon::cpu_seconds).sum();
     let server_cpu = backend.server_cpu();
     let rates = futures_rates(&pair, ingested).await;
@@ -347,17 +343,7 @@ async fn end_to_end(backend: &Backend, root: &Path, nodes: usize) {
     let label = format!("{}, {nodes} node(s)", backend.name());
     let shared = root.join(format!("{}-e2e-{nodes}", backend.name()));
     let pair = Arc::new(receivers().await);
-    let daemons: Vec<Daemon> = (0..nodes)
-        .map(|n| {
-            Daemon::start(&backend.config(
-                &shared.join(format!("n{n}")),
-                &shared,
-                EVERY_SECOND,
-                &pair,
-                &format!("n{n}"),
-            ))
-        })
-        .collect();
+    let daemons: Vec<Daemon> = start_nodes(backend, &shared, nodes, EVERY_SECOND, &pair);
     let store = Store::open_at(&backend.location(&shared), &Default::default())
         .await
         .unwrap();

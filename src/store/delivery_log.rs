@@ -3,12 +3,13 @@
 //! Read-only and short: each is one statement, so the CLI can run while the
 //! daemon writes (WAL readers never block the writer).
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, FromRow, Row};
 
 use super::{Store, StoreError};
 use crate::domain::{BatchStatus, DeliveryStatus, Route};
 
-/// The columns [`summary`] reads, in one place for every batch query.
+/// The columns a [`BatchSummary`] is read from, in one place for every
+/// batch query.
 macro_rules! batch_columns {
     () => {
         "id, route, source, lane, status, payload_id, event_count, attempts, created_at, updated_at, \
@@ -17,7 +18,7 @@ macro_rules! batch_columns {
 }
 
 /// One batch as the delivery log shows it. Times are Unix milliseconds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct BatchSummary {
     pub id: i64,
     pub route: String,
@@ -87,27 +88,10 @@ pub async fn list_batches(
         .bind(filter.limit as i64)
         .fetch_all(pool)
         .await?;
-    Ok(rows.iter().map(summary).collect::<Result<_, _>>()?)
-}
-
-/// A row of [`batch_columns!`]; an error (not a panic) for a status this
-/// version does not know.
-fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<BatchSummary, sqlx::Error> {
-    Ok(BatchSummary {
-        id: row.try_get("id")?,
-        route: row.try_get("route")?,
-        source: row.try_get("source")?,
-        lane: row.try_get("lane")?,
-        status: row.try_get("status")?,
-        payload_id: row.try_get("payload_id")?,
-        event_count: row.try_get("event_count")?,
-        attempts: row.try_get("attempts")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        parent_id: row.try_get("parent_id")?,
-    })
+    Ok(rows
+        .iter()
+        .map(BatchSummary::from_row)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Deliveries by route and status, for `stats`, `/metrics` and tests:
@@ -209,7 +193,7 @@ pub async fn batch(store: &Store, id: i64) -> Result<Option<BatchSummary>, Store
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.as_ref().map(summary).transpose()?)
+    Ok(row.as_ref().map(BatchSummary::from_row).transpose()?)
 }
 
 /// The halves a split batch was replaced by. Empty for other batches.
@@ -351,7 +335,9 @@ pub async fn event_routes(store: &Store, event_id: i64) -> Result<Vec<RouteState
     .fetch_all(pool)
     .await?;
     let state = |row: &sqlx::sqlite::SqliteRow| -> Result<_, sqlx::Error> {
-        let batch = row.try_get::<Option<i64>, _>("id")?.map(|_| summary(row));
+        let batch = row
+            .try_get::<Option<i64>, _>("id")?
+            .map(|_| BatchSummary::from_row(row));
         Ok(RouteState {
             route: row.try_get("d_route")?,
             status: row.try_get("d_status")?,
@@ -435,7 +421,7 @@ pub async fn attempts_since(
 }
 
 /// A delivery settled without a batch (skipped, or failed unsent).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SettledDelivery {
     pub event_id: i64,
     pub received_at: i64,
@@ -481,12 +467,6 @@ pub async fn settled_in(
     .await?;
     Ok(rows
         .iter()
-        .map(|row| SettledDelivery {
-            event_id: row.get(0),
-            received_at: row.get(1),
-            kind: row.get(2),
-            dedupe_key: row.get(3),
-            reason: row.get(4),
-        })
-        .collect())
+        .map(SettledDelivery::from_row)
+        .collect::<Result<_, _>>()?)
 }

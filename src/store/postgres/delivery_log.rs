@@ -1,6 +1,6 @@
 //! The operator surface's reads on PostgreSQL (see `store::delivery_log`).
 
-use sqlx::{postgres::PgRow, Postgres, QueryBuilder, Row};
+use sqlx::{FromRow, Postgres, QueryBuilder, Row};
 
 use super::PgStore;
 use crate::domain::{BatchStatus, DeliveryStatus, Route};
@@ -39,25 +39,7 @@ pub async fn list_batches(
     sql.push(" ORDER BY id DESC LIMIT ")
         .push_bind(filter.limit as i64);
     let rows = sql.build().fetch_all(pg.pool()).await?;
-    rows.iter().map(summary).collect()
-}
-
-fn summary(row: &PgRow) -> Result<BatchSummary, sqlx::Error> {
-    Ok(BatchSummary {
-        id: row.try_get("id")?,
-        route: row.try_get("route")?,
-        source: row.try_get("source")?,
-        lane: row.try_get("lane")?,
-        status: row.try_get("status")?,
-        payload_id: row.try_get("payload_id")?,
-        event_count: row.try_get("event_count")?,
-        attempts: row.try_get("attempts")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        parent_id: row.try_get("parent_id")?,
-    })
+    rows.iter().map(BatchSummary::from_row).collect()
 }
 
 pub async fn delivery_counts_checked(
@@ -120,7 +102,7 @@ pub async fn batch(pg: &PgStore, id: i64) -> Result<Option<BatchSummary>, sqlx::
     .bind(id)
     .fetch_optional(pg.pool())
     .await?;
-    row.as_ref().map(summary).transpose()
+    row.as_ref().map(BatchSummary::from_row).transpose()
 }
 
 pub async fn children(pg: &PgStore, id: i64) -> Result<Vec<i64>, sqlx::Error> {
@@ -194,7 +176,9 @@ pub async fn event_routes(pg: &PgStore, event_id: i64) -> Result<Vec<RouteState>
     .await?;
     rows.iter()
         .map(|row| {
-            let batch = row.try_get::<Option<i64>, _>("id")?.map(|_| summary(row));
+            let batch = row
+                .try_get::<Option<i64>, _>("id")?
+                .map(|_| BatchSummary::from_row(row));
             Ok(RouteState {
                 route: row.try_get("d_route")?,
                 status: row.try_get("d_status")?,
@@ -266,14 +250,5 @@ pub async fn settled_in(
     .bind(through)
     .fetch_all(pg.pool())
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| SettledDelivery {
-            event_id: row.get(0),
-            received_at: row.get(1),
-            kind: row.get(2),
-            dedupe_key: row.get(3),
-            reason: row.get(4),
-        })
-        .collect())
+    rows.iter().map(SettledDelivery::from_row).collect()
 }
